@@ -1,0 +1,47 @@
+"""vidgpt2: video captioning with ResNet-50 frame features and a GPT-2 decoder, native to Hugging Face.
+
+`import vidgpt2` registers the model with the Auto classes (AutoConfig, AutoModel, AutoModelForSeq2SeqLM,
+AutoVideoProcessor, AutoProcessor) and marks every class for remote code, so `save_pretrained` / `push_to_hub`
+write the Python modules next to the weights and `trust_remote_code=True` loads them where vidgpt2 is not installed.
+Training-only dependencies (datasets, peft, evaluate, matplotlib) are not imported here.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoProcessor, AutoVideoProcessor
+
+from .configuration_vidgpt2 import VidGPT2Config
+from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration, VidGPT2PreTrainedModel
+from .processing_vidgpt2 import VidGPT2Processor
+try:  # TEMP-DEV: helper writing these files
+    from .video_io import VideoDecodeError, read_video
+    from .video_processing_vidgpt2 import VidGPT2VideoProcessor
+except ImportError:
+    VidGPT2VideoProcessor = None
+
+__version__ = "0.1.0"
+
+
+def _register() -> None:
+    AutoConfig.register(VidGPT2Config.model_type, VidGPT2Config, exist_ok=True)
+    AutoModel.register(VidGPT2Config, VidGPT2ForConditionalGeneration, exist_ok=True)
+    AutoModelForSeq2SeqLM.register(VidGPT2Config, VidGPT2ForConditionalGeneration, exist_ok=True)
+    if VidGPT2VideoProcessor is not None:  # TEMP-DEV
+        AutoVideoProcessor.register(VidGPT2Config, VidGPT2VideoProcessor, exist_ok=True)
+        VidGPT2VideoProcessor.register_for_auto_class("AutoVideoProcessor")
+    AutoProcessor.register(VidGPT2Config, VidGPT2Processor, exist_ok=True)
+    # remote code: save_pretrained copies the modules and writes `auto_map`
+    VidGPT2Config.register_for_auto_class()
+    VidGPT2ForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+    VidGPT2Processor.register_for_auto_class("AutoProcessor")
+
+
+_register()
+
+__all__ = [
+    "VideoDecodeError",
+    "VidGPT2Config",
+    "VidGPT2ForConditionalGeneration",
+    "VidGPT2PreTrainedModel",
+    "VidGPT2Processor",
+    "VidGPT2VideoProcessor",
+    "read_video",
+]
