@@ -11,11 +11,9 @@ from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoProce
 from .configuration_vidgpt2 import VidGPT2Config
 from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration, VidGPT2PreTrainedModel
 from .processing_vidgpt2 import VidGPT2Processor
-try:  # TEMP-DEV: helper writing these files
-    from .video_io import VideoDecodeError, read_video
-    from .video_processing_vidgpt2 import VidGPT2VideoProcessor
-except ImportError:
-    VidGPT2VideoProcessor = None
+from .pipeline_vidgpt2 import VideoCaptioningPipeline
+from .video_io import VideoDecodeError, read_video
+from .video_processing_vidgpt2 import VidGPT2VideoProcessor
 
 __version__ = "0.1.0"
 
@@ -24,19 +22,19 @@ def _register() -> None:
     AutoConfig.register(VidGPT2Config.model_type, VidGPT2Config, exist_ok=True)
     AutoModel.register(VidGPT2Config, VidGPT2ForConditionalGeneration, exist_ok=True)
     AutoModelForSeq2SeqLM.register(VidGPT2Config, VidGPT2ForConditionalGeneration, exist_ok=True)
-    if VidGPT2VideoProcessor is not None:  # TEMP-DEV
-        AutoVideoProcessor.register(VidGPT2Config, VidGPT2VideoProcessor, exist_ok=True)
-        VidGPT2VideoProcessor.register_for_auto_class("AutoVideoProcessor")
+    AutoVideoProcessor.register(VidGPT2Config, VidGPT2VideoProcessor, exist_ok=True)
     AutoProcessor.register(VidGPT2Config, VidGPT2Processor, exist_ok=True)
     # remote code: save_pretrained copies the modules and writes `auto_map`
     VidGPT2Config.register_for_auto_class()
     VidGPT2ForConditionalGeneration.register_for_auto_class("AutoModelForSeq2SeqLM")
+    VidGPT2VideoProcessor.register_for_auto_class("AutoVideoProcessor")
     VidGPT2Processor.register_for_auto_class("AutoProcessor")
 
 
 _register()
 
 __all__ = [
+    "VideoCaptioningPipeline",
     "VideoDecodeError",
     "VidGPT2Config",
     "VidGPT2ForConditionalGeneration",

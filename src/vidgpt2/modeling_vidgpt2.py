@@ -156,10 +156,11 @@ class VidGPT2VideoEncoder(nn.Module):
         tokens = self.projection(video_features.to(self.projection.weight.dtype))  # (B, T, [h*w,] d)
         frames = tokens.shape[1]
         if self.temporal_embedding is not None:
-            time = self.temporal_embedding.weight[:frames]  # (T, d)
+            time = self.temporal_embedding(torch.arange(frames, device=tokens.device))  # (T, d)
             tokens = tokens + (time[None] if tokens.dim() == 3 else time[None, :, None])
         if self.spatial_embedding is not None:
-            tokens = tokens + self.spatial_embedding.weight[None, None]  # (1, 1, h*w, d)
+            cells = torch.arange(self.config.tokens_per_frame, device=tokens.device)
+            tokens = tokens + self.spatial_embedding(cells)[None, None]  # (1, 1, h*w, d)
         # (B, T, h*w, d) -> (B, T*h*w, d); pooled tokens already are (B, T, d)
         tokens = self.dropout(tokens.flatten(1, -2))
         hidden_states = [tokens] if output_hidden_states else None
@@ -389,10 +390,18 @@ class VidGPT2ForConditionalGeneration(VidGPT2PreTrainedModel, GenerationMixin):
             kwargs["encoder_outputs"] = self.encoder(
                 pixel_values_videos=pixel_values_videos, video_features=video_features
             )
+        if kwargs.get("decoder_attention_mask") is None:
+            # the start token doubles as pad/eos for GPT-2: say explicitly that the prompt is not padding
+            prompt = kwargs.get("decoder_input_ids")
+            batch = kwargs["encoder_outputs"].last_hidden_state.shape[0]
+            length = 1 if prompt is None else prompt.shape[1]
+            device = kwargs["encoder_outputs"].last_hidden_state.device
+            kwargs["decoder_attention_mask"] = torch.ones(batch, length, dtype=torch.long, device=device)
         if kwargs.get("attention_mask") is None:
             # every visual token is real: an explicit mask keeps generate from guessing one from token ids
             visual_tokens = kwargs["encoder_outputs"].last_hidden_state  # (B, N, d)
             kwargs["attention_mask"] = torch.ones(visual_tokens.shape[:2], dtype=torch.long, device=visual_tokens.device)
+        kwargs.pop("labels", None)  # Seq2SeqTrainer passes them along; generation does not use them
         generation_config = kwargs.get("generation_config")
         wants_attentions = bool(
             kwargs.get("output_attentions") or getattr(generation_config, "output_attentions", False)

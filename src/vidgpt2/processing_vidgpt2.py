@@ -101,9 +101,36 @@ class VidGPT2Processor(ProcessorMixin):
         from .video_processing_vidgpt2 import VidGPT2VideoProcessor
 
         image_processor = AutoImageProcessor.from_pretrained(vision)
-        video_processor = VidGPT2VideoProcessor.from_image_processor(image_processor, num_frames=num_frames)
+        video_processor = VidGPT2VideoProcessor(num_frames=num_frames, **backbone_preprocessing(image_processor))
         tokenizer = AutoTokenizer.from_pretrained(text)
         return cls(video_processor=video_processor, tokenizer=tokenizer, **kwargs)
 
 
-__all__ = ["VidGPT2Processor"]
+def backbone_preprocessing(image_processor: Any) -> dict[str, Any]:
+    """The resize/crop/normalisation of a backbone's image processor, as video-processor settings.
+
+    ResNet checkpoints such as microsoft/resnet-50 ship a ConvNeXT-style processor: `size={"shortest_edge": 224}`
+    with `crop_pct=0.875`, meaning resize the shortest edge to 224 / 0.875 = 256, then centre-crop 224.
+    """
+    size = dict(getattr(image_processor, "size", None) or {"shortest_edge": 224})
+    if "shortest_edge" in size:
+        crop = int(size["shortest_edge"])
+        crop_pct = getattr(image_processor, "crop_pct", None) or 1.0
+        resize = {"shortest_edge": int(round(crop / crop_pct))}
+    else:
+        crop = int(min(size.get("height", 224), size.get("width", 224)))
+        resize = {"shortest_edge": crop}
+    settings: dict[str, Any] = {"size": resize, "crop_size": {"height": crop, "width": crop}}
+    for name in ("image_mean", "image_std", "resample"):
+        value = getattr(image_processor, name, None)
+        if value is not None:
+            settings[name] = value
+    return settings
+
+
+def video_processor_settings(image_size: int) -> dict[str, Any]:
+    """Resize the shortest edge to `image_size` and centre-crop a square: for models trained from scratch."""
+    return {"size": {"shortest_edge": image_size}, "crop_size": {"height": image_size, "width": image_size}}
+
+
+__all__ = ["VidGPT2Processor", "backbone_preprocessing", "video_processor_settings"]

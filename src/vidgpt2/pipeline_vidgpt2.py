@@ -1,0 +1,156 @@
+"""`pipeline("video-captioning")`: videos in, `[{"generated_text": ...}]` out.
+
+Imports only transformers, torch and same-folder modules, so it travels with a pushed model as remote code:
+`pipeline("video-captioning", model=repo, trust_remote_code=True)` works where vidgpt2 is not installed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import torch
+from transformers import AutoModelForSeq2SeqLM, Pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+TASK = "video-captioning"
+
+
+def _is_url(video: Any) -> bool:
+    return isinstance(video, str) and urllib.parse.urlparse(video).scheme in ("http", "https")
+
+
+def fetch_video(url: str, timeout: float | None = 60.0) -> str:
+    """Download a video URL to a temporary file (kept until the process ends) and return its path."""
+    suffix = os.path.splitext(urllib.parse.urlparse(url).path)[1] or ".mp4"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s) only, checked above
+            data = response.read()
+    except OSError as error:
+        raise ValueError(f"Could not download the video {url}: {error}") from error
+    handle, path = tempfile.mkstemp(prefix="vidgpt2-", suffix=suffix)
+    with os.fdopen(handle, "wb") as file:
+        file.write(data)
+    return path
+
+
+def _is_frame(item: Any) -> bool:
+    """One frame: a PIL image or a 2-D / 3-D array (H, W[, C])."""
+    if hasattr(item, "convert") and hasattr(item, "size"):
+        return True
+    return hasattr(item, "ndim") and item.ndim in (2, 3)
+
+
+class VideoCaptioningPipeline(Pipeline):
+    """Caption videos with a VidGPT2 model.
+
+    Inputs: a path, a URL, a numpy array / torch tensor (T, H, W, C), a list of frames (one video), or a list of
+    any of these (a batch). Parameters: `num_frames`, `start`/`end` (seconds), `generate_kwargs` (`num_beams`,
+    `max_new_tokens`, ...), `max_new_tokens`, `return_explanation`, plus `batch_size`, `device` and `dtype` as in
+    any pipeline.
+
+    Output: `[{"generated_text": str}]` per video (a list of those for a list of inputs); with
+    `return_explanation=True` each dict also holds `"explanation"` (see `vidgpt2.explain`).
+    """
+
+    _pipeline_calls_generate = True
+    _load_processor = True
+    _load_image_processor = False
+    _load_feature_extractor = False
+    _load_tokenizer = False
+
+    def __call__(self, inputs: Any = None, **kwargs: Any) -> Any:
+        if inputs is None:
+            inputs = kwargs.pop("videos", None)
+        if inputs is None:
+            raise ValueError("Pass a video (path, URL, array, tensor, list of frames) or a list of videos.")
+        if isinstance(inputs, (list, tuple)) and inputs and all(_is_frame(f) for f in inputs):
+            # a list of frames is ONE video
+            return super().__call__([list(inputs)], **kwargs)[0]
+        if isinstance(inputs, tuple):
+            inputs = list(inputs)
+        return super().__call__(inputs, **kwargs)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """Model, processor and this pipeline's code: `pipeline(model=folder, trust_remote_code=True)` loads it."""
+        super().save_pretrained(save_directory, **kwargs)
+        self.processor.save_pretrained(save_directory)
+
+    def _sanitize_parameters(
+        self,
+        num_frames: int | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        generate_kwargs: dict[str, Any] | None = None,
+        max_new_tokens: int | None = None,
+        return_explanation: bool = False,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        preprocess = {"num_frames": num_frames, "start": start, "end": end, "timeout": timeout}
+        forward: dict[str, Any] = {"return_explanation": return_explanation}
+        generate = dict(generate_kwargs or {})
+        if max_new_tokens is not None:
+            if "max_new_tokens" in generate:
+                raise ValueError("max_new_tokens given twice: as an argument and in generate_kwargs.")
+            generate["max_new_tokens"] = max_new_tokens
+        if kwargs:
+            raise TypeError(f"Unknown arguments for the video-captioning pipeline: {sorted(kwargs)}")
+        forward["generate_kwargs"] = generate
+        return {k: v for k, v in preprocess.items() if v is not None}, forward, {}
+
+    def preprocess(
+        self,
+        video: Any,
+        num_frames: int | None = None,
+        start: float | None = None,
+        end: float | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, torch.Tensor]:
+        if _is_url(video):
+            video = fetch_video(video, timeout=timeout)
+        kwargs = {k: v for k, v in (("num_frames", num_frames), ("start", start), ("end", end)) if v is not None}
+        inputs = self.processor.video_processor([video], return_tensors="pt", **kwargs)
+        pixel_values = inputs["pixel_values_videos"]  # (1, T, 3, H, W)
+        if self.dtype is not None:
+            pixel_values = pixel_values.to(self.dtype)
+        return {"pixel_values_videos": pixel_values}
+
+    def _forward(
+        self, model_inputs: dict[str, torch.Tensor], generate_kwargs: dict[str, Any], return_explanation: bool = False
+    ) -> dict[str, Any]:
+        generate_kwargs = self._prepare_generate_kwargs(dict(generate_kwargs))
+        sequences = self.model.generate(**model_inputs, **generate_kwargs)
+        outputs: dict[str, Any] = {"sequences": sequences}
+        if return_explanation:
+            from .explain import explain
+
+            pixels = model_inputs["pixel_values_videos"]
+            outputs["explanations"] = [
+                explain(self.model, self.processor, None, pixel_values_videos=pixels[i : i + 1], sequences=sequences[i : i + 1])
+                for i in range(pixels.shape[0])
+            ]
+        return outputs
+
+    def postprocess(self, model_outputs: dict[str, Any]) -> list[dict[str, Any]]:
+        texts = self.processor.batch_decode(model_outputs["sequences"])
+        results: list[dict[str, Any]] = [{"generated_text": text} for text in texts]
+        for result, explanation in zip(results, model_outputs.get("explanations", [])):
+            result["explanation"] = explanation
+        return results
+
+
+PIPELINE_REGISTRY.register_pipeline(
+    TASK,
+    pipeline_class=VideoCaptioningPipeline,
+    pt_model=AutoModelForSeq2SeqLM,
+    type="multimodal",
+)
+
+__all__ = ["TASK", "VideoCaptioningPipeline", "fetch_video"]
