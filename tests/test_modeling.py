@@ -6,8 +6,15 @@ import logging
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, GPT2Config, GPT2LMHeadModel, ResNetConfig
-from transformers import ResNetModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForSeq2SeqLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    ResNetConfig,
+    ResNetModel,
+)
 
 from tests.tiny import TINY_VISION, tiny_config, tiny_model, tiny_pixels
 from vidgpt2 import VidGPT2Config, VidGPT2ForConditionalGeneration
