@@ -9,6 +9,7 @@ Training-only dependencies (datasets, peft, evaluate, matplotlib) are not import
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoProcessor, AutoVideoProcessor
 
 from .configuration_vidgpt2 import VidGPT2Config
+from .explanations import Explanation, explain
 from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration, VidGPT2PreTrainedModel
 from .processing_vidgpt2 import VidGPT2Processor
 from .pipeline_vidgpt2 import VideoCaptioningPipeline
@@ -34,6 +35,7 @@ def _register() -> None:
 _register()
 
 __all__ = [
+    "Explanation",
     "VideoCaptioningPipeline",
     "VideoDecodeError",
     "VidGPT2Config",
@@ -41,5 +43,6 @@ __all__ = [
     "VidGPT2PreTrainedModel",
     "VidGPT2Processor",
     "VidGPT2VideoProcessor",
+    "explain",
     "read_video",
 ]

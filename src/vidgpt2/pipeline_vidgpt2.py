@@ -56,7 +56,7 @@ class VideoCaptioningPipeline(Pipeline):
     any pipeline.
 
     Output: `[{"generated_text": str}]` per video (a list of those for a list of inputs); with
-    `return_explanation=True` each dict also holds `"explanation"` (see `vidgpt2.explain`).
+    `return_explanation=True` each dict also holds `"explanation"` (see `vidgpt2.explanations.explain`).
     """
 
     _pipeline_calls_generate = True
@@ -129,11 +129,11 @@ class VideoCaptioningPipeline(Pipeline):
         sequences = self.model.generate(**model_inputs, **generate_kwargs)
         outputs: dict[str, Any] = {"sequences": sequences}
         if return_explanation:
-            from .explain import explain
+            from .explanations import explain
 
-            pixels = model_inputs["pixel_values_videos"]
+            pixels = model_inputs["pixel_values_videos"]  # (B, T, 3, H, W)
             outputs["explanations"] = [
-                explain(self.model, self.processor, None, pixel_values_videos=pixels[i : i + 1], sequences=sequences[i : i + 1])
+                explain(self.model, self.processor, pixel_values_videos=pixels[i : i + 1], **generate_kwargs)
                 for i in range(pixels.shape[0])
             ]
         return outputs

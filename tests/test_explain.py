@@ -1,0 +1,284 @@
+"""Explanations: cross-attention over frames, Grad-CAM heatmaps, faithfulness, figures."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vidgpt2.explanations
+from tests.tiny import tiny_model, tiny_pixels, tiny_tokenizer
+from vidgpt2.explanations import (
+    Explanation,
+    denormalize_frames,
+    explain,
+    faithfulness,
+    mean_faithfulness,
+    plot_explanation,
+    save_explanation,
+)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+GENERATE = dict(min_new_tokens=3, max_new_tokens=5)  # untrained tiny models would otherwise stop at once
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny ops gain nothing from threads, and on a busy 2-core machine a second thread only spins."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _explain(model, pixels, **kwargs) -> Explanation:
+    return explain(model, None, pixel_values_videos=pixels, tokenizer=tiny_tokenizer(), **GENERATE, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def pooled():
+    model = tiny_model(image_size=64)  # 64 px -> 2x2 feature map: Grad-CAM has cells to tell apart
+    pixels = tiny_pixels(model.config, batch=1)
+    return model, pixels, _explain(model, pixels)
+
+
+@pytest.fixture(scope="module")
+def spatial():
+    model = tiny_model(visual_tokens="spatial", image_size=64)
+    pixels = tiny_pixels(model.config, batch=1)
+    return model, pixels, _explain(model, pixels)
+
+
+# --- what explain returns ------------------------------------------------------------------------------------------
+def test_pooled_model_gets_grad_cam_with_the_documented_shapes(pooled):
+    model, pixels, expl = pooled
+    n = len(expl.tokens)
+    assert expl.method == "grad-cam" and expl.token_heatmaps is None
+    assert 3 <= n <= 5 and len(expl.token_ids) == n
+    assert expl.token_frame_attention.shape == (n, 4) and expl.frame_attention.shape == (4,)
+    assert expl.heatmaps.shape == (4, 64, 64) and expl.heatmap_grid.shape == (4, 2, 2)
+    assert expl.frames.shape == (4, 64, 64, 3) and expl.frames.dtype == np.uint8
+    np.testing.assert_allclose(expl.token_frame_attention.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(expl.frame_attention.sum(), 1.0, atol=1e-5)
+    tokenizer = tiny_tokenizer()
+    assert expl.caption == tokenizer.decode(expl.caption_ids, skip_special_tokens=True)
+    assert expl.tokens == [tokenizer.convert_ids_to_tokens(i) for i in expl.token_ids]
+    assert expl.caption_ids[: len(expl.token_ids)] == expl.token_ids
+    # Grad-CAM: in [0, 1], scaled by its maximum over the video, and not flat
+    assert expl.heatmaps.min() >= 0.0 and expl.heatmaps.max() <= 1.0
+    assert expl.heatmap_grid.max() == pytest.approx(1.0) and expl.heatmaps.std() > 0.05
+
+
+def test_spatial_model_gets_cross_attention_heatmaps(spatial):
+    _, _, expl = spatial
+    n = len(expl.tokens)
+    assert expl.method == "cross-attention"
+    assert expl.token_heatmaps.shape == (n, 4, 2, 2)
+    # per token the cells of all frames hold the whole distribution; summing a frame's cells gives its row entry
+    np.testing.assert_allclose(expl.token_heatmaps.sum((1, 2, 3)), 1.0, atol=1e-5)
+    np.testing.assert_allclose(expl.token_heatmaps.sum((2, 3)), expl.token_frame_attention, atol=1e-6)
+    mean_map = expl.token_heatmaps.mean(0)
+    np.testing.assert_allclose(expl.heatmap_grid, mean_map / mean_map.max(), atol=1e-5)
+    assert expl.heatmaps.shape == (4, 64, 64) and 0.0 <= expl.heatmaps.min() and expl.heatmaps.max() <= 1.0
+
+
+@pytest.mark.parametrize("fixture", ["pooled", "spatial"])
+@pytest.mark.parametrize("layers", ["mean", "last", 0])
+def test_attention_matches_a_manual_computation(fixture, layers, request):
+    model, pixels, expl = request.getfixturevalue(fixture)
+    if layers != "mean":
+        expl = _explain(model, pixels, layers=layers)
+    labels = torch.tensor([expl.caption_ids])
+    with torch.no_grad():
+        out = model(pixel_values_videos=pixels, labels=labels, output_attentions=True)
+    maps = torch.stack(out.cross_attentions)[:, 0]  # (layers, heads, L, N)
+    maps = maps.mean(1)  # heads
+    maps = maps.mean(0) if layers == "mean" else maps[-1] if layers == "last" else maps[layers]  # (L, N)
+    n = len(expl.tokens)
+    per_frame = maps[:n].reshape(n, 4, model.config.tokens_per_frame).sum(-1)  # (n, T)
+    np.testing.assert_allclose(expl.token_frame_attention, per_frame.numpy(), atol=1e-5)
+    logp = torch.log_softmax(out.logits[0], -1).gather(-1, labels[0, :, None])[:, 0]
+    np.testing.assert_allclose(expl.token_logprobs, logp.numpy(), atol=1e-4)
+
+
+def test_grad_cam_matches_a_hook_on_a_trainable_vision_tower():
+    model = tiny_model(image_size=64, freeze_vision=False)
+    pixels = tiny_pixels(model.config, batch=1)
+    expl = _explain(model, pixels)
+    captured = {}
+
+    def keep_feature_map(module, args, output):
+        output.last_hidden_state.retain_grad()
+        captured["map"] = output.last_hidden_state
+
+    handle = model.encoder.vision_tower.register_forward_hook(keep_feature_map)
+    out = model(pixel_values_videos=pixels, labels=torch.tensor([expl.caption_ids]))
+    handle.remove()
+    logp = torch.log_softmax(out.logits[0], -1).gather(-1, torch.tensor(expl.caption_ids)[:, None]).sum()
+    logp.backward()
+    feature_map, grads = captured["map"].detach(), captured["map"].grad  # (T, C, h, w)
+    cam = torch.relu((grads.mean((2, 3), keepdim=True) * feature_map).sum(1))  # (T, h, w)
+    np.testing.assert_allclose(expl.heatmap_grid, (cam / cam.max()).numpy(), atol=1e-4)
+
+
+def test_explain_leaves_modes_gradients_and_flags_as_they_were():
+    model = tiny_model(image_size=64, num_visual_layers=1)
+    model.train()  # the frozen vision tower stays in eval mode; dropout elsewhere is on
+    modes = {name: m.training for name, m in model.named_modules()}
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    assert not model.encoder.vision_tower.training and model.decoder.training
+    pixels = tiny_pixels(model.config, batch=1)
+    first = _explain(model, pixels)
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == flags
+    assert all(p.grad is None for p in model.parameters())
+    # the explanation ran in eval mode: dropout does not make two explanations differ
+    np.testing.assert_array_equal(first.token_frame_attention, _explain(model, pixels).token_frame_attention)
+
+
+# --- inputs --------------------------------------------------------------------------------------------------------
+class StubProcessor:
+    """The processor interface explain() relies on: videos -> pixel_values_videos, a tokenizer, mean/std."""
+
+    def __init__(self):
+        self.tokenizer = tiny_tokenizer()
+        self.video_processor = self
+        self.image_mean, self.image_std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+        self.calls = []
+
+    def __call__(self, videos=None, return_tensors=None, num_frames=None, **kwargs):
+        self.calls.append(dict(num_frames=num_frames, **kwargs))
+        frames = torch.as_tensor(videos, dtype=torch.float32)[: num_frames or 4] / 255  # (T, H, W, 3)
+        pixels = (frames.permute(0, 3, 1, 2) - 0.5) / 0.25  # (T, 3, H, W)
+        return {"pixel_values_videos": pixels[None]}
+
+
+def test_explain_takes_a_video_through_the_processor_and_shows_its_frames():
+    model = tiny_model()
+    processor = StubProcessor()
+    video = np.random.default_rng(0).integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
+    expl = explain(model, processor, video, num_frames=3, **GENERATE)
+    assert processor.calls == [{"num_frames": 3}]
+    assert expl.frame_attention.shape == (3,) and all(isinstance(t, str) for t in expl.tokens)
+    np.testing.assert_array_equal(expl.frames, video[:3])  # denormalised with the processor's mean/std
+
+
+def test_without_a_tokenizer_tokens_are_ids(pooled):
+    model, pixels, _ = pooled
+    expl = explain(model, None, pixel_values_videos=pixels[0], **GENERATE)  # (T, 3, H, W) is fine too
+    assert expl.tokens == [str(i) for i in expl.token_ids]
+    frames = np.random.default_rng(0).integers(0, 256, size=(2, 8, 8, 3), dtype=np.uint8)
+    normalised = torch.as_tensor(frames).permute(0, 3, 1, 2) / 255 - torch.tensor(IMAGENET_MEAN)[:, None, None]
+    normalised = normalised / torch.tensor(IMAGENET_STD)[:, None, None]
+    np.testing.assert_array_equal(denormalize_frames(normalised), frames)  # ImageNet by default
+
+
+def test_bad_inputs_raise_clear_errors(pooled):
+    model, pixels, expl = pooled
+    with pytest.raises(ValueError, match="exactly one of"):
+        explain(model, None)
+    with pytest.raises(ValueError, match="one video"):
+        explain(model, None, pixel_values_videos=pixels.repeat(2, 1, 1, 1, 1))
+    with pytest.raises(ValueError, match="visual_tokens='spatial'"):
+        explain(model, None, pixel_values_videos=pixels, method="cross-attention")
+    with pytest.raises(ValueError, match="k=9"):
+        faithfulness(model, expl, pixels, k=9)
+    with pytest.raises(ValueError, match="caption_ids"):
+        faithfulness(model, [0.1, 0.2, 0.3, 0.4], pixels)
+
+
+# --- an explanation that is verifiably right -----------------------------------------------------------------------
+KEY_FRAME = 2
+TOY_CAPTIONS = ["a red square turns blue", "a green circle grows", "a blue circle shrinks"]
+TOY_COLOURS = torch.tensor([[2.0, -1.5, -1.5], [-1.5, 2.0, -1.5], [-1.5, -1.5, 2.0]])  # normalised RGB
+
+
+def _toy_clips(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every frame is a flat colour from the palette plus noise; only frame KEY_FRAME's colour decides the caption."""
+    classes = torch.randint(0, 3, (n,), generator=generator)
+    distractors = torch.randint(0, 3, (n, 4), generator=generator)
+    colours = TOY_COLOURS[distractors]  # (n, T, 3)
+    colours[:, KEY_FRAME] = TOY_COLOURS[classes]
+    pixels = colours[..., None, None] + 0.3 * torch.randn(n, 4, 3, 32, 32, generator=generator)  # (n, T, 3, 32, 32)
+    return pixels, classes
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """A tiny pooled captioner trained (~1.5 s) to name the colour of frame 2, ignoring the other frames."""
+    tokenizer = tiny_tokenizer()
+    ids = [tokenizer(c)["input_ids"] + [tokenizer.eos_token_id] for c in TOY_CAPTIONS]
+    width = max(map(len, ids))
+    caption_labels = torch.tensor([x + [-100] * (width - len(x)) for x in ids])  # (3, L)
+    # no visual self-attention layer: visual token t is frame t alone, so attention to token t is attention to frame t
+    model = tiny_model(num_visual_layers=0, visual_dropout=0.0)
+    generator = torch.Generator().manual_seed(0)
+    pixels, classes = _toy_clips(256, generator)
+    with torch.no_grad():
+        features = model.get_video_features(pixels)  # frozen tower: cache once
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
+    model.train()
+    for _ in range(120):
+        batch = torch.randint(0, len(pixels), (32,), generator=generator)
+        loss = model(video_features=features[batch], labels=caption_labels[classes[batch]]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval().zero_grad(set_to_none=True)
+    test_pixels, test_classes = _toy_clips(12, torch.Generator().manual_seed(1))
+    explanations = [
+        explain(model, None, pixel_values_videos=p, tokenizer=tokenizer, max_new_tokens=8) for p in test_pixels
+    ]
+    return model, list(test_pixels), test_classes, explanations
+
+
+def test_trained_toy_attention_points_at_the_frame_that_decides_the_caption(toy):
+    _, _, classes, explanations = toy
+    correct = [e.caption == TOY_CAPTIONS[c] for e, c in zip(explanations, classes.tolist(), strict=True)]
+    assert np.mean(correct) >= 0.75, "the toy model did not learn its task; the test below would mean nothing"
+    mean_attention = np.mean([e.frame_attention for e in explanations], axis=0)  # (T,)
+    assert mean_attention.argmax() == KEY_FRAME
+    assert np.mean([e.frame_attention.argmax() == KEY_FRAME for e in explanations]) >= 0.5
+
+
+def test_trained_toy_masking_the_top_ranked_frame_hurts_most(toy):
+    model, pixels, _, explanations = toy
+    result = mean_faithfulness(model, explanations, pixels, k=1)
+    assert result["num_clips"] == 12 and result["k"] == 1
+    assert result["drop_top"] > 1.0  # nats: the caption becomes far less likely without frame 2
+    assert result["drop_top"] > result["drop_random"] > result["drop_bottom"]
+    assert abs(result["drop_bottom"]) < 0.1 * result["drop_top"]
+    single = faithfulness(model, explanations[0], pixels[0], k=1, baseline="clip_mean")
+    assert set(single) == {"drop_top", "drop_bottom", "drop_random", "k", "logp"}
+    assert all(p.grad is None for p in model.parameters())
+
+
+# --- figures and files ---------------------------------------------------------------------------------------------
+def test_plot_and_save_write_png_json_and_html(spatial, tmp_path):
+    _, _, expl = spatial
+    figure = plot_explanation(expl, tmp_path / "figure.png")
+    assert (tmp_path / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(figure.axes) == 4 + 2  # frames, token matrix, colorbar
+    assert expl.caption in figure._suptitle.get_text()
+    paths = save_explanation(expl, tmp_path / "out", "clip")
+    assert {p.name for p in paths.values()} == {"clip.png", "clip.json", "clip.html"}
+    assert paths["png"].stat().st_size > 1000
+    saved = json.loads(paths["json"].read_text())
+    assert saved == json.loads(json.dumps(expl.to_dict()))
+    assert saved["tokens"] == expl.tokens and np.allclose(saved["token_frame_attention"], expl.token_frame_attention)
+    page = paths["html"].read_text()
+    assert "data:image/png;base64," in page and page.count("<tr>") >= len(expl.tokens) + 1
+
+
+def test_matplotlib_is_imported_only_inside_the_plotting_functions():
+    tree = ast.parse(Path(vidgpt2.explanations.__file__).read_text())
+    top_level = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    names = [alias.name for node in top_level for alias in node.names] + [
+        node.module for node in top_level if isinstance(node, ast.ImportFrom)
+    ]
+    assert names and not any("matplotlib" in (name or "") for name in names)
