@@ -215,7 +215,7 @@ def test_pipeline_module_travels_and_is_recorded_in_config(api, processor):
     """The pipeline module (and what it imports) is uploaded and its task written to `custom_pipelines`."""
     push_to_hub(tiny_model(), REPO, processor=processor, api=api)
     repo = api.repo_path(REPO)
-    for module in ("pipeline_vidgpt2.py", "explain.py", "modeling_vidgpt2.py", "video_io.py"):
+    for module in ("pipeline_vidgpt2.py", "explanations.py", "modeling_vidgpt2.py", "video_io.py"):
         assert (repo / module).is_file(), module
     assert read_json(repo / "config.json")["custom_pipelines"] == {
         "video-captioning": {
@@ -250,6 +250,11 @@ LOAD_WITHOUT_VIDGPT2 = textwrap.dedent(
     torch.testing.assert_close(logits, expected["logits"], rtol=0, atol=0)
     assert torch.equal(generated, expected["generated"]), (generated, expected["generated"])
     assert processor.batch_decode(generated) == expected["captions"]
+    from transformers import pipeline
+    captioner = pipeline("video-captioning", model=repo, trust_remote_code=True)
+    assert type(captioner).__module__.startswith("transformers_modules."), type(captioner).__module__
+    result = captioner(expected["video"].numpy(), max_new_tokens=5, do_sample=False)
+    assert result == [{"generated_text": expected["captions"][0]}], result
     print("OK", type(model).__module__)
     """
 )

@@ -13,7 +13,7 @@ import urllib.request
 from typing import Any
 
 import torch
-from transformers import AutoModelForSeq2SeqLM, Pipeline
+from transformers import AutoModelForSeq2SeqLM, GenerationConfig, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils import logging
 
@@ -52,8 +52,8 @@ class VideoCaptioningPipeline(Pipeline):
 
     Inputs: a path, a URL, a numpy array / torch tensor (T, H, W, C), a list of frames (one video), or a list of
     any of these (a batch). Parameters: `num_frames`, `start`/`end` (seconds), `generate_kwargs` (`num_beams`,
-    `max_new_tokens`, ...), `max_new_tokens`, `return_explanation`, plus `batch_size`, `device` and `dtype` as in
-    any pipeline.
+    `max_new_tokens`, ...) or the same generation parameters given directly, `return_explanation`, plus
+    `batch_size`, `device` and `dtype` as in any pipeline.
 
     Output: `[{"generated_text": str}]` per video (a list of those for a list of inputs); with
     `return_explanation=True` each dict also holds `"explanation"` (see `vidgpt2.explanations.explain`).
@@ -100,6 +100,9 @@ class VideoCaptioningPipeline(Pipeline):
             if "max_new_tokens" in generate:
                 raise ValueError("max_new_tokens given twice: as an argument and in generate_kwargs.")
             generate["max_new_tokens"] = max_new_tokens
+        generation_keys = {key for key in vars(GenerationConfig()) if not key.startswith("_")}
+        for key in [k for k in kwargs if k in generation_keys]:
+            generate[key] = kwargs.pop(key)  # e.g. num_beams=3 directly, as in a generate() call
         if kwargs:
             raise TypeError(f"Unknown arguments for the video-captioning pipeline: {sorted(kwargs)}")
         forward["generate_kwargs"] = generate
