@@ -11,8 +11,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoProce
 from .configuration_vidgpt2 import VidGPT2Config
 from .explanations import Explanation, explain
 from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration, VidGPT2PreTrainedModel
-from .processing_vidgpt2 import VidGPT2Processor
 from .pipeline_vidgpt2 import VideoCaptioningPipeline
+from .processing_vidgpt2 import VidGPT2Processor
 from .video_io import VideoDecodeError, read_video
 from .video_processing_vidgpt2 import VidGPT2VideoProcessor
 

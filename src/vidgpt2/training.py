@@ -1,0 +1,399 @@
+"""`vidgpt2 train` and `vidgpt2 evaluate`: argument dataclasses and a linear parse -> model -> data -> train -> save.
+
+Every `Seq2SeqTrainingArguments` flag passes through (`--learning_rate`, `--bf16`, `--gradient_accumulation_steps`,
+`--gradient_checkpointing`, `--push_to_hub`, ...). Works the same under `accelerate launch` and `torchrun`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict
+from transformers import AutoTokenizer, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+
+from .configuration_vidgpt2 import VidGPT2Config
+from .data import load_captions_files, load_video_caption_dataset
+from .data.collator import VideoCaptionCollator
+from .data.feature_cache import FeatureCache
+from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
+from .processing_vidgpt2 import VidGPT2Processor, video_processor_settings
+from .tokenization import build_word_level_tokenizer
+from .video_processing_vidgpt2 import VidGPT2VideoProcessor
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LORA_TARGETS = r".*decoder\.transformer\.h\.\d+\.(attn|crossattention)\.(c_attn|q_attn)$"
+VISUAL_MODULES = [
+    "encoder.projection",
+    "encoder.temporal_embedding",
+    "encoder.spatial_embedding",
+    "encoder.layers",
+    "encoder.layer_norm",
+]
+
+
+@dataclass
+class ModelArguments:
+    model: str | None = field(default=None, metadata={"help": "A vidgpt2 checkpoint to fine-tune (Hub id or folder)."})
+    vision_model: str | None = field(
+        default=None, metadata={"help": "Pretrained ResNet for the vision tower, e.g. microsoft/resnet-50."}
+    )
+    text_model: str | None = field(default=None, metadata={"help": "Pretrained GPT-2 for the decoder, e.g. gpt2."})
+    config: str | None = field(
+        default=None, metadata={"help": "A VidGPT2Config JSON file: train that architecture from scratch."}
+    )
+    tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer (id or folder) for --config."})
+    build_tokenizer: bool = field(
+        default=False,
+        metadata={"help": "With --config: build a word-level tokenizer from the training captions and save it."},
+    )
+    num_frames: int | None = field(default=None, metadata={"help": "Frames sampled per video (default: model's)."})
+    image_size: int | None = field(default=None, metadata={"help": "Frame side in pixels (default: model's)."})
+    visual_tokens: str | None = field(default=None, metadata={"help": "'pooled' or 'spatial' (new models only)."})
+    freeze_vision: bool | None = field(
+        default=None, metadata={"help": "Freeze the vision tower (default: the config's setting, on)."}
+    )
+
+
+@dataclass
+class DataArguments:
+    train_file: str | None = field(default=None, metadata={"help": "Captions file (JSONL/CSV) for training."})
+    validation_file: str | None = field(default=None, metadata={"help": "Captions file for evaluation in training."})
+    test_file: str | None = field(default=None, metadata={"help": "Captions file for the final test evaluation."})
+    dataset: str | None = field(default=None, metadata={"help": "A named dataset read from --data-dir: msvd | bddx."})
+    data_dir: str | None = field(default=None, metadata={"help": "Folder of the named dataset's files."})
+    bddx_target: str = field(
+        default="action_justification",
+        metadata={"help": "BDD-X target: action | justification | action_justification."},
+    )
+    feature_cache: str | None = field(
+        default=None, metadata={"help": "Read video features from this `vidgpt2 extract-features` folder."}
+    )
+    blank_video: bool = field(
+        default=False,
+        metadata={"help": "Replace every video by blank frames: the text-only baseline (ablation)."},
+    )
+    max_caption_length: int = field(default=48, metadata={"help": "Caption tokens kept (eos included)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set (debugging)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation sets."})
+
+
+@dataclass
+class LoraArguments:
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters instead of the full decoder."})
+    lora_rank: int = field(default=8, metadata={"help": "LoRA rank r."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: str = field(
+        default=DEFAULT_LORA_TARGETS,
+        metadata={"help": "Regex of modules that get adapters (default: GPT-2 self- and cross-attention)."},
+    )
+    merge_lora: bool = field(default=False, metadata={"help": "Also save the merged model in OUTPUT_DIR/merged."})
+
+
+# --- data ------------------------------------------------------------------------------------------------------------
+def load_data(args: DataArguments) -> DatasetDict:
+    if args.dataset is not None:
+        if args.data_dir is None:
+            raise ValueError("--dataset needs --data-dir (the folder holding the dataset's files).")
+        kwargs = {"target": args.bddx_target} if args.dataset.lower().replace("-", "") == "bddx" else {}
+        data = load_video_caption_dataset(args.dataset, args.data_dir, **kwargs)
+    elif args.train_file or args.validation_file or args.test_file:
+        data = load_captions_files(
+            train_file=args.train_file, validation_file=args.validation_file, test_file=args.test_file
+        )
+    else:
+        raise ValueError("No data: pass --train-file/--validation-file/--test-file or --dataset with --data-dir.")
+    if args.max_train_samples is not None and "train" in data:
+        data["train"] = data["train"].select(range(min(args.max_train_samples, len(data["train"]))))
+    if args.max_eval_samples is not None:
+        for split in ("validation", "test"):
+            if split in data:
+                data[split] = data[split].select(range(min(args.max_eval_samples, len(data[split]))))
+    return data
+
+
+# --- model -----------------------------------------------------------------------------------------------------------
+def build_model_and_processor(
+    args: ModelArguments, train_captions: list[str] | None = None, max_caption_length: int = 48
+) -> tuple[VidGPT2ForConditionalGeneration, VidGPT2Processor]:
+    """One of: a vidgpt2 checkpoint; pretrained backbones; a config trained from scratch."""
+    sources = [args.model is not None, args.vision_model is not None or args.text_model is not None, args.config is not None]
+    if sum(sources) != 1:
+        raise ValueError("Choose exactly one model source: --model, --vision-model + --text-model, or --config.")
+    overrides = {k: v for k, v in (("visual_tokens", args.visual_tokens), ("image_size", args.image_size)) if v is not None}
+    if args.model is not None:
+        model = VidGPT2ForConditionalGeneration.from_pretrained(args.model)
+        processor = VidGPT2Processor.from_pretrained(args.model)
+        if overrides:
+            raise ValueError(f"{sorted(overrides)} cannot change for an existing checkpoint ({args.model}).")
+    elif args.config is None:
+        if args.vision_model is None or args.text_model is None:
+            raise ValueError("--vision-model and --text-model go together.")
+        frames = args.num_frames or 8
+        model = VidGPT2ForConditionalGeneration.from_backbones(args.vision_model, args.text_model, frames, **overrides)
+        processor = VidGPT2Processor.from_backbones(args.vision_model, args.text_model, frames)
+    else:
+        model, processor = _from_config(args, overrides, train_captions)
+    if args.num_frames is not None and args.num_frames != model.config.num_frames:
+        raise ValueError(
+            f"--num-frames {args.num_frames} differs from the model's num_frames={model.config.num_frames}."
+        )
+    if args.freeze_vision is not None:
+        model.config.freeze_vision = args.freeze_vision
+        model.encoder.vision_tower.requires_grad_(not args.freeze_vision)
+    processor.max_caption_length = max_caption_length
+    model.generation_config.max_new_tokens = max_caption_length
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
+        setattr(model.generation_config, name, getattr(model.config, name))
+    return model, processor
+
+
+def _from_config(
+    args: ModelArguments, overrides: dict[str, Any], train_captions: list[str] | None
+) -> tuple[VidGPT2ForConditionalGeneration, VidGPT2Processor]:
+    config_dict = json.loads(Path(args.config).read_text())
+    config_dict.pop("model_type", None)
+    if args.build_tokenizer == (args.tokenizer is not None):
+        raise ValueError("With --config, pass exactly one of --tokenizer ID_OR_DIR or --build-tokenizer.")
+    if args.build_tokenizer:
+        if not train_captions:
+            raise ValueError("--build-tokenizer needs training captions (--train-file or --dataset).")
+        tokenizer = build_word_level_tokenizer(train_captions)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    # the decoder's vocabulary and special ids follow the tokenizer
+    text = dict(config_dict.pop("text_config", {}) or {})
+    text.update(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
+        config_dict.pop(name, None)
+    if args.num_frames is not None:
+        config_dict["num_frames"] = args.num_frames
+    config_dict.update(overrides)
+    config = VidGPT2Config(
+        text_config=text, pad_token_id=tokenizer.pad_token_id, decoder_start_token_id=tokenizer.bos_token_id, **config_dict
+    )
+    model = VidGPT2ForConditionalGeneration(config)
+    video_processor = VidGPT2VideoProcessor(
+        num_frames=config.num_frames, **video_processor_settings(config.image_size)
+    )
+    return model, VidGPT2Processor(video_processor=video_processor, tokenizer=tokenizer)
+
+
+def apply_lora(model: VidGPT2ForConditionalGeneration, args: LoraArguments) -> Any:
+    """Wrap the model with LoRA adapters on GPT-2 attention; the visual-token layers train fully."""
+    from peft import LoraConfig, get_peft_model
+
+    present = {name for name, _ in model.named_modules()}
+    # the visual-token layers are new (not pretrained): they train fully, beside the adapters
+    visual = [f"encoder.layers.{i}" for i in range(len(model.encoder.layers))] + VISUAL_MODULES
+    config = LoraConfig(
+        r=args.lora_rank,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules=args.lora_target_modules,
+        fan_in_fan_out=True,  # GPT-2's Conv1D stores weights transposed
+        modules_to_save=[m for m in visual if m in present and m != "encoder.layers"],
+    )
+    peft_model = get_peft_model(model, config)
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    logger.info("LoRA: %d of %d parameters train (%.2f%%)", trainable, total, 100 * trainable / total)
+    return peft_model
+
+
+# --- metrics ---------------------------------------------------------------------------------------------------------
+class CaptionMetricsFn:
+    """`compute_metrics` for Seq2SeqTrainer: decode generated ids, score against every reference of each clip."""
+
+    def __init__(self, processor: VidGPT2Processor, references: list[list[str]]):
+        self.processor = processor
+        self.references = references
+
+    def __call__(self, eval_prediction: Any) -> dict[str, float]:
+        from .metrics import compute_caption_metrics
+
+        predictions = self.processor.batch_decode(eval_prediction.predictions)
+        if len(predictions) > len(self.references):
+            # Several processes: the last batch is evened out by repeating the first clips, and Seq2SeqTrainer
+            # gathers predictions without dropping those repeats; they come last, in dataset order.
+            predictions = predictions[: len(self.references)]
+        if len(predictions) != len(self.references):
+            raise RuntimeError(f"{len(predictions)} predictions for {len(self.references)} evaluation clips.")
+        metrics = compute_caption_metrics(predictions, self.references)
+        return {k: v for k, v in metrics.items() if v is not None}
+
+
+def generate_captions(
+    model: Any,
+    processor: VidGPT2Processor,
+    dataset: Dataset,
+    *,
+    batch_size: int = 8,
+    feature_cache: FeatureCache | None = None,
+    show_progress: bool = True,
+    blank_video: bool = False,
+    **generate_kwargs: Any,
+) -> list[str]:
+    """Caption every row of `dataset` (columns `video`, optional `start`/`end`) with a progress bar."""
+    from tqdm.auto import tqdm
+
+    collator = VideoCaptionCollator(processor, feature_cache, caption_column="__none__", blank_video=blank_video)
+    device = next(model.parameters()).device
+    model.eval()
+    predictions: list[str] = []
+    for begin in tqdm(range(0, len(dataset), batch_size), desc="captioning", unit="batch", disable=not show_progress):
+        rows = [dataset[i] for i in range(begin, min(begin + batch_size, len(dataset)))]
+        inputs = {k: v.to(device) for k, v in collator(rows).items()}
+        with torch.no_grad():
+            ids = model.generate(**inputs, **generate_kwargs)
+        predictions.extend(processor.batch_decode(ids))
+    return predictions
+
+
+def evaluate_dataset(
+    model: Any,
+    processor: VidGPT2Processor,
+    dataset: Dataset,
+    *,
+    batch_size: int = 8,
+    feature_cache: FeatureCache | None = None,
+    **generate_kwargs: Any,
+) -> tuple[list[dict[str, Any]], dict[str, float | None]]:
+    """Predictions (video, prediction, references) and COCO metrics for one evaluation split."""
+    from .metrics import compute_caption_metrics
+
+    predictions = generate_captions(
+        model, processor, dataset, batch_size=batch_size, feature_cache=feature_cache, **generate_kwargs
+    )
+    references = [list(r) for r in dataset["references"]]
+    metrics = compute_caption_metrics(predictions, references)
+    rows = [
+        {"video": v, "start": s, "end": e, "prediction": p, "references": r}
+        for v, s, e, p, r in zip(dataset["video"], dataset["start"], dataset["end"], predictions, references)
+    ]
+    return rows, metrics
+
+
+# --- the training run --------------------------------------------------------------------------------------------------
+def run_training(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    lora_args: LoraArguments,
+    training_args: Seq2SeqTrainingArguments,
+) -> dict[str, Any]:
+    """parse -> model -> data -> train -> save; returns the final metrics."""
+    set_seed(training_args.seed)
+    data = load_data(data_args)
+    if "train" not in data:
+        raise ValueError("Training needs a train split (--train-file or --dataset).")
+    model, processor = build_model_and_processor(model_args, list(data["train"]["caption"]), data_args.max_caption_length)
+    feature_cache = FeatureCache(Path(data_args.feature_cache)) if data_args.feature_cache else None
+    if feature_cache is not None:
+        feature_cache.check_compatible(model)
+    if lora_args.lora:
+        model = apply_lora(model, lora_args)
+
+    eval_split = data.get("validation")
+    push = training_args.push_to_hub
+    _configure_args(training_args, has_eval=eval_split is not None)
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=data["train"],
+        eval_dataset=eval_split,
+        data_collator=VideoCaptionCollator(processor, feature_cache, blank_video=data_args.blank_video),
+        processing_class=processor,
+        compute_metrics=CaptionMetricsFn(processor, [list(r) for r in eval_split["references"]]) if eval_split else None,
+    )
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    metrics: dict[str, Any] = {f"train_{k}" if not k.startswith("train") else k: v for k, v in result.metrics.items()}
+
+    output_dir = Path(training_args.output_dir)
+    trainer.save_model()
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(output_dir)
+        if lora_args.lora and lora_args.merge_lora:
+            merged = trainer.model.merge_and_unload()
+            merged.save_pretrained(output_dir / "merged")
+            processor.save_pretrained(output_dir / "merged")
+    if eval_split is not None:
+        metrics.update(trainer.evaluate(metric_key_prefix="eval"))
+    if "test" in data:
+        trainer.compute_metrics = CaptionMetricsFn(processor, [list(r) for r in data["test"]["references"]])
+        metrics.update(trainer.evaluate(data["test"], metric_key_prefix="test"))
+    # every process computed the metrics from the same gathered predictions: log them to make that checkable
+    logger.info("final metrics (process %d): %s", training_args.process_index, json.dumps(metrics, sort_keys=True))
+    if trainer.is_world_process_zero():
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        plot_loss_curve(trainer.state.log_history, output_dir / "loss_curve.png")
+        logger.info("Saved model, processor, metrics.json and loss_curve.png to %s", output_dir)
+    if push and trainer.is_world_process_zero():
+        from .hub import push_to_hub
+
+        push_to_hub(
+            str(output_dir / "merged") if lora_args.lora and lora_args.merge_lora else str(output_dir),
+            training_args.hub_model_id or output_dir.name,
+            private=bool(training_args.hub_private_repo),
+            metrics=metrics,
+            training_args=training_args.to_dict(),
+            token=training_args.hub_token,
+        )
+    return metrics
+
+
+def _configure_args(args: Seq2SeqTrainingArguments, has_eval: bool) -> None:
+    """Settings a video captioner needs whatever the user passed."""
+    # the collator needs `video`, `caption`, `start`, `end`: the Trainer must not drop them
+    args.remove_unused_columns = False
+    # generation-based evaluation: BLEU/METEOR/ROUGE-L/CIDEr instead of teacher-forced loss only
+    args.predict_with_generate = True
+    # vidgpt2.hub pushes the complete set (weights, processor, code, model card) once training ends
+    args.push_to_hub = False
+    if has_eval and args.metric_for_best_model is None:
+        args.metric_for_best_model = "cider"
+        args.greater_is_better = True
+
+
+def plot_loss_curve(log_history: list[dict[str, Any]], path: Path) -> None:
+    """Training (and evaluation) loss per step, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy")
+    ax.set_title("vidgpt2 training")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+__all__ = [
+    "DataArguments",
+    "LoraArguments",
+    "ModelArguments",
+    "apply_lora",
+    "build_model_and_processor",
+    "evaluate_dataset",
+    "generate_captions",
+    "load_data",
+    "run_training",
+]

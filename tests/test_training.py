@@ -1,0 +1,334 @@
+"""Training, evaluation, feature cache, LoRA and the CLI on tiny models and synthetic clips."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModel, AutoProcessor, Seq2SeqTrainingArguments
+
+from tests.tiny import TINY_VISION
+from vidgpt2 import VidGPT2ForConditionalGeneration, VidGPT2Processor, VidGPT2VideoProcessor
+from vidgpt2.cli import main as cli_main
+from vidgpt2.data import load_captions_files, write_synthetic_dataset
+from vidgpt2.data.collator import VideoCaptionCollator
+from vidgpt2.data.feature_cache import FeatureCache, extract_features, iter_samples
+from vidgpt2.training import (
+    DataArguments,
+    LoraArguments,
+    ModelArguments,
+    apply_lora,
+    build_model_and_processor,
+    evaluate_dataset,
+    run_training,
+)
+
+TINY_CONFIG = {
+    "vision_config": TINY_VISION,
+    "text_config": {"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 64},
+    "num_frames": 4,
+    "image_size": 32,
+    "freeze_vision": True,
+}
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    write_synthetic_dataset(root, num_train=24, num_validation=6, num_test=6, num_frames=4, size=32, seed=0, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "config.json"
+    path.write_text(json.dumps(TINY_CONFIG))
+    return path
+
+
+def _args(out: Path, **overrides) -> Seq2SeqTrainingArguments:
+    kwargs = dict(
+        output_dir=str(out),
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=8,
+        learning_rate=3e-3,
+        max_steps=6,
+        logging_steps=1,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+    )
+    kwargs.update(overrides)
+    return Seq2SeqTrainingArguments(**kwargs)
+
+
+def _data(synth: Path, **overrides) -> DataArguments:
+    kwargs = dict(
+        train_file=str(synth / "train.jsonl"),
+        validation_file=str(synth / "validation.jsonl"),
+        test_file=str(synth / "test.jsonl"),
+        max_caption_length=16,
+    )
+    kwargs.update(overrides)
+    return DataArguments(**kwargs)
+
+
+def _tiny_model_and_processor(synth: Path, config_file: Path):
+    captions = load_captions_files(train_file=str(synth / "train.jsonl"))["train"]["caption"]
+    torch.manual_seed(0)
+    return build_model_and_processor(ModelArguments(config=str(config_file), build_tokenizer=True), captions, 16)
+
+
+# --- collator and feature cache ----------------------------------------------------------------------------------------
+def test_collator_stacks_videos_and_pads_labels(synth, config_file):
+    _, processor = _tiny_model_and_processor(synth, config_file)
+    rows = list(load_captions_files(train_file=str(synth / "train.jsonl"))["train"].select(range(3)))
+    batch = VideoCaptionCollator(processor)(rows)
+    assert batch["pixel_values_videos"].shape == (3, 4, 3, 32, 32)
+    lengths = [len(processor.tokenizer(r["caption"], add_special_tokens=False)["input_ids"]) + 1 for r in rows]
+    assert batch["labels"].shape == (3, max(lengths))
+    for row_labels, length in zip(batch["labels"], lengths):
+        assert row_labels[length - 1] == processor.tokenizer.eos_token_id
+        assert torch.all(row_labels[length:] == -100)
+    blank = VideoCaptionCollator(processor, blank_video=True)(rows)
+    assert torch.count_nonzero(blank["pixel_values_videos"]) == 0
+
+
+def test_feature_cache_gives_the_same_loss_as_pixels_and_resumes(synth, config_file, tmp_path):
+    model, processor = _tiny_model_and_processor(synth, config_file)
+    model.eval()
+    train = load_captions_files(train_file=str(synth / "train.jsonl"))["train"]
+    cache = extract_features(model, processor, iter_samples(train), tmp_path / "cache", batch_size=5, show_progress=False)
+    files = sorted(cache.features_dir.glob("*.safetensors"))
+    assert len(files) == len(set(train["video"]))
+    mtimes = {f: f.stat().st_mtime_ns for f in files}
+    extract_features(model, processor, iter_samples(train), tmp_path / "cache", show_progress=False)
+    assert {f: f.stat().st_mtime_ns for f in files} == mtimes, "a rerun must skip cached clips"
+    cache.check_compatible(model)
+
+    rows = list(train.select(range(4)))
+    from_pixels = model(**VideoCaptionCollator(processor)(rows))
+    from_cache = model(**VideoCaptionCollator(processor, cache)(rows))
+    assert torch.allclose(from_pixels.loss, from_cache.loss, atol=1e-5)
+
+    other, _ = _tiny_model_and_processor(synth, config_file)
+    with torch.no_grad():
+        other.encoder.vision_tower.embedder.embedder.convolution.weight.add_(1.0)
+    with pytest.raises(ValueError, match="different vision tower"):
+        FeatureCache(tmp_path / "cache").check_compatible(other)
+
+
+def test_feature_cache_read_of_unknown_clip_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.mp4"):
+        FeatureCache(tmp_path).read("nope.mp4")
+
+
+# --- training ---------------------------------------------------------------------------------------------------------
+def test_from_scratch_run_lowers_loss_and_saves_a_loadable_folder(synth, config_file, tmp_path):
+    out = tmp_path / "run"
+    metrics = run_training(
+        ModelArguments(config=str(config_file), build_tokenizer=True),
+        _data(synth),
+        LoraArguments(),
+        _args(out, max_steps=25, learning_rate=5e-3),
+    )
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 * 0.8, losses
+    for key in ("eval_bleu_4", "eval_cider", "eval_rouge_l", "test_bleu_4", "test_cider"):
+        assert key in metrics
+    assert (out / "loss_curve.png").stat().st_size > 1000
+    assert json.loads((out / "metrics.json").read_text())["test_cider"] == metrics["test_cider"]
+    model = AutoModel.from_pretrained(out)
+    processor = AutoProcessor.from_pretrained(out)
+    assert isinstance(model, VidGPT2ForConditionalGeneration) and isinstance(processor, VidGPT2Processor)
+    assert model.config.text_config.vocab_size == len(processor.tokenizer)
+
+
+def test_training_step_changes_trainable_parameters_only(synth, config_file, tmp_path):
+    model, processor = _tiny_model_and_processor(synth, config_file)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    from transformers import Seq2SeqTrainer
+
+    train = load_captions_files(train_file=str(synth / "train.jsonl"))["train"]
+    args = _args(tmp_path, max_steps=2, remove_unused_columns=False)
+    Seq2SeqTrainer(model=model, args=args, train_dataset=train, data_collator=VideoCaptionCollator(processor)).train()
+    for name, param in model.named_parameters():
+        changed = not torch.equal(before[name], param.detach())
+        assert changed == param.requires_grad, f"{name}: requires_grad={param.requires_grad}, changed={changed}"
+    for name, buffer in model.named_buffers():
+        if "vision_tower" in name:
+            assert torch.equal(buffers[name], buffer), f"frozen batch-norm statistic {name} changed"
+
+
+def test_gradient_accumulation_loss_matches_a_full_batch(synth, config_file):
+    """num_items_in_batch: two half batches of unequal caption lengths sum to the full-batch gradient."""
+    model, processor = _tiny_model_and_processor(synth, config_file)
+    model.eval()  # no dropout
+    rows = list(load_captions_files(train_file=str(synth / "train.jsonl"))["train"].select(range(4)))
+    full = VideoCaptionCollator(processor)(rows)
+    n_items = int((full["labels"] != -100).sum())
+    model(**full).loss.backward()
+    expected = model.encoder.projection.weight.grad.clone()
+    model.zero_grad()
+    for half in (rows[:2], rows[2:]):
+        model(**VideoCaptionCollator(processor)(half), num_items_in_batch=n_items).loss.backward()
+    assert torch.allclose(model.encoder.projection.weight.grad, expected, atol=1e-6)
+
+
+def test_resume_from_checkpoint(synth, config_file, tmp_path):
+    out = tmp_path / "resume"
+    common = dict(save_strategy="steps", save_steps=3)
+    run_training(
+        ModelArguments(config=str(config_file), build_tokenizer=True),
+        _data(synth, validation_file=None, test_file=None),
+        LoraArguments(),
+        _args(out, max_steps=3, **common),
+    )
+    assert (out / "checkpoint-3").is_dir()
+    run_training(
+        ModelArguments(config=str(config_file), build_tokenizer=True),
+        _data(synth, validation_file=None, test_file=None),
+        LoraArguments(),
+        _args(out, max_steps=6, resume_from_checkpoint=str(out / "checkpoint-3"), **common),
+    )
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    steps = [h["step"] for h in state["log_history"] if "loss" in h]
+    assert steps[0] == 1 and steps[-1] == 6
+
+
+def test_lora_train_save_reload_generate_and_merge(synth, config_file, tmp_path):
+    from peft import PeftModel
+
+    model, processor = _tiny_model_and_processor(synth, config_file)
+    peft_model = apply_lora(model, LoraArguments(lora=True, lora_rank=4, lora_alpha=8, lora_dropout=0.0))
+    names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert any("crossattention.c_attn.lora_A" in n for n in names) and any(".attn.c_attn.lora_A" in n for n in names)
+    assert any("projection" in n for n in names)  # fresh visual layers train fully
+    assert not any("lora" not in n and "modules_to_save" not in n for n in names)
+
+    train = load_captions_files(train_file=str(synth / "train.jsonl"))["train"]
+    from transformers import Seq2SeqTrainer
+
+    Seq2SeqTrainer(
+        model=peft_model, args=_args(tmp_path / "t", max_steps=3, remove_unused_columns=False, learning_rate=1e-2),
+        train_dataset=train, data_collator=VideoCaptionCollator(processor),
+    ).train()
+    peft_model.eval()
+    pixels = VideoCaptionCollator(processor)(list(train.select(range(2))))["pixel_values_videos"]
+    expected = peft_model.generate(pixel_values_videos=pixels, max_new_tokens=6)
+
+    peft_model.save_pretrained(tmp_path / "adapter")
+    model.base_model if hasattr(model, "base_model") else None
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    base, _ = _tiny_model_and_processor(synth, config_file)  # same seed -> same base weights
+    reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    assert torch.equal(reloaded.generate(pixel_values_videos=pixels, max_new_tokens=6), expected)
+    merged = reloaded.merge_and_unload()
+    assert isinstance(merged, VidGPT2ForConditionalGeneration)
+    assert torch.equal(merged.generate(pixel_values_videos=pixels, max_new_tokens=6), expected)
+
+
+def test_lora_run_saves_adapter_and_merged_model(synth, config_file, tmp_path):
+    out = tmp_path / "lora"
+    run_training(
+        ModelArguments(config=str(config_file), build_tokenizer=True),
+        _data(synth, test_file=None),
+        LoraArguments(lora=True, merge_lora=True),
+        _args(out, max_steps=2),
+    )
+    assert (out / "adapter_model.safetensors").exists()
+    merged = AutoModel.from_pretrained(out / "merged")
+    assert isinstance(merged, VidGPT2ForConditionalGeneration)
+    assert not any("lora" in k for k in merged.state_dict())
+
+
+def test_model_source_errors(synth, config_file):
+    with pytest.raises(ValueError, match="exactly one model source"):
+        build_model_and_processor(ModelArguments(config=str(config_file), model="x"))
+    with pytest.raises(ValueError, match="--tokenizer ID_OR_DIR or --build-tokenizer"):
+        build_model_and_processor(ModelArguments(config=str(config_file)))
+    with pytest.raises(ValueError, match="No data"):
+        run_training(ModelArguments(config=str(config_file)), DataArguments(), LoraArguments(), _args(Path("/tmp/x")))
+
+
+# --- evaluate + CLI ---------------------------------------------------------------------------------------------------
+def test_evaluate_cli_writes_predictions_and_metrics(synth, config_file, tmp_path, capsys):
+    model, processor = _tiny_model_and_processor(synth, config_file)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    code = cli_main(
+        [
+            "evaluate", "--model", str(tmp_path / "model"), "--test-file", str(synth / "test.jsonl"),
+            "--output", str(tmp_path / "m.json"), "--predictions", str(tmp_path / "p.jsonl"), "--max-new-tokens", "5",
+        ]
+    )
+    assert code == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert set(metrics) >= {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider", "meteor"}
+    rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and {"video", "prediction", "references"} <= set(rows[0])
+    assert "cider" in capsys.readouterr().out
+    test = load_captions_files(test_file=str(synth / "test.jsonl"))["test"]
+    _, direct = evaluate_dataset(model, processor, test, max_new_tokens=5)
+    assert direct["cider"] == pytest.approx(metrics["cider"])
+
+
+def test_synth_cli(tmp_path):
+    assert cli_main(["synth", str(tmp_path), "--num-train", "4", "--num-validation", "2", "--num-test", "2", "--num-frames", "4", "--size", "32"]) == 0
+    assert len((tmp_path / "train.jsonl").read_text().splitlines()) == 4
+
+
+def test_train_cli_passes_trainer_flags(synth, config_file, tmp_path):
+    out = tmp_path / "cli"
+    code = cli_main(
+        [
+            "train", "--config", str(config_file), "--build-tokenizer",
+            "--train-file", str(synth / "train.jsonl"), "--output-dir", str(out),
+            "--max-steps", "2", "--per-device-train-batch-size", "4", "--gradient-accumulation-steps", "2",
+            "--report-to", "none", "--save-strategy", "no", "--use-cpu", "--bf16",
+        ]
+    )
+    assert code == 0
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert VidGPT2VideoProcessor.from_pretrained(out).num_frames == 4
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(synth, config_file, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+        "-m", "vidgpt2.cli", "train", "--config", str(config_file), "--build-tokenizer",
+        "--train-file", str(synth / "train.jsonl"), "--validation-file", str(synth / "validation.jsonl"),
+        "--output-dir", str(out), "--max-steps", "3", "--per-device-train-batch-size", "4",
+        "--per-device-eval-batch-size", "4", "--report-to", "none", "--save-strategy", "no",
+        "--use-cpu", "--ddp-backend", "gloo", "--seed", "0",
+    ]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "model.safetensors").exists() and not list(out.glob("checkpoint-*"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "eval_cider" in metrics
+    # both ranks finish and report the same evaluation (predictions gathered across processes)
+    per_rank = {}
+    for line in result.stderr.splitlines():
+        if "final metrics (process " in line:
+            rank = int(line.split("final metrics (process ")[1].split(")")[0])
+            per_rank[rank] = json.loads(line.split("): ", 1)[1])
+    assert set(per_rank) == {0, 1}
+    keys = [k for k in per_rank[0] if k.startswith("eval_") and not k.endswith(("runtime", "per_second"))]
+    assert keys and all(per_rank[0][k] == per_rank[1][k] for k in keys), per_rank
+    assert per_rank[0]["eval_cider"] == metrics["eval_cider"]
