@@ -120,6 +120,10 @@ def cmd_evaluate(argv: list[str]) -> int:
     parser.add_argument("--feature-cache", help="Read features from this cache instead of decoding videos.")
     parser.add_argument("--output", help="Write metrics JSON here.")
     parser.add_argument("--predictions", help="Write predictions JSONL (video, prediction, references) here.")
+    parser.add_argument(
+        "--no-java", action="store_true",
+        help="Skip Java: Python PTB-equivalent tokenisation, METEOR not reported (faster; default uses Java if installed).",
+    )
     args = parser.parse_args(argv)
     from .data import load_captions_files
     from .data.feature_cache import FeatureCache
@@ -136,7 +140,10 @@ def cmd_evaluate(argv: list[str]) -> int:
     cache = FeatureCache(Path(args.feature_cache)) if args.feature_cache else None
     if cache is not None:
         cache.check_compatible(model)
-    rows, metrics = evaluate_dataset(model, processor, test, batch_size=args.batch_size, feature_cache=cache, **generate_kwargs)
+    rows, metrics = evaluate_dataset(
+        model, processor, test, batch_size=args.batch_size, feature_cache=cache,
+        use_java=False if args.no_java else None, **generate_kwargs,
+    )
     if args.predictions:
         _write_jsonl(Path(args.predictions), rows)
     if args.output:

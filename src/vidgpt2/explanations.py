@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import logging
 import math
@@ -93,6 +94,12 @@ class Explanation:
     @property
     def num_frames(self) -> int:
         return int(self.frame_attention.shape[0])
+
+    def _repr_png_(self) -> bytes:
+        """Notebooks show an explanation as its figure."""
+        buffer = io.BytesIO()
+        plot_explanation(self).savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable summary. Heatmaps are given at feature-map resolution (`heatmap_grid`); the frames and

@@ -93,6 +93,15 @@ class VidGPT2Processor(ProcessorMixin):
         return ["pixel_values_videos", "labels"]
 
     @classmethod
+    def from_config(cls, config: Any, tokenizer: Any, **kwargs: Any) -> VidGPT2Processor:
+        """The processor for a model built from `config` (trained from scratch): `config.num_frames` frames,
+        shortest edge resized to `config.image_size` and centre-cropped square, ImageNet normalisation."""
+        from .video_processing_vidgpt2 import VidGPT2VideoProcessor
+
+        video_processor = VidGPT2VideoProcessor(num_frames=config.num_frames, **video_processor_settings(config.image_size))
+        return cls(video_processor=video_processor, tokenizer=tokenizer, **kwargs)
+
+    @classmethod
     def from_backbones(
         cls, vision: str = "microsoft/resnet-50", text: str = "gpt2", num_frames: int = 8, **kwargs: Any
     ) -> VidGPT2Processor:

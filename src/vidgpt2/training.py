@@ -21,9 +21,8 @@ from .data import load_captions_files, load_video_caption_dataset
 from .data.collator import VideoCaptionCollator
 from .data.feature_cache import FeatureCache
 from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
-from .processing_vidgpt2 import VidGPT2Processor, video_processor_settings
+from .processing_vidgpt2 import VidGPT2Processor
 from .tokenization import build_word_level_tokenizer
-from .video_processing_vidgpt2 import VidGPT2VideoProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +44,8 @@ class ModelArguments:
     )
     text_model: str | None = field(default=None, metadata={"help": "Pretrained GPT-2 for the decoder, e.g. gpt2."})
     config: str | None = field(
-        default=None, metadata={"help": "A VidGPT2Config JSON file: train that architecture from scratch."}
+        default=None,
+        metadata={"help": "A VidGPT2Config JSON file (in Python also a dict or config): train it from scratch."},
     )
     tokenizer: str | None = field(default=None, metadata={"help": "Tokenizer (id or folder) for --config."})
     build_tokenizer: bool = field(
@@ -78,7 +78,13 @@ class DataArguments:
         default=False,
         metadata={"help": "Replace every video by blank frames: the text-only baseline (ablation)."},
     )
-    max_caption_length: int = field(default=48, metadata={"help": "Caption tokens kept (eos included)."})
+    max_caption_length: int | None = field(
+        default=None, metadata={"help": "Caption tokens kept, eos included (default: the processor's, 64)."}
+    )
+    use_java: bool | None = field(
+        default=None,
+        metadata={"help": "Java for PTB tokenisation and METEOR in evaluation (default: when `java` is installed)."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation sets."})
 
@@ -120,7 +126,7 @@ def load_data(args: DataArguments) -> DatasetDict:
 
 # --- model -----------------------------------------------------------------------------------------------------------
 def build_model_and_processor(
-    args: ModelArguments, train_captions: list[str] | None = None, max_caption_length: int = 48
+    args: ModelArguments, train_captions: list[str] | None = None, max_caption_length: int | None = None
 ) -> tuple[VidGPT2ForConditionalGeneration, VidGPT2Processor]:
     """One of: a vidgpt2 checkpoint; pretrained backbones; a config trained from scratch."""
     sources = [args.model is not None, args.vision_model is not None or args.text_model is not None, args.config is not None]
@@ -147,8 +153,10 @@ def build_model_and_processor(
     if args.freeze_vision is not None:
         model.config.freeze_vision = args.freeze_vision
         model.encoder.vision_tower.requires_grad_(not args.freeze_vision)
-    processor.max_caption_length = max_caption_length
-    model.generation_config.max_new_tokens = max_caption_length
+    if max_caption_length is not None:
+        processor.max_caption_length = max_caption_length
+    if args.model is None or max_caption_length is not None:
+        model.generation_config.max_new_tokens = processor.max_caption_length
     for name in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
         setattr(model.generation_config, name, getattr(model.config, name))
     return model, processor
@@ -157,7 +165,12 @@ def build_model_and_processor(
 def _from_config(
     args: ModelArguments, overrides: dict[str, Any], train_captions: list[str] | None
 ) -> tuple[VidGPT2ForConditionalGeneration, VidGPT2Processor]:
-    config_dict = json.loads(Path(args.config).read_text())
+    if isinstance(args.config, VidGPT2Config):
+        config_dict = args.config.to_dict()
+    elif isinstance(args.config, dict):
+        config_dict = dict(args.config)
+    else:
+        config_dict = json.loads(Path(args.config).read_text())
     config_dict.pop("model_type", None)
     if args.build_tokenizer == (args.tokenizer is not None):
         raise ValueError("With --config, pass exactly one of --tokenizer ID_OR_DIR or --build-tokenizer.")
@@ -180,11 +193,7 @@ def _from_config(
     config = VidGPT2Config(
         text_config=text, pad_token_id=tokenizer.pad_token_id, decoder_start_token_id=tokenizer.bos_token_id, **config_dict
     )
-    model = VidGPT2ForConditionalGeneration(config)
-    video_processor = VidGPT2VideoProcessor(
-        num_frames=config.num_frames, **video_processor_settings(config.image_size)
-    )
-    return model, VidGPT2Processor(video_processor=video_processor, tokenizer=tokenizer)
+    return VidGPT2ForConditionalGeneration(config), VidGPT2Processor.from_config(config, tokenizer)
 
 
 def apply_lora(model: VidGPT2ForConditionalGeneration, args: LoraArguments) -> Any:
@@ -209,16 +218,41 @@ def apply_lora(model: VidGPT2ForConditionalGeneration, args: LoraArguments) -> A
 
 
 # --- metrics ---------------------------------------------------------------------------------------------------------
+def split_action_justification(caption: str) -> tuple[str, str]:
+    """A joined BDD-X caption "<action> because <justification>" -> (action, justification)."""
+    action, _, justification = caption.partition(" because ")
+    return action.strip(), justification.strip()
+
+
+def score_split(predictions: list[str], dataset: Dataset, use_java: bool | None = None) -> dict[str, float | None]:
+    """COCO metrics against every reference of each clip; for BDD-X trained on "action because justification",
+    also the action and the justification scored separately (`action_*`, `justification_*`), as ADAPT reports."""
+    from .metrics import compute_caption_metrics
+
+    references = [list(r) for r in dataset["references"]]
+    metrics: dict[str, float | None] = dict(compute_caption_metrics(predictions, references, use_java=use_java))
+    columns = set(dataset.column_names)
+    if {"action", "justification"} <= columns and len(dataset):
+        joined = all(" because " in c for c in dataset["caption"])
+        if joined:
+            parts = [split_action_justification(p) for p in predictions]
+            for index, name in enumerate(("action", "justification")):
+                hypotheses = [p[index] or "<empty>" for p in parts]
+                scores = compute_caption_metrics(hypotheses, [[r] for r in dataset[name]], use_java=use_java)
+                metrics.update({f"{name}_{k}": v for k, v in scores.items()})
+    return metrics
+
+
 class CaptionMetricsFn:
     """`compute_metrics` for Seq2SeqTrainer: decode generated ids, score against every reference of each clip."""
 
-    def __init__(self, processor: VidGPT2Processor, references: list[list[str]]):
+    def __init__(self, processor: VidGPT2Processor, dataset: Dataset, use_java: bool | None = None):
         self.processor = processor
-        self.references = references
+        self.dataset = dataset
+        self.use_java = use_java
+        self.references = dataset["references"]
 
     def __call__(self, eval_prediction: Any) -> dict[str, float]:
-        from .metrics import compute_caption_metrics
-
         predictions = self.processor.batch_decode(eval_prediction.predictions)
         if len(predictions) > len(self.references):
             # Several processes: the last batch is evened out by repeating the first clips, and Seq2SeqTrainer
@@ -226,7 +260,7 @@ class CaptionMetricsFn:
             predictions = predictions[: len(self.references)]
         if len(predictions) != len(self.references):
             raise RuntimeError(f"{len(predictions)} predictions for {len(self.references)} evaluation clips.")
-        metrics = compute_caption_metrics(predictions, self.references)
+        metrics = score_split(predictions, self.dataset, self.use_java)
         return {k: v for k, v in metrics.items() if v is not None}
 
 
@@ -264,16 +298,15 @@ def evaluate_dataset(
     *,
     batch_size: int = 8,
     feature_cache: FeatureCache | None = None,
+    use_java: bool | None = None,
     **generate_kwargs: Any,
 ) -> tuple[list[dict[str, Any]], dict[str, float | None]]:
     """Predictions (video, prediction, references) and COCO metrics for one evaluation split."""
-    from .metrics import compute_caption_metrics
-
     predictions = generate_captions(
         model, processor, dataset, batch_size=batch_size, feature_cache=feature_cache, **generate_kwargs
     )
     references = [list(r) for r in dataset["references"]]
-    metrics = compute_caption_metrics(predictions, references)
+    metrics = score_split(predictions, dataset, use_java)
     rows = [
         {"video": v, "start": s, "end": e, "prediction": p, "references": r}
         for v, s, e, p, r in zip(dataset["video"], dataset["start"], dataset["end"], predictions, references)
@@ -302,6 +335,8 @@ def run_training(
 
     eval_split = data.get("validation")
     push = training_args.push_to_hub
+    if push and lora_args.lora and not lora_args.merge_lora:
+        raise ValueError("--push-to-hub with --lora needs --merge-lora: the Hub repository holds the merged model.")
     _configure_args(training_args, has_eval=eval_split is not None)
     trainer = Seq2SeqTrainer(
         model=model,
@@ -310,7 +345,7 @@ def run_training(
         eval_dataset=eval_split,
         data_collator=VideoCaptionCollator(processor, feature_cache, blank_video=data_args.blank_video),
         processing_class=processor,
-        compute_metrics=CaptionMetricsFn(processor, [list(r) for r in eval_split["references"]]) if eval_split else None,
+        compute_metrics=CaptionMetricsFn(processor, eval_split, data_args.use_java) if eval_split else None,
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics: dict[str, Any] = {f"train_{k}" if not k.startswith("train") else k: v for k, v in result.metrics.items()}
@@ -327,7 +362,7 @@ def run_training(
     if eval_split is not None:
         metrics.update(trainer.evaluate(metric_key_prefix="eval"))
     if "test" in data:
-        trainer.compute_metrics = CaptionMetricsFn(processor, [list(r) for r in data["test"]["references"]])
+        trainer.compute_metrics = CaptionMetricsFn(processor, data["test"], data_args.use_java)
         metrics.update(trainer.evaluate(data["test"], metric_key_prefix="test"))
     # every process computed the metrics from the same gathered predictions: log them to make that checkable
     logger.info("final metrics (process %d): %s", training_args.process_index, json.dumps(metrics, sort_keys=True))
@@ -362,16 +397,16 @@ def _configure_args(args: Seq2SeqTrainingArguments, has_eval: bool) -> None:
         args.greater_is_better = True
 
 
-def plot_loss_curve(log_history: list[dict[str, Any]], path: Path) -> None:
-    """Training (and evaluation) loss per step, saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_loss_curve(log_history: list[dict[str, Any]], path: str | Path | None = None) -> Any:
+    """Training (and evaluation) loss per step as a matplotlib Figure; saved as PNG when `path` is given."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     train = [(h["step"], h["loss"]) for h in log_history if "loss" in h and "step" in h]
     evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    figure = Figure(figsize=(7, 4))
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
     if train:
         ax.plot(*zip(*train), label="train loss")
     if evals:
@@ -380,10 +415,12 @@ def plot_loss_curve(log_history: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("cross-entropy")
     ax.set_title("vidgpt2 training")
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    if train or evals:
+        ax.legend()
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(path, dpi=120)
+    return figure
 
 
 __all__ = [
@@ -395,5 +432,6 @@ __all__ = [
     "evaluate_dataset",
     "generate_captions",
     "load_data",
+    "plot_loss_curve",
     "run_training",
 ]

@@ -172,7 +172,7 @@ def compute_caption_metrics(
     results = {f"bleu_{n}": float(score) for n, score in enumerate(bleu, start=1)}
     if java:
         results["meteor"] = _meteor(gts, res)
-    else:
+    elif use_java is None:  # Java was wanted but is missing (an explicit use_java=False needs no warning)
         logger.warning(
             "METEOR not computed: it needs Java (METEOR 1.5 jar). The 'meteor' key is left out; install a JRE "
             "to report it. No substitute (e.g. NLTK meteor) is used."
