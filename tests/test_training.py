@@ -332,3 +332,35 @@ def test_torchrun_two_processes(synth, config_file, tmp_path):
     keys = [k for k in per_rank[0] if k.startswith("eval_") and not k.endswith(("runtime", "per_second"))]
     assert keys and all(per_rank[0][k] == per_rank[1][k] for k in keys), per_rank
     assert per_rank[0]["eval_cider"] == metrics["eval_cider"]
+
+
+def test_train_push_to_hub_pushes_the_complete_set(synth, config_file, tmp_path, monkeypatch):
+    import vidgpt2.hub
+    from tests.fake_hub import FakeHfApi
+
+    api = FakeHfApi(tmp_path / "hub")
+    monkeypatch.setattr(vidgpt2.hub, "_default_api", lambda token=None: api)
+    out = tmp_path / "pushed"
+    run_training(
+        ModelArguments(config=str(config_file), build_tokenizer=True),
+        _data(synth, use_java=False),
+        LoraArguments(),
+        _args(out, max_steps=2, push_to_hub=True, hub_model_id="user/synth-captioner"),
+    )
+    repo = api.repo_path("user/synth-captioner")
+    for name in ("model.safetensors", "config.json", "generation_config.json", "processor_config.json",
+                 "tokenizer.json", "modeling_vidgpt2.py", "pipeline_vidgpt2.py", "README.md", "metrics.json"):
+        assert (repo / name).is_file(), name
+    card = (repo / "README.md").read_text()
+    assert "model-index" in card and "cider" in card.lower()
+    assert AutoModel.from_pretrained(repo).config.num_frames == 4
+
+
+def test_push_with_unmerged_lora_is_refused_before_training(synth, config_file, tmp_path):
+    with pytest.raises(ValueError, match="--merge-lora"):
+        run_training(
+            ModelArguments(config=str(config_file), build_tokenizer=True),
+            _data(synth),
+            LoraArguments(lora=True),
+            _args(tmp_path, push_to_hub=True, hub_model_id="user/x"),
+        )
