@@ -321,7 +321,7 @@ class VidGPT2ForConditionalGeneration(VidGPT2PreTrainedModel, GenerationMixin):
                 decoder_attention_mask = torch.ones_like(labels)
                 decoder_attention_mask[:, 1:] = (labels[:, :-1] != -100).long()
         if visual_tokens.shape[0] != decoder_input_ids.shape[0]:
-            # beam search / num_return_sequences expand the text side; visual tokens follow
+            # (generate expands the visual tokens for beams itself; a mismatch here is a caller's error)
             raise ValueError(
                 f"Batch mismatch: {visual_tokens.shape[0]} videos but {decoder_input_ids.shape[0]} token sequences."
             )
