@@ -314,12 +314,14 @@ def test_torchrun_two_processes(synth, config_file, tmp_path):
         "-m", "vidgpt2.cli", "train", "--config", str(config_file), "--build-tokenizer",
         "--train-file", str(synth / "train.jsonl"), "--validation-file", str(synth / "validation.jsonl"),
         "--output-dir", str(out), "--max-steps", "3", "--per-device-train-batch-size", "4",
-        "--per-device-eval-batch-size", "4", "--report-to", "none", "--save-strategy", "no",
+        "--per-device-eval-batch-size", "4", "--report-to", "none", "--save-strategy", "steps", "--save-steps", "3",
         "--use-cpu", "--ddp-backend", "gloo", "--seed", "0",
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (out / "model.safetensors").exists() and not list(out.glob("checkpoint-*"))
+    assert (out / "model.safetensors").exists()
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-3"]  # written once, not once per rank
+    assert (out / "checkpoint-3" / "model.safetensors").exists()
     metrics = json.loads((out / "metrics.json").read_text())
     assert "eval_cider" in metrics
     # both ranks finish and report the same evaluation (predictions gathered across processes)
