@@ -305,7 +305,6 @@ def test_train_cli_passes_trainer_flags(synth, config_file, tmp_path):
     assert VidGPT2VideoProcessor.from_pretrained(out).num_frames == 4
 
 
-@pytest.mark.slow
 def test_torchrun_two_processes(synth, config_file, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
