@@ -97,13 +97,13 @@ def cmd_demo(argv: list[str]) -> int:
         "text_only": _exact_match(out / "text_only", test, blank_video=True),
     }
     print(f"\nTest set: {len(test)} held-out clips (BLEU/METEOR/ROUGE-L/CIDEr on pycocoevalcap's scale, CIDEr unscaled)")
-    print(f"  {'metric':<28} {'vidgpt2':>9} {'text-only':>9}")
+    print(f"  {'metric':<34} {'vidgpt2':>9} {'text-only':>9}")
     for family in ["all", *CAPTION_FAMILIES]:
         label = "exact match" if family == "all" else f"  exact match: {family}"
-        print(f"  {label:<28} {exact['vidgpt2'][family]:>9.3f} {exact['text_only'][family]:>9.3f}")
+        print(f"  {label:<34} {exact['vidgpt2'][family]:>9.3f} {exact['text_only'][family]:>9.3f}")
     for key in ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider"):
         a, b = video_metrics.get(f"test_{key}"), text_metrics.get(f"test_{key}")
-        print(f"  {key:<28} {_fmt(a):>9} {_fmt(b):>9}")
+        print(f"  {key:<34} {_fmt(a):>9} {_fmt(b):>9}")
 
     print("\n[4/4] Captions of held-out clips")
     model = VidGPT2ForConditionalGeneration.from_pretrained(out / "vidgpt2")
