@@ -67,7 +67,7 @@ SETTINGS = {
                                   "caption b1 4 beams": (0, 2), "caption b16 greedy": (0, 1),
                                   "caption b16 4 beams": (0, 1)},
                        "skip": {"caption b16 4 beams": ["spacetimegpt", "git"]}},
-        "bound_rounds": 5,
+        "bound_rounds": 6,
     },
 }
 # Full size, batch 16 x 4 beams, not run for the alternatives:
@@ -79,6 +79,7 @@ SETTINGS = {
 TINY = {"frames": 8, "image_size": 64, "batch_size": 16, "learning_rate": 2e-3, "weight_decay": 0.01}
 FULL = {"frames": 8, "image_size": 224}
 TINY_MODELS = ["vidgpt2", "vidgpt2-spatial", "spacetimegpt", "git"]
+ALL_SECTIONS = ("quality", "tiny", "full", "bound")
 
 
 def parse_args() -> argparse.Namespace:
@@ -86,7 +87,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="Few steps, one seed, few repeats: about 2-3 minutes.")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of every model and worker (default 2).")
     parser.add_argument(
-        "--sections", default="quality,tiny,full,bound",
+        "--sections", default=",".join(ALL_SECTIONS),
         help="Comma-separated subset of quality,tiny,full,bound to run (default: all).",
     )
     parser.add_argument("--seeds", type=str, default=None, help="Override the seeds, e.g. '0,1'.")
@@ -149,6 +150,15 @@ def quality_tables(quality: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             group: {metric: mean_std([r["scores"][group][metric] for r in mine]) for metric in ("exact_match", "bleu_4", "cider")}
             for group in ("all", *CAPTION_FAMILIES)
         }
+        for group in ("all", *CAPTION_FAMILIES):  # order-word accuracy pooled over seeds: correct / decided
+            decided = sum(r["scores"][group]["order_decided"] for r in mine)
+            correct = sum(round(r["scores"][group]["order_accuracy"] * r["scores"][group]["order_decided"])
+                          for r in mine if r["scores"][group]["order_accuracy"] is not None)
+            summary[name][group]["order_accuracy"] = (correct / decided if decided else None, decided)
+        summary[name]["frames_reversed"] = {
+            key: statistics.fmean(r["scores"]["frames_reversed"][key] for r in mine)
+            for key in ("unchanged", "says_reversed_caption")
+        }
         summary[name]["train_seconds"] = statistics.fmean(r["train_seconds"] for r in mine)
         summary[name]["final_loss"] = mean_std([r["final_loss"] for r in mine])
         summary[name]["parameters"] = mine[0]["parameters"]
@@ -156,18 +166,31 @@ def quality_tables(quality: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     def pm(value: tuple[float, float]) -> str:
         return f"{value[0]:.3f} ± {value[1]:.3f}"
 
+    def order(value: tuple[float | None, int]) -> str:
+        return "-" if value[0] is None else f"{value[0]:.2f} (n={value[1]})"
+
     seeds = len(quality["settings"]["seeds"])
     lines = [markdown_table(
-        ["model", "params (video enc. / text dec.)", "exact match", "BLEU-4", "CIDEr-D", "final train loss", "train s"],
+        ["model", "params (video enc. / text dec.)", "exact match", "BLEU-4", "CIDEr-D", "order-word acc.",
+         "frames reversed: same caption / reversed caption", "final train loss", "train s"],
         [[LABELS[n], f"{summary[n]['parameters']['video_encoder'] / 1e6:.2f} M / "
           f"{summary[n]['parameters']['text_decoder'] / 1e6:.2f} M",
           pm(summary[n]["all"]["exact_match"]), pm(summary[n]["all"]["bleu_4"]), pm(summary[n]["all"]["cider"]),
+          order(summary[n]["all"]["order_accuracy"]),
+          f"{summary[n]['frames_reversed']['unchanged']:.2f} / {summary[n]['frames_reversed']['says_reversed_caption']:.2f}",
           pm(summary[n]["final_loss"]), f"{summary[n]['train_seconds']:.0f}"] for n in TINY_MODELS],
     )]
-    lines.append(f"\nMean ± std over {seeds} seed(s). Per caption family (exact match / BLEU-4 / CIDEr-D, mean over seeds):\n")
+    lines.append(
+        f"\nMean ± std over {seeds} seed(s). Order-word accuracy: correct / (correct + time-reversed) among predictions "
+        "that state the order either way, pooled over seeds (order-blind: 0.5). Frames reversed: the test clips fed "
+        "backwards; share of captions that stay the same / that now say the reversed order (order-blind: 1 / 0)."
+        "\n\nPer caption family (exact match / BLEU-4 / CIDEr-D / order-word accuracy, mean over seeds):\n"
+    )
     lines.append(markdown_table(
         ["model", *CAPTION_FAMILIES],
         [[LABELS[n], *(" / ".join(f"{summary[n][f][m][0]:.2f}" for m in ("exact_match", "bleu_4", "cider"))
+                       + " / " + ("-" if summary[n][f]["order_accuracy"][0] is None
+                                  else f"{summary[n][f]['order_accuracy'][0]:.2f}")
                        for f in CAPTION_FAMILIES)] for n in TINY_MODELS],
     ))
     return "\n".join(lines), summary
@@ -261,6 +284,15 @@ def speed_table(speed: dict[str, Any], size: str) -> str:
 # 3. the compute bound
 # ---------------------------------------------------------------------------------------------------------------------
 def run_bound(worker: Any, rounds: int, matmul_n: int = 4096, frames: int = 16) -> dict[str, Any]:
+    """Rounds of (best of 3 matmuls, best of 2 extractions), two estimators of the fraction of the bound:
+
+    - wall clock (the headline, the issue's definition): best extraction frames/s over the best matmul bound of all
+      rounds. On a shared machine a measurement can only be slowed down, so the best of each is the closest to the
+      machine's capability; but short ops (a ResNet's convolutions) lose more to other jobs than one long matmul does,
+      because each op must wake the second thread again (OMP_WAIT_POLICY=PASSIVE) and waits when its core is taken.
+    - CPU time (`time.process_time` of the worker, all threads): work per CPU-second, blind to how many cores were
+      free. It equals the wall-clock fraction only if both ran equally parallel; it is reported beside it.
+    """
     flops = worker.call("flops_per_frame")["gflops_per_frame"]
     result: dict[str, Any] = {"gflops_per_frame": flops, "matmul_n": matmul_n, "batch_frames": frames}
     for dtype in ("float32", "bfloat16"):
@@ -268,31 +300,48 @@ def run_bound(worker: Any, rounds: int, matmul_n: int = 4096, frames: int = 16) 
         for _ in range(rounds):  # alternate matmul and extraction: each fraction compares neighbours in time
             mm = worker.call("matmul", dtype=dtype, n=matmul_n)
             ex = worker.call("extract", dtype=dtype, batch_frames=frames)
-            bound = mm["gflops_per_s"] / flops
-            pairs.append({"matmul_gflops_per_s": mm["gflops_per_s"], "bound_frames_per_s": bound,
-                          "frames_per_s": ex["frames_per_s"], "fraction": ex["frames_per_s"] / bound})
-        best = max(p["matmul_gflops_per_s"] for p in pairs)
+            pairs.append({"matmul_gflops_per_s": mm["gflops_per_s"], "frames_per_s": ex["frames_per_s"],
+                          "fraction_wall": ex["frames_per_s"] / (mm["gflops_per_s"] / flops),
+                          "matmul_gflops_per_cpu_s": mm["gflops_per_cpu_s"], "frames_per_cpu_s": ex["frames_per_cpu_s"],
+                          "fraction_cpu_time": ex["frames_per_cpu_s"] / (mm["gflops_per_cpu_s"] / flops)})
+        best_matmul = max(p["matmul_gflops_per_s"] for p in pairs)
+        best_frames = max(p["frames_per_s"] for p in pairs)
+        cpu_matmul = max(p["matmul_gflops_per_cpu_s"] for p in pairs)
+        cpu_frames = max(p["frames_per_cpu_s"] for p in pairs)
         result[dtype] = {
             "rounds": pairs,
-            "matmul_gflops_per_s": statistics.median(p["matmul_gflops_per_s"] for p in pairs),
-            "bound_frames_per_s": statistics.median(p["bound_frames_per_s"] for p in pairs),
-            "frames_per_s": statistics.median(p["frames_per_s"] for p in pairs),
-            "fraction": statistics.median(p["fraction"] for p in pairs),
-            "fraction_of_best_matmul": max(p["frames_per_s"] for p in pairs) / (best / flops),
+            "matmul_gflops_per_s": best_matmul,
+            "bound_frames_per_s": best_matmul / flops,
+            "frames_per_s": best_frames,
+            "fraction": best_frames / (best_matmul / flops),  # the headline: wall clock
+            "fraction_wall_per_round": (min(p["fraction_wall"] for p in pairs), max(p["fraction_wall"] for p in pairs)),
+            "fraction_cpu_time": cpu_frames / (cpu_matmul / flops),
+            "parallel_use_matmul": max(p["matmul_gflops_per_s"] / (2 * p["matmul_gflops_per_cpu_s"]) for p in pairs),
+            "parallel_use_extraction": max(p["frames_per_s"] / (2 * p["frames_per_cpu_s"]) for p in pairs),
+            "fraction_cpu_time_per_round": (min(p["fraction_cpu_time"] for p in pairs),
+                                            max(p["fraction_cpu_time"] for p in pairs)),
+            "matmul_gflops_per_cpu_s": cpu_matmul,
+            "frames_per_cpu_s": cpu_frames,
         }
-        log(f"bound {dtype}: matmul {result[dtype]['matmul_gflops_per_s']:.0f} GFLOP/s, extraction "
-            f"{result[dtype]['frames_per_s']:.1f} frames/s = {result[dtype]['fraction']:.0%} of the bound")
+        log(f"bound {dtype}: wall {best_matmul:.0f} GFLOP/s vs {best_frames:.1f} frames/s = "
+            f"{result[dtype]['fraction']:.0%}; CPU time {result[dtype]['fraction_cpu_time']:.0%}")
     return result
 
 
 def bound_table(bound: dict[str, Any]) -> str:
-    rows = [[dtype, f"{b['matmul_gflops_per_s']:.0f}", f"{bound['gflops_per_frame']:.2f}",
-             f"{b['bound_frames_per_s']:.1f}", f"{b['frames_per_s']:.1f}", f"{b['fraction']:.0%}",
-             f"{b['fraction_of_best_matmul']:.0%}"] for dtype, b in ((d, bound[d]) for d in ("float32", "bfloat16"))]
+    rows = []
+    for dtype in ("float32", "bfloat16"):
+        b = bound[dtype]
+        low, high = b["fraction_wall_per_round"]
+        rows.append([dtype, f"{b['matmul_gflops_per_s']:.0f}", f"{bound['gflops_per_frame']:.2f}",
+                     f"{b['bound_frames_per_s']:.1f}", f"{b['frames_per_s']:.1f}",
+                     f"{b['fraction']:.0%} ({low:.0%}-{high:.0%})", f"{b['fraction_cpu_time']:.0%}",
+                     f"{b['parallel_use_matmul']:.2f} / {b['parallel_use_extraction']:.2f}"])
     return markdown_table(
-        ["dtype", f"matmul GFLOP/s ({bound['matmul_n']}²)", "ResNet-50 GFLOPs / frame", "bound frames/s",
-         f"get_video_features frames/s ({bound['batch_frames']} frames)", "fraction (median of pairs)",
-         "best / best"], rows)
+        ["dtype", f"matmul GFLOP/s ({bound['matmul_n']}², best)", "ResNet-50 GFLOPs / frame", "bound frames/s",
+         f"get_video_features frames/s ({bound['batch_frames']} frames, best)",
+         f"fraction: wall, best / best (per round, {len(bound['float32']['rounds'])} rounds)",
+         "fraction: CPU time", "2-thread use, matmul / extraction (best round)"], rows)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -360,15 +409,39 @@ def main() -> int:
 
     results["targets"] = check_targets(results)
     if results["targets"]:
-        print("\n## Targets\n")
+        print("\n## Targets" + (" (quick mode: a smoke test, not evidence)" if args.quick else "") + "\n")
         print(markdown_table(["target", "measured", "met"], [[t["target"], t["measured"], "yes" if t["met"] else "NO"]
                                                             for t in results["targets"]]))
     results["seconds"] = time.perf_counter() - start
     results["load_average"]["end"] = load_average()
-    path = write_results("alternatives_quick" if args.quick else "alternatives", results)
-    print(f"\nTotal {results['seconds'] / 60:.1f} min; load average (1/5/15 min) at the end {load_average()}. "
+    name = "alternatives_quick" if args.quick else "alternatives"
+    if sections != set(ALL_SECTIONS):
+        results = merge_partial(name, results, sections)
+    path = write_results(name, results)
+    print(f"\nThis run: {(time.perf_counter() - start) / 60:.1f} min; load average (1/5/15 min) at the end {load_average()}. "
           f"Results: {path}")
     return 0
+
+
+def merge_partial(name: str, results: dict[str, Any], sections: set[str]) -> dict[str, Any]:
+    """A run of some sections updates those sections of the existing results file (and says when each ran)."""
+    import json
+
+    from _common import RESULTS_DIR
+
+    path = RESULTS_DIR / f"{name}.json"
+    merged = json.loads(path.read_text()) if path.is_file() else {}
+    keys = {"quality": ["quality", "quality_summary"], "tiny": ["speed_tiny"], "full": ["speed_full"], "bound": ["bound"]}
+    for section in sections:
+        for key in keys[section]:
+            if key in results:
+                merged[key] = results[key]
+        merged.setdefault("section_runs", {})[section] = {
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": results["machine"],
+            "load_average": results["load_average"], "settings": results["settings"],
+        }
+    merged["targets"] = check_targets(merged)
+    return merged
 
 
 def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -395,7 +468,9 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if bound:
         for dtype in ("float32", "bfloat16"):
             targets.append({"target": f"get_video_features {dtype} >= {BOUND_TARGET:.0%} of the compute bound",
-                            "measured": f"{bound[dtype]['fraction']:.0%}", "met": bound[dtype]["fraction"] >= BOUND_TARGET})
+                            "measured": f"{bound[dtype]['fraction']:.0%} by wall clock (best / best), "
+                                        f"{bound[dtype].get('fraction_cpu_time', float('nan')):.0%} per CPU-second",
+                            "met": bound[dtype]["fraction"] >= BOUND_TARGET})
     return targets
 
 

@@ -270,6 +270,35 @@ def scores(predictions: list[str], references: list[list[str]]) -> dict[str, Any
     }
 
 
+def reversal_test(model, processor, dataset, predictions: list[str], batch_size: int = 32) -> list[dict[str, bool]]:
+    """Caption every clip again with its frames in reverse order (greedy, same settings as `predictions`).
+
+    An order-aware captioner changes its caption, ideally into the time-reversed one ("grows" -> "shrinks"); an
+    order-blind one says the same thing. Per clip: {"unchanged": ..., "became_reversed": ...}.
+    """
+    import torch
+
+    from vidgpt2.data import time_reversed_caption
+    from vidgpt2.data.collator import VideoCaptionCollator
+
+    collator = VideoCaptionCollator(processor, caption_column="__none__")
+    model.eval()
+    flipped: list[str] = []
+    for begin in range(0, len(dataset), batch_size):
+        rows = [dataset[i] for i in range(begin, min(begin + batch_size, len(dataset)))]
+        pixels = collator(rows)["pixel_values_videos"].flip(1)  # (B, T, 3, H, W), frames in reverse order
+        with torch.inference_mode():
+            flipped.extend(processor.batch_decode(model.generate(pixel_values_videos=pixels)))
+    outcome = []
+    for original, reverse in zip(predictions, flipped, strict=True):
+        try:
+            expected = time_reversed_caption(original)
+        except ValueError:  # not a well-formed synthetic caption
+            expected = None
+        outcome.append({"unchanged": reverse == original, "became_reversed": reverse == expected})
+    return outcome
+
+
 def train_variant(
     overrides: dict[str, Any],
     blank_video: bool,
@@ -334,11 +363,24 @@ def train_variant(
         rows, overall = evaluate_dataset(
             model, processor, test, batch_size=32, use_java=meteor, show_progress=False, blank_video=blank_video
         )
+    if not blank_video:  # blank frames reversed are the same blank frames
+        with contextlib.redirect_stdout(sys.stderr):
+            for row, outcome in zip(rows, reversal_test(model, processor, test, [r["prediction"] for r in rows])):
+                row.update(outcome)
     with open(run_dir / "predictions.jsonl", "w") as f:
-        f.writelines(json.dumps({"prediction": r["prediction"], "references": r["references"]}) + "\n" for r in rows)
+        f.writelines(json.dumps({k: v for k, v in r.items() if k not in ("start", "end")}) + "\n" for r in rows)
     by_family: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_family.setdefault(caption_family(row["references"][0]) or "other", []).append(row)
+
+    def reversal(subset: list[dict[str, Any]]) -> dict[str, float] | None:
+        if blank_video:
+            return None
+        return {
+            "unchanged": sum(r["unchanged"] for r in subset) / len(subset),
+            "became_reversed": sum(r["became_reversed"] for r in subset) / len(subset),
+        }
+
     result = {
         "config_overrides": overrides,
         "seed": seed,
@@ -349,9 +391,15 @@ def train_variant(
         "train_loss": metrics.get("train_loss"),
         "run_training_test_metrics": {k: v for k, v in metrics.items() if k.startswith("test_")},
         "evaluate_dataset_metrics": overall,
-        "all": scores([r["prediction"] for r in rows], [r["references"] for r in rows]),
+        "all": {
+            **scores([r["prediction"] for r in rows], [r["references"] for r in rows]),
+            "frames_reversed": reversal(rows),
+        },
         "families": {
-            family: scores([r["prediction"] for r in fam_rows], [r["references"] for r in fam_rows])
+            family: {
+                **scores([r["prediction"] for r in fam_rows], [r["references"] for r in fam_rows]),
+                "frames_reversed": reversal(fam_rows),
+            }
             for family, fam_rows in sorted(by_family.items())
         },
         "examples": [{"prediction": r["prediction"], "reference": r["references"][0]} for r in rows[:6]],
@@ -421,16 +469,23 @@ def bench_quality(args) -> tuple[str, dict[str, Any]]:
         low, high = score["order_accuracy_95ci"]
         return f"{score['order_accuracy']:.2f} ({low:.2f}-{high:.2f}, n={score['order_decided']})"
 
+    def reversal_cell(score: dict[str, Any]) -> str:
+        flip = score.get("frames_reversed")
+        return "-" if flip is None else f"{flip['unchanged']:.2f} / {flip['became_reversed']:.2f}"
+
     order_rows = [
-        [name.split(", seed")[0], r["seed"], order_cell(r["all"])]
+        [name.split(", seed")[0], r["seed"], reversal_cell(r["all"]), order_cell(r["all"])]
         + [order_cell(r["families"].get(family)) for family in CAPTION_FAMILIES]
         for name, r in results["variants"].items()
     ]
     table += (
-        "\n\nOrder-dependent words: correct / (correct + time-reversed), 95% CI, n = predictions that say either "
-        "(0.5 = order-blind; see `order_outcome`):\n\n"
+        "\n\nOrder. 'frames reversed': share of test clips whose caption stays the same / becomes the time-reversed "
+        "caption when the frames are fed in reverse order (order-blind: 1.00 / 0.00). Order-word accuracy: correct / "
+        "(correct + time-reversed), 95% CI, n = predictions that say either (order-blind: 0.5; see `order_outcome`):"
+        "\n\n"
     )
-    table += markdown_table(["variant", "seed", "all"] + list(CAPTION_FAMILIES), order_rows)
+    headers = ["variant", "seed", "frames reversed: unchanged / reversed", "order acc: all"] + list(CAPTION_FAMILIES)
+    table += markdown_table(headers, order_rows)
     seeds_runs = [r for n, r in results["variants"].items() if n == base_name or n.startswith(f"{base_name}, seed")]
     if len(seeds_runs) > 1:
         spread = {}

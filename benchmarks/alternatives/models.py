@@ -28,7 +28,6 @@ from transformers import (
 )
 
 from vidgpt2 import VidGPT2Config, VidGPT2ForConditionalGeneration
-from vidgpt2.demo import DEMO_CONFIG
 
 MODEL_NAMES = ("vidgpt2", "vidgpt2-spatial", "spacetimegpt", "git")
 LABELS = {
@@ -38,9 +37,17 @@ LABELS = {
     "git": "GIT (video, per-frame embeddings)",
 }
 
-# --- tiny size: the decoder is the demo's GPT-2 (width 128, 2 layers, 4 heads) for vidgpt2 and SpaceTimeGPT; GIT's
-# BERT-like decoder gets the same width/layers/heads/MLP. Encoders are sized to a similar parameter count.
-TINY_TEXT = dict(DEMO_CONFIG["text_config"])  # n_embd 128, n_layer 2, n_head 4, n_positions 64
+# --- tiny size: vidgpt2 is the demo's model (`vidgpt2.demo.DEMO_CONFIG` as of 2026-11-27, pinned here so that demo
+# changes do not move this benchmark; run at 64x64). Its GPT-2 (width 128, 2 layers, 4 heads) is also SpaceTimeGPT's
+# decoder; GIT's BERT-like decoder gets the same width/layers/heads/MLP. Encoders are sized to a similar parameter count.
+DEMO_CONFIG = {
+    "vision_config": {"embedding_size": 16, "hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "layer_type": "basic"},
+    "text_config": {"n_embd": 128, "n_layer": 2, "n_head": 4, "n_positions": 64},
+    "num_visual_layers": 1,
+    "freeze_vision": False,
+    "visual_dropout": 0.1,
+}
+TINY_TEXT = dict(DEMO_CONFIG["text_config"])
 TINY_TIMESFORMER = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, patch_size=16)
 TINY_GIT_VISION = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512, patch_size=16)
 

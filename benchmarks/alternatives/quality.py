@@ -15,7 +15,14 @@ import torch
 from transformers import get_cosine_schedule_with_warmup
 
 from vidgpt2 import VidGPT2Processor, VidGPT2VideoProcessor
-from vidgpt2.data import CAPTION_FAMILIES, caption_family, load_captions_files, write_synthetic_dataset
+from vidgpt2.data import (
+    CAPTION_FAMILIES,
+    caption_family,
+    load_captions_files,
+    parse_caption,
+    time_reversed_caption,
+    write_synthetic_dataset,
+)
 from vidgpt2.metrics import compute_caption_metrics
 from vidgpt2.processing_vidgpt2 import video_processor_settings
 from vidgpt2.tokenization import build_word_level_tokenizer
@@ -118,14 +125,41 @@ def train(
     return {"train_seconds": seconds, "final_loss": sum(tail) / len(tail), "first_loss": losses[0]}
 
 
+def order_outcome(prediction: str, reference: str) -> str | None:
+    """"correct" if the prediction gets the order-dependent slot of the reference right (colours in order, grows vs
+    shrinks, which object first, direction), "reversed" if it says what the time-reversed clip shows, else None.
+    Same definition as `bench_training.py`: an order-blind model scores 0.5 = correct / (correct + reversed)."""
+    pred, ref = parse_caption(prediction), parse_caption(reference)
+    if pred is None or ref is None or pred["family"] != ref["family"]:
+        return None
+    reversed_ref = parse_caption(time_reversed_caption(reference))
+    slot = {
+        "color_change": lambda c: c["colors"],
+        "size_change": lambda c: c["change"],
+        "appearance_order": lambda c: (c["first"], c["second"]),
+        "motion_direction": lambda c: c["direction"],
+    }[ref["family"]]
+    if slot(pred) == slot(ref):
+        return "correct"
+    if slot(pred) == slot(reversed_ref):
+        return "reversed"
+    return None
+
+
 def score(predictions: list[str], references: list[list[str]]) -> dict[str, Any]:
-    """Exact match, BLEU-4 and CIDEr-D overall and per caption family (the family of the first reference)."""
+    """Exact match, BLEU-4, CIDEr-D and order-word accuracy, overall and per caption family (of the first reference)."""
     def one(indices: list[int]) -> dict[str, Any]:
         preds = [predictions[i] for i in indices]
         refs = [references[i] for i in indices]
         exact = sum(" ".join(p.split()) == " ".join(r[0].split()) for p, r in zip(preds, refs)) / len(indices)
         coco = compute_caption_metrics(preds, refs, use_java=False)  # BLEU/CIDEr only: no Java process per call
-        return {"n": len(indices), "exact_match": exact, "bleu_4": coco["bleu_4"], "cider": coco["cider"]}
+        outcomes = [order_outcome(p, r[0]) for p, r in zip(preds, refs)]
+        decided = sum(o is not None for o in outcomes)
+        return {
+            "n": len(indices), "exact_match": exact, "bleu_4": coco["bleu_4"], "cider": coco["cider"],
+            "order_decided": decided,
+            "order_accuracy": outcomes.count("correct") / decided if decided else None,
+        }
 
     result = {"all": one(list(range(len(predictions))))}
     families = [caption_family(r[0]) for r in references]
@@ -136,17 +170,31 @@ def score(predictions: list[str], references: list[list[str]]) -> dict[str, Any]
     return result
 
 
-def evaluate(name: str, model: Any, data: ClipData, batch_size: int = 64) -> tuple[list[str], dict[str, Any], float]:
-    """Greedy captions of every test clip, their scores, and the seconds captioning took."""
+def generate_all(name: str, model: Any, data: ClipData, pixels: torch.Tensor, batch_size: int = 64) -> list[str]:
     model.eval()
     predictions: list[str] = []
-    start = time.perf_counter()
-    for begin in range(0, len(data.test_pixels), batch_size):
-        pixels = data.test_pixels[begin : begin + batch_size]
-        ids = generate(name, model, pixels, data.special, max_new_tokens=MAX_CAPTION_TOKENS, num_beams=1)
+    for begin in range(0, len(pixels), batch_size):
+        ids = generate(name, model, pixels[begin : begin + batch_size], data.special,
+                       max_new_tokens=MAX_CAPTION_TOKENS, num_beams=1)
         predictions.extend(data.processor.batch_decode(ids))
+    return predictions
+
+
+def evaluate(name: str, model: Any, data: ClipData) -> tuple[list[str], dict[str, Any], float]:
+    """Greedy captions of every test clip, their scores, and the seconds captioning took. Also captions the clips
+    with their frames reversed: an order-blind model says the same thing again."""
+    start = time.perf_counter()
+    predictions = generate_all(name, model, data, data.test_pixels)
     seconds = time.perf_counter() - start
-    return predictions, score(predictions, data.test_references), seconds
+    scores = score(predictions, data.test_references)
+    flipped = generate_all(name, model, data, data.test_pixels.flip(1))  # (N, T, ...) frames in reverse order
+    scores["frames_reversed"] = {
+        "unchanged": sum(a == b for a, b in zip(predictions, flipped)) / len(flipped),
+        "says_reversed_caption": sum(
+            order_outcome(f, r[0]) == "reversed" for f, r in zip(flipped, data.test_references)
+        ) / len(flipped),
+    }
+    return predictions, scores, seconds
 
 
 def run_one(
@@ -166,5 +214,5 @@ def run_one(
         **trained,
         "eval_seconds": eval_seconds,
         "scores": scores,
-        "examples": [{"prediction": p, "reference": r[0]} for p, r in zip(predictions[:6], data.test_references[:6])],
+        "predictions": predictions,
     }
