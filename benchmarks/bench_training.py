@@ -222,31 +222,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def order_outcome(prediction: str, reference: str) -> str | None:
-    """Does the prediction get the order-dependent part of the reference right ("correct"), say what the
-    time-reversed clip shows ("reversed"), or neither (None: other family, unparsable, other colours/objects)?
-
-    color_change: the two colours in order; size_change: grows/shrinks; appearance_order: which object first;
-    motion_direction: the direction (the opposite one is "reversed", a perpendicular one is None).
-    An order-blind model cannot do better than 50% correct among the decided cases.
-    """
-    from vidgpt2.data import parse_caption, time_reversed_caption
-
-    pred, ref = parse_caption(prediction), parse_caption(reference)
-    if pred is None or ref is None or pred["family"] != ref["family"]:
-        return None
-    reversed_ref = parse_caption(time_reversed_caption(reference))
-    slot = {
-        "color_change": lambda c: c["colors"],
-        "size_change": lambda c: c["change"],
-        "appearance_order": lambda c: (c["first"], c["second"]),
-        "motion_direction": lambda c: c["direction"],
-    }[ref["family"]]
-    if slot(pred) == slot(ref):
-        return "correct"
-    if slot(pred) == slot(reversed_ref):
-        return "reversed"
-    return None
+from vidgpt2.data import order_outcome  # noqa: E402  (shared definition)
 
 
 def scores(predictions: list[str], references: list[list[str]]) -> dict[str, Any]:

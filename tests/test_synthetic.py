@@ -214,3 +214,13 @@ def test_invalid_arguments(tmp_path):
         write_synthetic_dataset(tmp_path, 1, 0, 0, num_frames=2, progress=False)
     with pytest.raises(ValueError, match="family must be one of"):
         generate_clip("rotation", np.random.default_rng(0))
+
+
+def test_order_outcome_separates_order_from_content():
+    from vidgpt2.data import order_outcome
+
+    assert order_outcome("a red circle grows", "a red circle grows") == "correct"
+    assert order_outcome("a red circle shrinks", "a red circle grows") == "reversed"
+    assert order_outcome("the square turns from blue to red", "the square turns from red to blue") == "reversed"
+    assert order_outcome("a red circle grows", "the square turns from red to blue") is None  # other family
+    assert order_outcome("not a synthetic caption", "a red circle grows") is None

@@ -19,8 +19,6 @@ from vidgpt2.data import (
     CAPTION_FAMILIES,
     caption_family,
     load_captions_files,
-    parse_caption,
-    time_reversed_caption,
     write_synthetic_dataset,
 )
 from vidgpt2.metrics import compute_caption_metrics
@@ -125,25 +123,7 @@ def train(
     return {"train_seconds": seconds, "final_loss": sum(tail) / len(tail), "first_loss": losses[0]}
 
 
-def order_outcome(prediction: str, reference: str) -> str | None:
-    """"correct" if the prediction gets the order-dependent slot of the reference right (colours in order, grows vs
-    shrinks, which object first, direction), "reversed" if it says what the time-reversed clip shows, else None.
-    Same definition as `bench_training.py`: an order-blind model scores 0.5 = correct / (correct + reversed)."""
-    pred, ref = parse_caption(prediction), parse_caption(reference)
-    if pred is None or ref is None or pred["family"] != ref["family"]:
-        return None
-    reversed_ref = parse_caption(time_reversed_caption(reference))
-    slot = {
-        "color_change": lambda c: c["colors"],
-        "size_change": lambda c: c["change"],
-        "appearance_order": lambda c: (c["first"], c["second"]),
-        "motion_direction": lambda c: c["direction"],
-    }[ref["family"]]
-    if slot(pred) == slot(ref):
-        return "correct"
-    if slot(pred) == slot(reversed_ref):
-        return "reversed"
-    return None
+from vidgpt2.data import order_outcome  # noqa: E402  (shared definition)
 
 
 def score(predictions: list[str], references: list[list[str]]) -> dict[str, Any]:

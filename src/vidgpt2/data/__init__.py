@@ -26,6 +26,7 @@ from .msvd import load_msvd
 from .synthetic import (
     CAPTION_FAMILIES,
     caption_family,
+    order_outcome,
     parse_caption,
     time_reversed_caption,
     write_synthetic_dataset,
@@ -59,6 +60,7 @@ __all__ = [
     "load_captions_files",
     "load_msvd",
     "load_video_caption_dataset",
+    "order_outcome",
     "load_videofolder",
     "parse_caption",
     "strip_connective",

@@ -137,6 +137,31 @@ def time_reversed_caption(caption: str) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+
+def order_outcome(prediction: str, reference: str) -> str | None:
+    """Does `prediction` get the order-dependent part of `reference` right ("correct"), say what the time-reversed
+    clip shows ("reversed"), or neither (None: other family, unparsable, other colours/objects)?
+
+    color_change: the two colours in order; size_change: grows/shrinks; appearance_order: which object first;
+    motion_direction: the direction (the opposite one is "reversed", a perpendicular one is None).
+    An order-blind model cannot do better than 50% correct among the decided cases.
+    """
+    pred, ref = parse_caption(prediction), parse_caption(reference)
+    if pred is None or ref is None or pred["family"] != ref["family"]:
+        return None
+    reversed_ref = parse_caption(time_reversed_caption(reference))
+    slot = {
+        "color_change": lambda c: c["colors"],
+        "size_change": lambda c: c["change"],
+        "appearance_order": lambda c: (c["first"], c["second"]),
+        "motion_direction": lambda c: c["direction"],
+    }[ref["family"]]
+    if slot(pred) == slot(ref):
+        return "correct"
+    if slot(pred) == slot(reversed_ref):
+        return "reversed"
+    return None
+
 def _shape_mask(shape: str, cx: float, cy: float, r: float, size: int) -> np.ndarray:
     """(H, W) bool mask of a shape centred at (cx, cy) inside the square of half-side r."""
     ys, xs = np.ogrid[:size, :size]
