@@ -147,7 +147,7 @@ def test_read_video_real_clip(name, shape):
 
 
 def test_seeking_long_clip_gives_the_frames_a_full_decode_gives(long_clip):
-    video = read_video(long_clip, num_frames=8)
+    video = read_video(long_clip, num_frames=8)  # keyframes every second: exact frames are cheap, so exact
     expected_indices = sample_frame_indices(2000, 8)
     assert indices_of(video) == expected_indices.tolist()
     np.testing.assert_array_equal(video, decode_all(long_clip, expected_indices))
@@ -168,6 +168,52 @@ def test_seeking_long_clip_decodes_few_frames(long_clip, count_decoded):
     read_video(long_clip, num_frames=8)
     # one keyframe per 25 frames: at most a GOP per sampled frame, instead of all 2000
     assert count_decoded["frames"] <= 8 * 25
+
+
+@pytest.fixture(scope="module")
+def sparse_keyframe_clip(tmp_path_factory):
+    """2000 index-coded frames at 25 fps (80 s), a keyframe every 4 s (frames 0, 100, 200, ...)."""
+    path = tmp_path_factory.mktemp("sparse") / "sparse.mp4"
+    return write_frames(path, make_frames(2000, 32, 32), fps=25, gop_size=100)
+
+
+def test_keyframe_tolerance_takes_the_keyframe_a_seek_lands_on(sparse_keyframe_clip, count_decoded, caplog):
+    # 4 frames: targets 250, 750, 1250, 1750, each 2 s (50 frames) after a keyframe; the tolerance is a quarter of
+    # the 500-frame interval (125 frames), and 2 s is more than the 1 s of decoding always spent on exactness
+    with caplog.at_level(logging.WARNING, logger=video_io.__name__):
+        video = read_video(sparse_keyframe_clip, num_frames=4)
+    assert caplog.text == ""  # stopping early at a keyframe is not a truncated file
+    assert indices_of(video) == [200, 700, 1200, 1700]
+    np.testing.assert_array_equal(video, decode_all(sparse_keyframe_clip, [200, 700, 1200, 1700]))
+    assert count_decoded["frames"] <= 4 * 2  # about one decoded frame per sampled frame
+
+
+def test_keyframe_tolerance_zero_is_frame_accurate(sparse_keyframe_clip, count_decoded):
+    video = read_video(sparse_keyframe_clip, num_frames=4, keyframe_tolerance=0)
+    assert indices_of(video) == [250, 750, 1250, 1750]
+    assert count_decoded["frames"] >= 4 * 50  # decoded forward from each keyframe
+
+
+def test_keyframe_tolerance_never_snaps_further_than_allowed(sparse_keyframe_clip):
+    # 8 frames: targets 125, 375, ... are 25 or 75 frames after a keyframe; tolerance 0.25 * 250 = 62.5 frames:
+    # 25 frames (1 s) is cheap enough to decode, 75 frames is too far back: every frame stays exact
+    video = read_video(sparse_keyframe_clip, num_frames=8)
+    assert indices_of(video) == sample_frame_indices(2000, 8).tolist()
+    # tolerance 0.5 (125 frames): the 75-frame ones move back to their keyframe, the 25-frame ones stay exact
+    video = read_video(sparse_keyframe_clip, num_frames=8, keyframe_tolerance=0.5)
+    assert indices_of(video) == [125, 300, 625, 800, 1125, 1300, 1625, 1800]
+
+
+def test_keyframe_tolerance_keeps_short_clips_frame_accurate(tmp_path):
+    # a 10 s clip with one keyframe every 10 s: the 1.25 s sampling interval is shorter than the keyframe spacing
+    path = write_frames(tmp_path / "clip.mp4", make_frames(250, 32, 32), fps=25, gop_size=250)
+    assert indices_of(read_video(path, num_frames=8)) == sample_frame_indices(250, 8).tolist()
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 2, "0.5", None, True])
+def test_bad_keyframe_tolerance_is_rejected(long_clip, bad):
+    with pytest.raises(ValueError, match="keyframe_tolerance"):
+        read_video(long_clip, num_frames=4, keyframe_tolerance=bad)
 
 
 def test_seeking_segment_of_long_clip(long_clip, count_decoded):

@@ -7,7 +7,7 @@ import torch
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.video_utils import VideoMetadata
 
-from tests.video_fixtures import frame_index, make_frames, write_test_clip
+from tests.video_fixtures import frame_index, make_frames, write_frames, write_test_clip
 from vidgpt2.video_io import VideoDecodeError
 from vidgpt2.video_processing_vidgpt2 import VidGPT2VideoProcessor
 
@@ -135,6 +135,27 @@ def test_start_end_per_video_or_broadcast(raw_processor, clip):
     assert sampled_indices(out["pixel_values_videos"]) == [[9, 11, 13, 15]] * 2
 
 
+def test_keyframe_tolerance_is_a_setting_and_a_call_argument(tmp_path):
+    # 80 s, keyframes every 4 s: 4 sampled frames lie 2 s after a keyframe, within a quarter of their 20 s interval
+    sparse = write_frames(tmp_path / "sparse.mp4", make_frames(2000, 32, 32), fps=25, gop_size=100)
+    raw = {"do_resize": False, "do_center_crop": False, "do_rescale": False, "do_normalize": False}
+    default = VidGPT2VideoProcessor(num_frames=4, **raw)
+    assert default.keyframe_tolerance == 0.25
+    assert sampled_indices(default(sparse, return_tensors="pt")["pixel_values_videos"]) == [[200, 700, 1200, 1700]]
+    exact = [[250, 750, 1250, 1750]]
+    assert sampled_indices(default(sparse, keyframe_tolerance=0, return_tensors="pt")["pixel_values_videos"]) == exact
+    accurate = VidGPT2VideoProcessor(num_frames=4, keyframe_tolerance=0.0, **raw)
+    accurate.save_pretrained(tmp_path / "saved")
+    loaded = VidGPT2VideoProcessor.from_pretrained(tmp_path / "saved")
+    assert loaded.keyframe_tolerance == 0.0
+    assert sampled_indices(loaded(sparse, return_tensors="pt")["pixel_values_videos"]) == exact
+
+
+def test_bad_keyframe_tolerance_fails_when_built():
+    with pytest.raises(ValueError, match="keyframe_tolerance=-1 must be in"):
+        VidGPT2VideoProcessor(keyframe_tolerance=-1)
+
+
 def test_do_sample_frames_false_keeps_in_memory_frames(raw_processor):
     out = raw_processor(make_frames(5), do_sample_frames=False, return_tensors="pt")
     assert sampled_indices(out["pixel_values_videos"]) == [[0, 1, 2, 3, 4]]
@@ -172,6 +193,7 @@ def test_sample_frames_pads_instead_of_raising(processor):
         ([make_frames(2)] * 2, {"start": [None]}, ValueError, "1 values for start but 2 videos"),
         (make_frames(2), {"fps": 2}, ValueError, "pass num_frames, not fps"),
         (make_frames(2), {"num_frames": 0}, ValueError, "num_frames must be a positive integer"),
+        (make_frames(2), {"keyframe_tolerance": 1.5}, ValueError, r"keyframe_tolerance=1.5 must be in \[0, 1\)"),
         (make_frames(2), {"nun_frames": 4}, TypeError, r"unexpected keyword arguments \['nun_frames'\]"),
     ],
 )

@@ -67,7 +67,8 @@ def write_frames(
 ) -> Path:
     """Encode `(T, H, W, 3)` uint8 RGB frames (or `(T, H, W, 4)` RGBA) to `path` with PyAV.
 
-    `codec`/`pix_fmt` default to `CODECS[suffix]`; `gop_size` sets the keyframe interval (in frames).
+    `codec`/`pix_fmt` default to `CODECS[suffix]`; `gop_size` sets the keyframe interval (in frames; for x264 also
+    without the extra keyframes its scene-cut detection would insert on these fast-changing synthetic frames).
     """
     path = Path(path)
     default_codec, default_pix_fmt = CODECS.get(path.suffix.lower(), ("libx264", "yuv420p"))
@@ -79,6 +80,8 @@ def write_frames(
         stream.pix_fmt = pix_fmt or default_pix_fmt
         if gop_size is not None:
             stream.codec_context.gop_size = gop_size
+            if stream.codec_context.name == "libx264":
+                stream.options = {"x264-params": "scenecut=0"}
         if stream.codec_context.name in ("libvpx", "libvpx-vp9"):
             stream.options = {"deadline": "realtime", "cpu-used": "8"}
         for array in frames:

@@ -26,8 +26,13 @@ logger = logging.getLogger(__name__)
 
 # Between two sampled frames we keep decoding forward instead of seeking when the next frame is at most this many
 # seconds ahead (or closer than what the last seek cost): short gaps are cheaper to decode than to seek over, since a
-# seek lands on the previous keyframe and has to decode forward from there anyway.
+# seek lands on the previous keyframe and has to decode forward from there anyway. Decoding this much video to reach
+# an exact frame is also always accepted (`keyframe_tolerance` only applies beyond it).
 _MAX_FORWARD_DECODE_S = 1.0
+
+# Default for `read_video(keyframe_tolerance=...)`: a sampled frame may move back to the keyframe a seek lands on by up
+# to this fraction of the interval between two sampled frames (see `read_video`).
+DEFAULT_KEYFRAME_TOLERANCE = 0.25
 
 
 class VideoDecodeError(ValueError):
@@ -59,20 +64,33 @@ def read_video(
     num_frames: int,
     start: float | None = None,
     end: float | None = None,
+    keyframe_tolerance: float = DEFAULT_KEYFRAME_TOLERANCE,
 ) -> np.ndarray:
     """Decode `num_frames` uniformly sampled frames of a video file as RGB.
 
     Works for any container/codec FFmpeg (bundled in the PyAV wheel) can read: mp4, avi, mov, webm, mkv, ...
     Frames are chosen with `sample_frame_indices` over the frames of the clip (or of `[start, end)`), so a clip
     shorter than `num_frames` is padded by repeating frames. Only the sampled frames are decoded: for each one we
-    seek to the keyframe before it and decode forward, so 8 frames of a 10-minute video cost about as much as 8
-    frames of a 10-second one. Files without a usable duration, frame rate or seeking are decoded sequentially.
+    seek to the keyframe before it and decode forward. Files without a usable duration, frame rate or seeking are
+    decoded sequentially.
+
+    Long clips: decoding forward from a keyframe costs up to a whole keyframe interval (often 2-10 s of video) per
+    sampled frame. When reaching the exact frame would mean decoding more than 1 s of video past the keyframe a seek
+    lands on, and that keyframe lies at most `keyframe_tolerance` sampling intervals before the target (the interval
+    is the segment length divided by `num_frames`), the keyframe is returned instead. So frames are exact wherever
+    exactness is cheap: always for clips up to `4 * num_frames` seconds with the default 0.25 (a 10 s clip at 8
+    frames has a 1.25 s interval), while 8 frames of a 10 min clip (75 s interval) cost about one keyframe decode each
+    instead of half a keyframe interval: a frame inside the same quarter of its sampling segment is as representative
+    as the exact centre. Frames stay distinct and in order, because the tolerance is below one interval. Use
+    `keyframe_tolerance=0` for frame-accurate sampling at any length.
 
     Args:
         path: the video file.
         num_frames: how many frames to return.
         start: optional start of the segment to sample from, in seconds from the start of the clip.
         end: optional end of the segment (exclusive), in seconds; clamped to the clip's duration.
+        keyframe_tolerance: how far, as a fraction of the sampling interval in `[0, 1)`, a sampled frame may move
+            back to a keyframe to save decoding (see above); 0 for frame-accurate sampling.
 
     Returns:
         `np.ndarray` of shape `(num_frames, H, W, 3)`, dtype uint8, RGB (grayscale and RGBA are converted).
@@ -80,7 +98,8 @@ def read_video(
     Raises:
         FileNotFoundError: `path` does not exist.
         VideoDecodeError: the file is not a video, is corrupt, has no video stream or no decodable frames.
-        ValueError: `num_frames < 1`, `start`/`end` negative, `start >= end`, or `start` beyond the end of the clip.
+        ValueError: `num_frames < 1`, `start`/`end` negative, `start >= end`, `start` beyond the end of the clip, or
+            `keyframe_tolerance` outside `[0, 1)`.
     """
     path = Path(path)
     if not path.is_file():
@@ -89,6 +108,7 @@ def read_video(
     for name, value in (("start", start), ("end", end)):
         if value is not None and value < 0:
             raise ValueError(f"{name}={value} must be >= 0 seconds (video '{path}').")
+    check_keyframe_tolerance(keyframe_tolerance)
 
     try:
         with _open(path) as container:
@@ -99,8 +119,9 @@ def read_video(
             else:
                 first, last = _segment_to_frames(start, end, fps, duration, path)
                 indices = first + sample_frame_indices(last - first + 1, num_frames)
+                snap_s = keyframe_tolerance * (last - first + 1) / fps / num_frames  # fraction of the interval
                 try:
-                    return _decode_by_seeking(container, stream, indices / fps, fps, path)
+                    return _decode_by_seeking(container, stream, indices / fps, fps, path, snap_s)
                 except _SeekFailed as e:
                     logger.debug("Seeking failed in '%s' (%s): decoding every frame.", path, e)
         return _decode_sequentially(path, num_frames, start, end)
@@ -158,6 +179,17 @@ def to_frames_array(video) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Helpers
+
+
+def check_keyframe_tolerance(keyframe_tolerance) -> None:
+    """Raise `ValueError` unless `keyframe_tolerance` is a number in `[0, 1)`."""
+    if isinstance(keyframe_tolerance, bool) or not isinstance(keyframe_tolerance, (int, float)):
+        raise ValueError(f"keyframe_tolerance must be a number in [0, 1), got {keyframe_tolerance!r}.")
+    if not 0 <= keyframe_tolerance < 1:
+        raise ValueError(
+            f"keyframe_tolerance={keyframe_tolerance} must be in [0, 1): it is a fraction of the interval between two "
+            "sampled frames (0 = frame-accurate, 1 or more could return the same frame twice)."
+        )
 
 
 def _check_num_frames(num_frames) -> None:
@@ -232,16 +264,17 @@ def _segment_to_frames(start, end, fps: float, duration: float, path: Path) -> t
     return first, max(first, last)
 
 
-def _decode_by_seeking(container, stream, times: np.ndarray, fps: float, path: Path) -> np.ndarray:
+def _decode_by_seeking(container, stream, times: np.ndarray, fps: float, path: Path, snap_s: float = 0.0) -> np.ndarray:
     """Decode the frames shown at `times` (seconds from the start of the stream, non-decreasing).
 
     For each target: seek to the keyframe before it (unless it is just ahead of the current position), then decode
-    forward to the first frame that starts less than half a frame before the target. A target past the last frame
+    forward to the first frame that starts less than half a frame before the target; or stop at the keyframe the
+    seek landed on when it starts more than `_MAX_FORWARD_DECODE_S` but at most `snap_s` seconds before the target. A target past the last frame
     gets the last frame: silently when the header was off by one frame, with a warning (truncated file?) otherwise.
     """
     stream_start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
     tolerance = 0.5 / fps
-    decoded, current, seek_cost = iter(()), None, 0.0
+    decoded, current, seek_cost, stream_ended = iter(()), None, 0.0, False
     rgb = {}  # target time -> (H, W, 3) uint8
     for target in sorted(set(times.tolist())):
         position = None if current is None else current.time - stream_start
@@ -254,6 +287,7 @@ def _decode_by_seeking(container, stream, times: np.ndarray, fps: float, path: P
         while current is None or current.time - stream_start < target - tolerance:
             frame = next(decoded, None)
             if frame is None:  # end of the stream
+                stream_ended = True
                 break
             if frame.time is None:
                 raise _SeekFailed("frames without timestamps")
@@ -262,12 +296,15 @@ def _decode_by_seeking(container, stream, times: np.ndarray, fps: float, path: P
                 if landed > target + tolerance and target > tolerance:
                     raise _SeekFailed(f"seeking to {target:.3f} s landed after it, at {landed:.3f} s")
                 seek_cost = target - landed
+                if _MAX_FORWARD_DECODE_S < seek_cost <= snap_s:  # exact is costly, keyframe close enough: keep it
+                    current = frame
+                    break
             current = frame
         if current is None:
             raise _SeekFailed(f"no frame decoded after seeking to {target:.3f} s")
         rgb[target] = current.to_ndarray(format="rgb24")
     last_time = current.time - stream_start
-    if times[-1] - last_time > 1.5 / fps:
+    if stream_ended and times[-1] - last_time > 1.5 / fps:
         logger.warning(
             "'%s' has no frames after %.3f s although its header says it lasts longer (truncated file?): "
             "frames sampled past that point repeat its last frame.",

@@ -19,17 +19,25 @@ from transformers.processing_utils import VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
-from .video_io import read_video, sample_frame_indices, to_frames_array
+from .video_io import (
+    DEFAULT_KEYFRAME_TOLERANCE,
+    check_keyframe_tolerance,
+    read_video,
+    sample_frame_indices,
+    to_frames_array,
+)
 
 
 class VidGPT2VideoProcessorKwargs(VideosKwargs, total=False):
-    """`VideosKwargs` plus the segment to sample from, in seconds (one value for all videos or one per video).
+    """`VideosKwargs` plus the segment to sample from, in seconds (one value for all videos or one per video), and
+    how far a frame sampled from a long video file may move back to a keyframe (`video_io.read_video`).
 
-    Declared here so that a `ProcessorMixin` routes `start`/`end` to the video processor.
+    Declared here so that a `ProcessorMixin` routes these to the video processor.
     """
 
     start: float | int | list[float | int | None] | None
     end: float | int | list[float | int | None] | None
+    keyframe_tolerance: float | int
 
 
 class VidGPT2VideoProcessor(BaseVideoProcessor):
@@ -44,7 +52,8 @@ class VidGPT2VideoProcessor(BaseVideoProcessor):
 
     Every video gets exactly `num_frames` frames, sampled uniformly (`video_io.sample_frame_indices`); clips with
     fewer frames are padded by repeating frames. Files are decoded with `video_io.read_video`, which decodes only
-    the sampled frames. Frames are then resized (shortest edge 256, bilinear), centre-cropped to 224x224, rescaled
+    the sampled frames; in long files a frame may move back to a nearby keyframe, by at most `keyframe_tolerance`
+    (default 0.25, saved with the processor; 0 = frame-accurate) of the interval between sampled frames. Frames are then resized (shortest edge 256, bilinear), centre-cropped to 224x224, rescaled
     to [0, 1] and normalised with the ImageNet mean/std.
 
     Example:
@@ -71,6 +80,11 @@ class VidGPT2VideoProcessor(BaseVideoProcessor):
     do_convert_rgb = True
     do_sample_frames = True
     num_frames = 8
+    keyframe_tolerance = DEFAULT_KEYFRAME_TOLERANCE
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        check_keyframe_tolerance(self.keyframe_tolerance)  # fail when built, not at the first long video
 
     def preprocess(
         self,
@@ -88,6 +102,7 @@ class VidGPT2VideoProcessor(BaseVideoProcessor):
             num_frames: frames per video; defaults to `self.num_frames`.
             start, end: segment of each video file to sample from, in seconds (`end` exclusive). A number applies
                 to every video, a list gives one value (or None) per video. Only for video files.
+            keyframe_tolerance: overrides `self.keyframe_tolerance` for this call (see `video_io.read_video`).
             return_tensors: `"pt"` for a `(B, T, 3, H, W)` tensor, `"np"` for an array, None for a list of tensors.
             **kwargs: any `VideosKwargs` (`size`, `crop_size`, `do_normalize`, ...) overriding the defaults for this
                 call. `do_sample_frames=False` keeps all frames of in-memory videos as given. `input_data_format`
@@ -100,6 +115,7 @@ class VidGPT2VideoProcessor(BaseVideoProcessor):
             TypeError: an unknown keyword argument.
             huggingface_hub.errors.StrictDataclassFieldValidationError: a keyword argument of the wrong type.
             ValueError: empty input, a list mixing frames and videos, malformed frames (see `video_io.to_frames_array`),
+                `keyframe_tolerance` outside [0, 1),
                 `start`/`end` lists of the wrong length, `start`/`end` for an in-memory video, or `fps` sampling.
             FileNotFoundError, video_io.VideoDecodeError: from `video_io.read_video` for a missing or unreadable file.
         """
@@ -108,6 +124,9 @@ class VidGPT2VideoProcessor(BaseVideoProcessor):
             raise TypeError(f"{type(self).__name__} got unexpected keyword arguments {unknown}.")
         validate_typed_dict(self.valid_kwargs, kwargs)  # wrong types fail here, before any decoding
         num_frames = self.num_frames if num_frames is None else num_frames
+        keyframe_tolerance = kwargs.pop("keyframe_tolerance", None)
+        keyframe_tolerance = self.keyframe_tolerance if keyframe_tolerance is None else keyframe_tolerance
+        check_keyframe_tolerance(keyframe_tolerance)
         do_sample_frames = kwargs.pop("do_sample_frames", None)
         do_sample_frames = self.do_sample_frames if do_sample_frames is None else do_sample_frames
         if kwargs.get("fps") is not None:
@@ -119,7 +138,7 @@ class VidGPT2VideoProcessor(BaseVideoProcessor):
         starts = _one_per_video(start, len(videos), "start")
         ends = _one_per_video(end, len(videos), "end")
         frames = [
-            self._load_frames(video, num_frames, do_sample_frames, video_start, video_end)
+            self._load_frames(video, num_frames, do_sample_frames, video_start, video_end, keyframe_tolerance)
             for video, video_start, video_end in zip(videos, starts, ends, strict=True)
         ]  # B x (T, H, W, 3) uint8
 
@@ -132,12 +151,12 @@ class VidGPT2VideoProcessor(BaseVideoProcessor):
         return sample_frame_indices(metadata.total_num_frames, num_frames or self.num_frames)
 
     @staticmethod
-    def _load_frames(video, num_frames: int, do_sample_frames: bool, start, end) -> np.ndarray:
+    def _load_frames(video, num_frames: int, do_sample_frames: bool, start, end, keyframe_tolerance) -> np.ndarray:
         """One video -> `(num_frames, H, W, 3)` uint8 RGB frames."""
         if isinstance(video, (str, os.PathLike)):
             if not do_sample_frames:
                 raise ValueError(f"do_sample_frames=False needs in-memory frames; got the video file '{video}'.")
-            return read_video(video, num_frames, start=start, end=end)
+            return read_video(video, num_frames, start=start, end=end, keyframe_tolerance=keyframe_tolerance)
         if start is not None or end is not None:
             raise ValueError(
                 f"start={start}/end={end} only apply to video files; slice the frames of in-memory videos instead."
