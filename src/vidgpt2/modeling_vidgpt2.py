@@ -5,7 +5,7 @@ Data flow (shapes for the default config: B videos, T=8 frames, 224x224, ResNet-
     pixel_values_videos (B, T, 3, 224, 224)
       -> vision tower on (B*T, 3, 224, 224)             [ResNet; frozen by default]
       -> video features (B, T, 2048) pooled | (B, T, 49, 2048) spatial   <- what `get_video_features` returns
-      -> linear projection + temporal (+ spatial) position embeddings
+      -> linear projection + LayerNorm, + temporal (+ spatial) position embeddings
       -> `num_visual_layers` self-attention layers   -> visual tokens (B, N, 768), N = T or T*49
       -> GPT-2 decoder cross-attending to the visual tokens -> logits (B, L, vocab)
 
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import GenerationMixin, GPT2LMHeadModel, PreTrainedModel, ResNetModel
+from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 from transformers.utils import logging
 
@@ -52,25 +53,26 @@ class VidGPT2PreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
 
     def _init_weights(self, module: nn.Module) -> None:
-        std = self.config.initializer_range
-        if isinstance(module, VidGPT2VideoEncoder):
-            nn.init.normal_(module.projection.weight, std=std)
-            nn.init.zeros_(module.projection.bias)
-            for embedding in (module.temporal_embedding, module.spatial_embedding):
-                if embedding is not None:
-                    nn.init.normal_(embedding.weight, std=std)
-            nn.init.ones_(module.layer_norm.weight)
-            nn.init.zeros_(module.layer_norm.bias)
-        elif isinstance(module, nn.TransformerEncoderLayer):
-            for name, param in module.named_parameters():
-                if param.dim() > 1:
-                    nn.init.normal_(param, std=std)
-                elif "norm" in name and name.endswith("weight"):
-                    nn.init.ones_(param)
-                else:
-                    nn.init.zeros_(param)
+        # transformers initialises module by module, children first, and only modules that own parameters: so the
+        # cases here are leaves. Linear, LayerNorm and plain Embedding layers get the default (normal with
+        # `initializer_range`, LayerNorm ones/zeros); GPT-2 and the ResNet are sub-models with their own init.
+        if isinstance(module, VidGPT2PositionEmbedding):
+            init.normal_(module.weight, std=POSITION_EMBEDDING_STD)
+        elif isinstance(module, nn.MultiheadAttention):  # inside the visual layers; out_proj is a Linear
+            init.normal_(module.in_proj_weight, std=self.config.initializer_range)
+            init.zeros_(module.in_proj_bias)
         else:
             super()._init_weights(module)
+
+
+# Position embeddings start at the scale of the features they are added to: the projection is layer-normalised, so
+# each feature is about unit size. At the usual 0.02 they are 50x smaller, and training never grows them enough to
+# matter: a model trained that way captions a clip and its time-reversed copy the same way (BENCHMARKS.md, section 2).
+POSITION_EMBEDDING_STD = 1.0
+
+
+class VidGPT2PositionEmbedding(nn.Embedding):
+    """A learnt position embedding (frame index or feature-map cell), initialised with std `POSITION_EMBEDDING_STD`."""
 
 
 class VidGPT2VideoEncoder(nn.Module):
@@ -84,9 +86,13 @@ class VidGPT2VideoEncoder(nn.Module):
         width = config.text_config.n_embd
         self.vision_tower = ResNetModel(config.vision_config)
         self.projection = nn.Linear(config.vision_feature_dim, width)
-        self.temporal_embedding = nn.Embedding(config.num_frames, width) if config.temporal_embeddings else None
+        # normalised before the position embeddings are added, so that their scale does not depend on the backbone
+        self.projection_norm = nn.LayerNorm(width, eps=config.text_config.layer_norm_epsilon)
+        self.temporal_embedding = (
+            VidGPT2PositionEmbedding(config.num_frames, width) if config.temporal_embeddings else None
+        )
         self.spatial_embedding = (
-            nn.Embedding(config.tokens_per_frame, width) if config.visual_tokens == "spatial" else None
+            VidGPT2PositionEmbedding(config.tokens_per_frame, width) if config.visual_tokens == "spatial" else None
         )
         self.dropout = nn.Dropout(config.visual_dropout)
         self.layers = nn.ModuleList(
@@ -153,7 +159,7 @@ class VidGPT2VideoEncoder(nn.Module):
         if video_features is None:
             video_features = self.get_video_features(pixel_values_videos)
         self._check_features(video_features)
-        tokens = self.projection(video_features.to(self.projection.weight.dtype))  # (B, T, [h*w,] d)
+        tokens = self.projection_norm(self.projection(video_features.to(self.projection.weight.dtype)))  # (B, T, [h*w,] d)
         frames = tokens.shape[1]
         if self.temporal_embedding is not None:
             time = self.temporal_embedding(torch.arange(frames, device=tokens.device))  # (T, d)
