@@ -34,6 +34,15 @@ def test_config_defaults_are_resnet50_and_gpt2_small():
     assert config.decoder_start_token_id == config.bos_token_id == 50256 == config.pad_token_id
 
 
+def test_config_warns_when_spatial_tokens_have_a_1x1_grid(caplog):
+    with caplog.at_level(logging.WARNING):
+        tiny_config(visual_tokens="spatial", image_size=64)
+    assert "1x1 feature map" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        tiny_config(visual_tokens="spatial", image_size=32)
+    assert "visual_tokens='spatial' with image_size=32 leaves a 1x1 feature map" in caplog.text
+
+
 def test_config_accepts_objects_and_dicts_and_forces_cross_attention():
     text = GPT2Config(n_embd=32, n_layer=1, n_head=2, add_cross_attention=False)
     config = VidGPT2Config(vision_config=ResNetConfig(**TINY_VISION), text_config=text)
@@ -114,7 +123,7 @@ def test_temporal_embeddings_make_the_model_order_aware():
 
 
 def test_position_embeddings_start_at_the_scale_of_the_normalised_features():
-    model = tiny_model(visual_tokens="spatial")
+    model = tiny_model(visual_tokens="spatial", image_size=64)
     features = model.get_video_features(tiny_pixels(model.config))
     projected = model.encoder.projection_norm(model.encoder.projection(features))  # (B, T, h*w, d)
     assert projected.std().item() == pytest.approx(1.0, abs=0.05)

@@ -20,8 +20,8 @@ class VidGPT2Config(PreTrainedConfig):
 
     Frames sampled from a video go through a ResNet (``vision_config``) as one ``(B*T)`` batch. Each frame gives
     either one pooled 2048-d feature (``visual_tokens="pooled"``, the paper) or every cell of the last feature map
-    (``visual_tokens="spatial"``). A linear projection plus temporal (and spatial) position embeddings turn them
-    into visual tokens, ``num_visual_layers`` self-attention layers let the tokens see each other, and a GPT-2
+    (``visual_tokens="spatial"``). A linear projection with a LayerNorm plus temporal (and spatial) position
+    embeddings of the same scale turn them into visual tokens, ``num_visual_layers`` self-attention layers let the tokens see each other, and a GPT-2
     decoder (``text_config``) cross-attends to them.
 
     Args:
@@ -41,7 +41,8 @@ class VidGPT2Config(PreTrainedConfig):
             Transformer encoder layers over the visual tokens before the decoder. One layer (default) is cheap
             (8 tokens in pooled mode) and lets every frame token be read in the context of the others, which the
             paper's plain projection cannot do; GPT-2 cross-attention alone only mixes frames linearly per query.
-            ``0`` reproduces the paper exactly.
+            ``0`` is the paper's design (plus the LayerNorm on the projection, without which trained models
+            ignore frame order; see `modeling_vidgpt2.POSITION_EMBEDDING_STD`).
         num_visual_heads (`int`, *optional*):
             Heads of the visual layers; defaults to the decoder's head count.
         freeze_vision (`bool`, defaults to `True`):
@@ -109,6 +110,12 @@ class VidGPT2Config(PreTrainedConfig):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.text_config.vocab_size:
                 raise bad(name, value, f"a token id in [0, {self.text_config.vocab_size})")
+        if self.visual_tokens == "spatial" and self.spatial_grid == 1:
+            logger.warning(
+                "VidGPT2Config: visual_tokens='spatial' with image_size=%d leaves a 1x1 feature map per frame, so it "
+                "is the same as 'pooled'. Use image_size >= 64 for a spatial grid, or visual_tokens='pooled'.",
+                self.image_size,
+            )
 
     @property
     def visual_heads(self) -> int:

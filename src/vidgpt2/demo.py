@@ -92,15 +92,18 @@ def cmd_demo(argv: list[str]) -> int:
     text_metrics = _train(out / "text_only", data_dir, args, blank_video=True)
 
     test = load_captions_files(test_file=str(data_dir / "test.jsonl"))["test"]
-    exact = {
-        "vidgpt2": _exact_match(out / "vidgpt2", test, blank_video=False),
-        "text_only": _exact_match(out / "text_only", test, blank_video=True),
+    scores = {
+        "vidgpt2": _score_captions(out / "vidgpt2", test, blank_video=False),
+        "text_only": _score_captions(out / "text_only", test, blank_video=True),
     }
+    exact = {name: score["exact_match"] for name, score in scores.items()}
+    order = {name: score["order_accuracy"] for name, score in scores.items()}
     print(f"\nTest set: {len(test)} held-out clips (BLEU/METEOR/ROUGE-L/CIDEr on pycocoevalcap's scale, CIDEr unscaled)")
     print(f"  {'metric':<34} {'vidgpt2':>9} {'text-only':>9}")
     for family in ["all", *CAPTION_FAMILIES]:
         label = "exact match" if family == "all" else f"  exact match: {family}"
         print(f"  {label:<34} {exact['vidgpt2'][family]:>9.3f} {exact['text_only'][family]:>9.3f}")
+    print(f"  {'order-word accuracy (blind: 0.5)':<34} {_fmt(order['vidgpt2']):>9} {_fmt(order['text_only']):>9}")
     for key in ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider"):
         a, b = video_metrics.get(f"test_{key}"), text_metrics.get(f"test_{key}")
         print(f"  {key:<34} {_fmt(a):>9} {_fmt(b):>9}")
@@ -114,8 +117,7 @@ def cmd_demo(argv: list[str]) -> int:
         print(f"  {mark}{Path(row['video']).name:<10} [{caption_family(row['references'][0]) or '?'}]")
         print(f"      predicted: {prediction}")
         print(f"      reference: {row['references'][0]}")
-    summary = {"vidgpt2": {**video_metrics, "exact_match": exact["vidgpt2"]},
-               "text_only": {**text_metrics, "exact_match": exact["text_only"]}}
+    summary = {"vidgpt2": {**video_metrics, **scores["vidgpt2"]}, "text_only": {**text_metrics, **scores["text_only"]}}
     (out / "demo_results.json").write_text(json.dumps(summary, indent=2))
     print(f"\nResults: {out / 'demo_results.json'}; models: {out / 'vidgpt2'}, {out / 'text_only'}")
     return 0
@@ -125,9 +127,11 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _exact_match(model_dir: Path, test: Any, blank_video: bool) -> dict[str, float]:
-    """Share of test clips whose generated caption equals the reference, overall and per caption family."""
-    from .data import caption_family
+def _score_captions(model_dir: Path, test: Any, blank_video: bool) -> dict[str, Any]:
+    """Greedy captions of the test clips, scored by exact match (overall and per caption family) and by order-word
+    accuracy: among captions that state the order-dependent part either way (`order_outcome`), the share that state
+    it the right way round. A model that ignores frame order scores about 0.5; None when no caption states it."""
+    from .data import caption_family, order_outcome
     from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
     from .processing_vidgpt2 import VidGPT2Processor
     from .training import generate_captions
@@ -136,11 +140,18 @@ def _exact_match(model_dir: Path, test: Any, blank_video: bool) -> dict[str, flo
     processor = VidGPT2Processor.from_pretrained(model_dir)
     predictions = generate_captions(model, processor, test, batch_size=32, show_progress=False, blank_video=blank_video)
     hits: dict[str, list[bool]] = {"all": []}
+    outcomes = []
     for prediction, references in zip(predictions, test["references"]):
         hit = prediction == references[0]
         hits["all"].append(hit)
         hits.setdefault(caption_family(references[0]) or "other", []).append(hit)
-    return {family: sum(v) / len(v) for family, v in hits.items()}
+        outcomes.append(order_outcome(prediction, references[0]))
+    decided = outcomes.count("correct") + outcomes.count("reversed")
+    return {
+        "exact_match": {family: sum(v) / len(v) for family, v in hits.items()},
+        "order_accuracy": outcomes.count("correct") / decided if decided else None,
+        "order_decided": decided,
+    }
 
 
 __all__ = ["cmd_demo"]

@@ -1,0 +1,27 @@
+"""The README's main job, `vidgpt2 demo`, end to end at a smoke-test size (the real run is `make demo`)."""
+
+import json
+
+from vidgpt2.cli import main
+from vidgpt2.data import CAPTION_FAMILIES
+
+
+def test_demo_runs_end_to_end_and_writes_its_results(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--output-dir", str(out), "--num-train", "16", "--num-test", "8", "--epochs", "1"]
+    assert main(args) == 0
+
+    printed = capsys.readouterr().out
+    for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]"):
+        assert step in printed
+    assert "order-word accuracy" in printed and "predicted:" in printed
+
+    results = json.loads((out / "demo_results.json").read_text())
+    for name in ("vidgpt2", "text_only"):
+        scores = results[name]
+        assert set(scores["exact_match"]) >= {"all", *CAPTION_FAMILIES}
+        assert 0.0 <= scores["exact_match"]["all"] <= 1.0
+        assert scores["order_accuracy"] is None or 0.0 <= scores["order_accuracy"] <= 1.0
+        assert 0 <= scores["order_decided"] <= 8
+        assert "test_cider" in scores and "test_bleu_4" in scores
+        assert (out / name / "model.safetensors").is_file() and (out / name / "metrics.json").is_file()
