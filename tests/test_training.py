@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import AutoModel, AutoProcessor, Seq2SeqTrainingArguments
+from transformers.utils import logging as hf_logging
 
 from tests.tiny import TINY_VISION
 from vidgpt2 import VidGPT2ForConditionalGeneration, VidGPT2Processor, VidGPT2VideoProcessor
@@ -132,17 +134,23 @@ def test_feature_cache_read_of_unknown_clip_names_it(tmp_path):
 
 
 # --- training ---------------------------------------------------------------------------------------------------------
-def test_from_scratch_run_lowers_loss_and_saves_a_loadable_folder(synth, config_file, tmp_path):
+def test_from_scratch_run_lowers_loss_and_saves_a_loadable_folder(synth, config_file, tmp_path, caplog):
     out = tmp_path / "run"
-    metrics = run_training(
-        ModelArguments(config=str(config_file), build_tokenizer=True),
-        _data(synth),
-        LoraArguments(),
-        _args(out, max_steps=25, learning_rate=5e-3),
-    )
+    hf_logging.enable_propagation()  # transformers' records reach caplog
+    try:
+        with caplog.at_level(logging.WARNING):
+            metrics = run_training(
+                ModelArguments(config=str(config_file), build_tokenizer=True),
+                _data(synth),
+                LoraArguments(),
+                _args(out, max_steps=25, learning_rate=5e-3),
+            )
+    finally:
+        hf_logging.disable_propagation()
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     losses = [h["loss"] for h in history if "loss" in h]
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 * 0.8, losses
+    assert "Both `max_new_tokens`" not in caplog.text  # not once per evaluation batch (KeepMaxNewTokens)
     for key in ("eval_bleu_4", "eval_cider", "eval_rouge_l", "test_bleu_4", "test_cider"):
         assert key in metrics
     assert (out / "loss_curve.png").stat().st_size > 1000

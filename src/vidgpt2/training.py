@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from datasets import Dataset, DatasetDict
-from transformers import AutoTokenizer, Seq2SeqTrainer, Seq2SeqTrainingArguments, set_seed
+from transformers import AutoTokenizer, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
 
 from .configuration_vidgpt2 import VidGPT2Config
 from .data import load_captions_files, load_video_caption_dataset
@@ -315,6 +315,17 @@ def evaluate_dataset(
 
 
 # --- the training run --------------------------------------------------------------------------------------------------
+class KeepMaxNewTokens(TrainerCallback):
+    """Undo the `max_length=20` that `Seq2SeqTrainer.prediction_step` writes into `model.generation_config` (it fills
+    in generation defaults after each generate call). Our generation config caps captions with `max_new_tokens`, and
+    with both set every later `generate` logs "Both `max_new_tokens` and `max_length` seem to have been set"."""
+
+    def on_prediction_step(self, args, state, control, model=None, **kwargs):
+        config = getattr(model, "generation_config", None)
+        if config is not None and config.max_new_tokens is not None:
+            config.max_length = None
+
+
 def run_training(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -346,6 +357,7 @@ def run_training(
         data_collator=VideoCaptionCollator(processor, feature_cache, blank_video=data_args.blank_video),
         processing_class=processor,
         compute_metrics=CaptionMetricsFn(processor, eval_split, data_args.use_java) if eval_split else None,
+        callbacks=[KeepMaxNewTokens()],
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics: dict[str, Any] = {f"train_{k}" if not k.startswith("train") else k: v for k, v in result.metrics.items()}
