@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_LORA_TARGETS = r".*decoder\.transformer\.h\.\d+\.(attn|crossattention)\.(c_attn|q_attn)$"
 VISUAL_MODULES = [
     "encoder.projection",
+    "encoder.projection_norm",
     "encoder.temporal_embedding",
     "encoder.spatial_embedding",
     "encoder.layers",
