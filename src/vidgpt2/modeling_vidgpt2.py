@@ -159,7 +159,8 @@ class VidGPT2VideoEncoder(nn.Module):
         if video_features is None:
             video_features = self.get_video_features(pixel_values_videos)
         self._check_features(video_features)
-        tokens = self.projection_norm(self.projection(video_features.to(self.projection.weight.dtype)))  # (B, T, [h*w,] d)
+        tokens = self.projection(video_features.to(self.projection.weight.dtype))  # (B, T, [h*w,] C) -> (..., d)
+        tokens = self.projection_norm(tokens)
         frames = tokens.shape[1]
         if self.temporal_embedding is not None:
             time = self.temporal_embedding(torch.arange(frames, device=tokens.device))  # (T, d)
