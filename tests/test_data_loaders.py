@@ -295,6 +295,21 @@ def test_msvd_hub_json_layout(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"video_id": "a"}', r"msvd_val.json: expected a JSON list of objects \(one per clip\)"),
+        ('[{"video_id": "a", "caption": ["x"]}, "b"]', "msvd_val.json item 1: expected a JSON object, got str"),
+        ('[{"video_id": "a",\n "caption": }]', "msvd_val.json line 2: invalid JSON"),
+    ],
+)
+def test_msvd_hub_json_errors_name_file_and_item(tmp_path, content, message):
+    folder = copy_fixture("msvd_hub", tmp_path)
+    (folder / "msvd_val.json").write_text(content)
+    with pytest.raises(ValueError, match=message):
+        load_msvd(folder)
+
+
+@pytest.mark.parametrize(
     "mapping, message",
     [
         ("a_1_2 vid1\nb_1_2 video2\n", "line 2: expected '<clip_id> vid<N>'"),

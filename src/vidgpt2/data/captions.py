@@ -157,6 +157,24 @@ def _require_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+def read_json_objects(path: Path, hint: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield ``(where, object)`` for each item of a JSON file holding a list of objects, ``where`` naming the file and
+    item ("clips.json item 3"). Errors name the file and the line (bad JSON) or the item (not an object);
+    ``hint`` is appended to the error for a file that is not a list."""
+    with open(path, encoding="utf-8-sig") as f:
+        try:
+            items = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(items, list):
+        raise ValueError(f"{path}: expected a JSON list of objects{hint}")
+    for i, item in enumerate(items):
+        where = f"{path} item {i}"
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(item).__name__}")
+        yield where, item
+
+
 def _read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``(where, record)`` pairs, ``where`` naming the file and line ("captions.jsonl line 7")."""
     suffix = path.suffix.lower()
@@ -174,18 +192,7 @@ def _read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                     raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
                 yield where, record
     elif suffix == ".json":
-        with open(path, encoding="utf-8-sig") as f:
-            try:
-                records = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
-        if not isinstance(records, list):
-            raise ValueError(f"{path}: expected a JSON list of objects (or use JSON Lines, .jsonl)")
-        for i, record in enumerate(records):
-            where = f"{path} item {i}"
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            yield where, record
+        yield from read_json_objects(path, hint=" (or use JSON Lines, .jsonl)")
     elif suffix == ".csv":
         with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.DictReader(f)

@@ -20,7 +20,6 @@ than the tarball has) are skipped with one counted warning. ``check_videos=True`
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 import re
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from datasets import DatasetDict
 
-from .captions import SPLITS, Clip, clean_caption, clips_to_dataset, is_junk_caption
+from .captions import SPLITS, Clip, clean_caption, clips_to_dataset, is_junk_caption, read_json_objects
 
 logger = logging.getLogger(__name__)
 
@@ -273,18 +272,8 @@ def _read_hub_layout(data_dir: Path, folder: Path | None) -> dict[str, list[Clip
         path = data_dir / name
         if not path.is_file():
             raise FileNotFoundError(f"MSVD split file not found: {path}")
-        with open(path, encoding="utf-8") as f:
-            try:
-                items = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
-        if not isinstance(items, list):
-            raise ValueError(f"{path}: expected a JSON list of clips")
         clips = []
-        for i, item in enumerate(items):
-            where = f"{path} item {i}"
-            if not isinstance(item, dict):
-                raise ValueError(f"{where}: expected an object, got {type(item).__name__}")
+        for where, item in read_json_objects(path, hint=" (one per clip)"):
             video_id = item.get("video_id")
             video = item.get("video") or (f"{video_id}.avi" if video_id else None)
             if not video:
