@@ -170,9 +170,13 @@ def read_json_objects(path: Path, hint: str = "") -> Iterator[tuple[str, dict[st
         raise ValueError(f"{path}: expected a JSON list of objects{hint}")
     for i, item in enumerate(items):
         where = f"{path} item {i}"
-        if not isinstance(item, dict):
-            raise ValueError(f"{where}: expected a JSON object, got {type(item).__name__}")
-        yield where, item
+        yield where, _json_object(item, where)
+
+
+def _json_object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -188,9 +192,7 @@ def _read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
-                if not isinstance(record, dict):
-                    raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-                yield where, record
+                yield where, _json_object(record, where)
     elif suffix == ".json":
         yield from read_json_objects(path, hint=" (or use JSON Lines, .jsonl)")
     elif suffix == ".csv":
