@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import Seq2SeqTrainingArguments
 
 import vidgpt2
 from vidgpt2.data import load_captions_files, write_synthetic_dataset
 from vidgpt2.data.collator import VideoCaptionCollator
+from vidgpt2.demo import demo_training_arguments
 from vidgpt2.explanations import explain, mean_faithfulness
 from vidgpt2.training import DataArguments, LoraArguments, ModelArguments, run_training
 
@@ -60,11 +60,8 @@ def train(work: Path, data: Path, overrides: dict, steps: int, frames: int) -> P
         ModelArguments(config=str(config), build_tokenizer=True),
         DataArguments(train_file=str(data / "train.jsonl"), max_caption_length=24),
         LoraArguments(),
-        Seq2SeqTrainingArguments(
-            output_dir=str(out), max_steps=steps, per_device_train_batch_size=16, learning_rate=2e-3,
-            warmup_steps=20, lr_scheduler_type="cosine", save_strategy="no", eval_strategy="no",
-            logging_steps=50, report_to=[], use_cpu=True, seed=0, disable_tqdm=True,
-        ),
+        # the demo's recipe, for `steps` steps and without weight decay (as these results were measured)
+        demo_training_arguments(out, max_steps=steps, weight_decay=0.0, logging_steps=50, disable_tqdm=True),
     )
     return out
 

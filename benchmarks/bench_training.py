@@ -286,34 +286,17 @@ def train_variant(
 ) -> dict[str, Any]:
     """Train one variant with `run_training` (test split evaluated there), then score `evaluate_dataset`'s
     predictions on the test split overall and per caption family."""
-    from transformers import Seq2SeqTrainingArguments
-
     from vidgpt2 import VidGPT2ForConditionalGeneration, VidGPT2Processor
     from vidgpt2.data import caption_family, load_captions_files
+    from vidgpt2.demo import demo_training_arguments
     from vidgpt2.training import DataArguments, LoraArguments, ModelArguments, evaluate_dataset, run_training
 
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     config_path = run_dir / "config.json"
     config_path.write_text(json.dumps({**BENCH_CONFIG, **overrides}, indent=2))
-    training_args = Seq2SeqTrainingArguments(
-        output_dir=str(run_dir / "model"),
-        num_train_epochs=sizes["epochs"],
-        per_device_train_batch_size=16,
-        per_device_eval_batch_size=32,
-        learning_rate=2e-3,
-        warmup_steps=20,
-        lr_scheduler_type="cosine",
-        weight_decay=0.01,
-        eval_strategy="no",
-        save_strategy="no",
-        logging_steps=25,
-        report_to=[],
-        seed=seed,
-        data_seed=seed,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        use_cpu=True,
+    training_args = demo_training_arguments(
+        run_dir / "model", epochs=sizes["epochs"], seed=seed, data_seed=seed, logging_steps=25, disable_tqdm=True
     )
     start = time.perf_counter()
     # the Trainer prints its logs to stdout (PrinterCallback); stdout is this script's report

@@ -27,9 +27,37 @@ DEMO_CONFIG: dict[str, Any] = {
 }
 
 
-def _train(output_dir: Path, data_dir: Path, args: argparse.Namespace, blank_video: bool) -> dict[str, Any]:
+def demo_training_arguments(
+    output_dir: str | Path, *, epochs: float = 16, learning_rate: float = 2e-3, seed: int = 0, **overrides: Any
+) -> Any:
+    """The demo's training recipe as `Seq2SeqTrainingArguments`: batch 16, AdamW with 20 warm-up steps then cosine
+    decay, weight decay 0.01, no evaluation or checkpoints during training, CPU. The benchmarks that train small
+    models "like the demo" build their arguments here too; `overrides` are any other `Seq2SeqTrainingArguments`."""
     from transformers import Seq2SeqTrainingArguments
 
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=32,
+        learning_rate=learning_rate,
+        warmup_steps=20,
+        lr_scheduler_type="cosine",
+        weight_decay=0.01,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_steps=10,
+        report_to=[],
+        seed=seed,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        use_cpu=True,
+    )
+    kwargs.update(overrides)
+    return Seq2SeqTrainingArguments(**kwargs)
+
+
+def _train(output_dir: Path, data_dir: Path, args: argparse.Namespace, blank_video: bool) -> dict[str, Any]:
     from .training import DataArguments, LoraArguments, ModelArguments, run_training
 
     config_path = output_dir.parent / "demo_config.json"
@@ -42,23 +70,8 @@ def _train(output_dir: Path, data_dir: Path, args: argparse.Namespace, blank_vid
         max_caption_length=24,
         blank_video=blank_video,
     )
-    training_args = Seq2SeqTrainingArguments(
-        output_dir=str(output_dir),
-        num_train_epochs=args.epochs,
-        per_device_train_batch_size=16,
-        per_device_eval_batch_size=32,
-        learning_rate=args.learning_rate,
-        warmup_steps=20,
-        lr_scheduler_type="cosine",
-        weight_decay=0.01,
-        eval_strategy="no",
-        save_strategy="no",
-        logging_steps=10,
-        report_to=[],
-        seed=args.seed,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
-        use_cpu=True,
+    training_args = demo_training_arguments(
+        output_dir, epochs=args.epochs, learning_rate=args.learning_rate, seed=args.seed
     )
     return run_training(model_args, data_args, LoraArguments(), training_args)
 
@@ -154,4 +167,4 @@ def _score_captions(model_dir: Path, test: Any, blank_video: bool) -> dict[str, 
     }
 
 
-__all__ = ["cmd_demo"]
+__all__ = ["cmd_demo", "demo_training_arguments"]

@@ -240,21 +240,15 @@ def _read_original_layout(
         logger.info("%s: dropped %d empty or placeholder captions (e.g. 'na')", captions_path, junk)
 
     unmapped = [clip_id for clip_id in captions if clip_id not in mapping]
-    if unmapped:
-        logger.warning(
-            "%s: %d clips with captions are not in the split mapping; skipped (e.g. %s)",
-            captions_path,
-            len(unmapped),
-            ", ".join(unmapped[:3]),
-        )
     uncaptioned = [clip_id for clip_id in mapping if clip_id not in captions]
-    if uncaptioned:
-        logger.warning(
-            "%s: %d clips in the split mapping have no captions; skipped (e.g. %s)",
-            captions_path,
-            len(uncaptioned),
-            ", ".join(uncaptioned[:3]),
-        )
+    for skipped, why in (
+        (unmapped, "with captions are not in the split mapping"),
+        (uncaptioned, "in the split mapping have no captions"),
+    ):
+        if skipped:
+            logger.warning(
+                "%s: %d clips %s; skipped (e.g. %s)", captions_path, len(skipped), why, ", ".join(skipped[:3])
+            )
 
     videos_root = folder if folder is not None else data_dir / VIDEO_FOLDERS[0]
     clips_by_split: dict[str, list[Clip]] = {split: [] for split in SPLITS}
