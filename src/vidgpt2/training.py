@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from .configuration_vidgpt2 import VidGPT2Config
 from .data import load_captions_files, load_video_caption_dataset
+from .data.bddx import split_action_justification
 from .data.collator import VideoCaptionCollator
 from .data.feature_cache import FeatureCache
 from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
@@ -219,14 +220,8 @@ def apply_lora(model: VidGPT2ForConditionalGeneration, args: LoraArguments) -> A
 
 
 # --- metrics ---------------------------------------------------------------------------------------------------------
-def split_action_justification(caption: str) -> tuple[str, str]:
-    """A joined BDD-X caption "<action> because <justification>" -> (action, justification)."""
-    action, _, justification = caption.partition(" because ")
-    return action.strip(), justification.strip()
-
-
 def score_split(predictions: list[str], dataset: Dataset, use_java: bool | None = None) -> dict[str, float | None]:
-    """COCO metrics against every reference of each clip; for BDD-X trained on "action because justification",
+    """COCO metrics against every reference of each clip; for BDD-X trained on the joined "<action> <justification>",
     also the action and the justification scored separately (`action_*`, `justification_*`), as ADAPT reports."""
     from .metrics import compute_caption_metrics
 
@@ -234,7 +229,11 @@ def score_split(predictions: list[str], dataset: Dataset, use_java: bool | None 
     metrics: dict[str, float | None] = dict(compute_caption_metrics(predictions, references, use_java=use_java))
     columns = set(dataset.column_names)
     if {"action", "justification"} <= columns and len(dataset):
-        joined = all(" because " in c for c in dataset["caption"])
+        # the joined BDD-X target: every reference caption splits back into exactly its action and justification
+        joined = all(
+            split_action_justification(c) == (a, j)
+            for c, a, j in zip(dataset["caption"], dataset["action"], dataset["justification"])
+        )
         if joined:
             parts = [split_action_justification(p) for p in predictions]
             for index, name in enumerate(("action", "justification")):

@@ -12,7 +12,13 @@ from typing import Literal
 
 from datasets import DatasetDict
 
-from .bddx import load_bddx, strip_connective
+from .bddx import (
+    join_action_justification,
+    load_bddx,
+    normalize_justification,
+    split_action_justification,
+    strip_connective,
+)
 from .captions import (
     FEATURES,
     SPLITS,
@@ -56,13 +62,16 @@ __all__ = [
     "caption_family",
     "expand_references",
     "is_junk_caption",
+    "join_action_justification",
     "load_bddx",
     "load_captions_files",
     "load_msvd",
     "load_video_caption_dataset",
     "order_outcome",
     "load_videofolder",
+    "normalize_justification",
     "parse_caption",
+    "split_action_justification",
     "strip_connective",
     "time_reversed_caption",
     "unique_videos",

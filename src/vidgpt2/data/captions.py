@@ -361,7 +361,7 @@ def read_captions_file(
         if start is not None and end is not None and end == start:
             raise ValueError(
                 f'{where}: "end" equals "start" ({start:g}), a zero-length segment with no frames; '
-                'fix the times, or leave both empty for the whole video'
+                "fix the times, or leave both empty for the whole video"
             )
         references = _references(record, where, caption_fields, is_csv)
         kept = [clean_caption(c) for c in references if not is_junk_caption(c)]
