@@ -1,6 +1,7 @@
 """Annotation files as users have them: text encodings (UTF-8 with or without BOM, Windows-1252) and zero-length
 segments, for every loader that reads text (captions files, videofolder, MSVD, BDD-X)."""
 
+import csv
 import json
 import logging
 import shutil
@@ -147,14 +148,14 @@ def write_bddx(folder, rows, splits):
     """A BDD-X folder: annotations CSV (61 columns, CRLF) from ``rows`` = [(video id, [(start, end, action,
     justification), ...])], and split files from ``splits`` = {file name: [line, ...]}."""
     folder.mkdir(parents=True, exist_ok=True)
-    lines = [",".join(BDDX_HEADER)]
+    records = [BDDX_HEADER]
     for video, segments in rows:
         cells = [f"https://s3-us-west-2.amazonaws.com/sq8geewpqu/samples-1k/{video}.mov"]
         for segment in segments:
             cells += [str(value) for value in segment]
-        cells += [""] * (len(BDDX_HEADER) - len(cells))
-        lines += [",".join(cells), "," * (len(BDDX_HEADER) - 1)]
-    (folder / "BDD-X-Annotations_v1.csv").write_bytes(("\r\n".join(lines) + "\r\n").encode("utf-8"))
+        records += [cells + [""] * (len(BDDX_HEADER) - len(cells)), [""] * len(BDDX_HEADER)]
+    with open(folder / "BDD-X-Annotations_v1.csv", "w", encoding="utf-8", newline="") as f:
+        csv.writer(f, lineterminator="\r\n").writerows(records)
     for name in ("train.txt", "val.txt", "test.txt"):
         (folder / name).write_text("".join(f"{line}\n" for line in splits.get(name, [])))
     return folder
