@@ -478,5 +478,5 @@ def test_dispatcher(tmp_path):
     assert load_video_caption_dataset("msvd", folder)["train"].to_list() == load_msvd(folder)["train"].to_list()
     bddx = load_video_caption_dataset("bddx", FIXTURES / "bddx", target="action")
     assert bddx["train"][0]["caption"] == "The car is driving forward"
-    with pytest.raises(ValueError, match="unknown dataset 'msrvtt'"):
-        load_video_caption_dataset("msrvtt", folder)
+    with pytest.raises(ValueError, match="unknown dataset 'vatex'"):
+        load_video_caption_dataset("vatex", folder)

@@ -67,7 +67,9 @@ class DataArguments:
     train_file: str | None = field(default=None, metadata={"help": "Captions file (JSONL/CSV) for training."})
     validation_file: str | None = field(default=None, metadata={"help": "Captions file for evaluation in training."})
     test_file: str | None = field(default=None, metadata={"help": "Captions file for the final test evaluation."})
-    dataset: str | None = field(default=None, metadata={"help": "A named dataset read from --data-dir: msvd | bddx."})
+    dataset: str | None = field(
+        default=None, metadata={"help": "A named dataset read from --data-dir: msvd | msrvtt | bddx."}
+    )
     data_dir: str | None = field(default=None, metadata={"help": "Folder of the named dataset's files."})
     bddx_target: str = field(
         default="action_justification",

@@ -1,4 +1,5 @@
-"""Video-caption datasets as :class:`datasets.DatasetDict`: captions files, videofolder, MSVD, BDD-X, synthetic clips.
+"""Video-caption datasets as :class:`datasets.DatasetDict`: captions files, videofolder, MSVD, MSR-VTT, BDD-X,
+synthetic clips.
 
 Every loader returns the same columns (``video``, ``caption``, ``references``, ``start``, ``end``, ``video_id``) and
 the same split layout: ``train`` has one row per reference caption, ``validation`` / ``test`` one row per clip with
@@ -28,6 +29,7 @@ from .captions import (
     load_videofolder,
     unique_videos,
 )
+from .msrvtt import load_msrvtt
 from .msvd import load_msvd
 from .synthetic import (
     CAPTION_FAMILIES,
@@ -38,17 +40,22 @@ from .synthetic import (
     write_synthetic_dataset,
 )
 
-DATASET_NAMES = ("msvd", "bddx")
+DATASET_NAMES = ("msvd", "msrvtt", "bddx")
 
 
-def load_video_caption_dataset(name: Literal["msvd", "bddx"], data_dir: str | os.PathLike, **kwargs) -> DatasetDict:
-    """Load a named dataset from its local files: ``"msvd"`` -> :func:`load_msvd`, ``"bddx"`` -> :func:`load_bddx`.
+def load_video_caption_dataset(
+    name: Literal["msvd", "msrvtt", "bddx"], data_dir: str | os.PathLike, **kwargs
+) -> DatasetDict:
+    """Load a named dataset from its local files: ``"msvd"`` -> :func:`load_msvd`, ``"msrvtt"`` (or ``"msr-vtt"``)
+    -> :func:`load_msrvtt`, ``"bddx"`` -> :func:`load_bddx`.
 
-    ``kwargs`` go to that loader (e.g. ``target="action"`` for BDD-X).
+    ``kwargs`` go to that loader (e.g. ``target="action"`` for BDD-X, ``split_scheme="9k"`` for MSR-VTT).
     """
     key = name.lower().replace("-", "").replace("_", "")
     if key == "msvd":
         return load_msvd(data_dir, **kwargs)
+    if key == "msrvtt":
+        return load_msrvtt(data_dir, **kwargs)
     if key == "bddx":
         return load_bddx(data_dir, **kwargs)
     raise ValueError(f"unknown dataset {name!r}; expected one of {DATASET_NAMES} (or use load_captions_files)")
@@ -65,6 +72,7 @@ __all__ = [
     "join_action_justification",
     "load_bddx",
     "load_captions_files",
+    "load_msrvtt",
     "load_msvd",
     "load_video_caption_dataset",
     "order_outcome",
