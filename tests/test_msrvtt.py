@@ -213,6 +213,11 @@ def test_training_data_arguments_and_cli_accept_msrvtt(tmp_path, monkeypatch):
     folder = official_dir(tmp_path / "msrvtt")
     data = load_data(DataArguments(dataset="msrvtt", data_dir=str(folder), max_eval_samples=1))
     assert clip_ids(data["train"]) == ["video0", "video1"] and len(data["test"]) == 1
+    split_9k_dir(folder, with_all_data=False)
+    assert list(load_data(DataArguments(dataset="msrvtt", data_dir=str(folder), msrvtt_split="9k"))) == [
+        "train",
+        "test",
+    ]
 
     class Loaded(Exception):
         pass

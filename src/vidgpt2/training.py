@@ -75,6 +75,10 @@ class DataArguments:
         default="action_justification",
         metadata={"help": "BDD-X target: action | justification | action_justification."},
     )
+    msrvtt_split: str | None = field(
+        default=None,
+        metadata={"help": "MSR-VTT split: official (6,513/497/2,990) | 9k (9k train / 1k-A test); default: by files."},
+    )
     feature_cache: str | None = field(
         default=None, metadata={"help": "Read video features from this `vidgpt2 extract-features` folder."}
     )
@@ -111,7 +115,10 @@ def load_data(args: DataArguments) -> DatasetDict:
     if args.dataset is not None:
         if args.data_dir is None:
             raise ValueError("--dataset needs --data-dir (the folder holding the dataset's files).")
-        kwargs = {"target": args.bddx_target} if args.dataset.lower().replace("-", "") == "bddx" else {}
+        key = args.dataset.lower().replace("-", "").replace("_", "")
+        kwargs: dict[str, Any] = {"target": args.bddx_target} if key == "bddx" else {}
+        if key == "msrvtt":
+            kwargs["split_scheme"] = args.msrvtt_split
         data = load_video_caption_dataset(args.dataset, args.data_dir, **kwargs)
     elif args.train_file or args.validation_file or args.test_file:
         data = load_captions_files(
