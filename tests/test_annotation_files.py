@@ -2,6 +2,7 @@
 segments, for every loader that reads text (captions files, videofolder, MSVD, BDD-X)."""
 
 import csv
+import gzip
 import json
 import logging
 import shutil
@@ -42,6 +43,18 @@ def test_captions_file_in_windows_1252_names_file_line_and_fix(tmp_path, name, t
         load_captions_files(train_file=path)
     assert_names_file_line_and_fix(excinfo, path, line)
     assert "0xe9" in str(excinfo.value)  # the byte of "é" in Windows-1252
+
+
+def test_utf16_and_gzip_files_are_named_as_such(tmp_path):
+    # Excel's "Unicode text" is UTF-16 with a BOM; a .gz saved without its suffix starts with 1f 8b (datasets#6851)
+    path = tmp_path / "captions.csv"
+    path.write_bytes("video,caption\r\na.mp4,un café\r\n".encode("utf-16"))
+    with pytest.raises(ValueError, match=r"captions.csv line 1: the file is UTF-16 .*iconv -f utf-16 -t utf-8"):
+        load_captions_files(train_file=path)
+    path = tmp_path / "captions.jsonl"
+    path.write_bytes(gzip.compress(b'{"video": "a.mp4", "caption": "x"}\n'))
+    with pytest.raises(ValueError, match=r"captions.jsonl: the file is gzip-compressed"):
+        load_captions_files(train_file=path)
 
 
 @pytest.mark.parametrize("name", ["captions.csv", "captions.jsonl"])

@@ -162,10 +162,19 @@ def read_text(path: str | os.PathLike) -> str:
     """The text of an annotations file, decoded as UTF-8 (a leading byte-order mark is dropped).
 
     No other encoding is guessed: a file that is not UTF-8 (e.g. saved by Excel as Windows-1252) raises
-    :class:`ValueError` naming the file, the line (counted from the byte offset of the first bad byte) and the fix.
+    :class:`ValueError` naming the file, the line (counted from the byte offset of the first bad byte) and the fix;
+    a UTF-16 byte-order mark or a gzip header, which say for certain what the file is, get their own message.
     Line endings are left as they are (``\r\n`` stays), so CSV readers see the file's own quoting.
     """
     data = Path(path).read_bytes()
+    # Markers that say for certain what the file is: a gzip stream, or UTF-16 (Excel's "Unicode text") with its BOM.
+    if data.startswith(b"\x1f\x8b"):
+        raise ValueError(f"{path}: the file is gzip-compressed; decompress it first (`gunzip`)")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValueError(
+            f"{path} line 1: the file is UTF-16 (it starts with a UTF-16 byte-order mark); re-save it as UTF-8, "
+            f"e.g. `iconv -f utf-16 -t utf-8 '{path}' > fixed.csv`"
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
