@@ -112,7 +112,7 @@ def split_action_justification(caption: str) -> tuple[str, str]:
 
     The cut is made, by priority, at the first comma before a connective ("the car veers to the left, as the lane
     ends"), else before the first "because", else before the first connective of ``CONNECTIVES`` after the first
-    word. No connective: ``(caption, "")``. For the captions :func:`join_action_justification` makes this is exact;
+    word. No connective: ``(caption, "")``. For the captions :func:`join_action_justification` makes, this is exact;
     for a generated caption it is the best guess the same rule gives.
     """
     caption = caption.strip()
