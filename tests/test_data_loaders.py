@@ -375,16 +375,16 @@ def test_bddx_segments_targets_and_splits(caplog):
     slow = train["1_06d501fd-a9ffc960_seg2"]
     assert (slow["start"], slow["end"]) == (5.0, 9.0)
     assert slow["action"] == "The car slows down"  # trailing period dropped
-    assert slow["justification"] == "the light ahead turns red"  # leading "as" stripped
-    assert slow["caption"] == "The car slows down because the light ahead turns red"
+    assert slow["justification"] == "as the light ahead turns red"  # the annotator's connective is kept
+    assert slow["caption"] == "The car slows down as the light ahead turns red"
     assert slow["references"] == [slow["caption"]]
     assert slow["video"].endswith("/videos/06d501fd-a9ffc960.mov")
 
-    assert train["1_06d501fd-a9ffc960_seg1"]["justification"] == "the road is clear"
-    assert train["1_06d501fd-a9ffc960_seg3"]["justification"] == "the light is red"  # "Since"
-    assert train["2_0a3c1c7f-2bd1d1e7_seg1"]["justification"] == "merge into traffic"  # leading "to"
-    # "to" is stripped only as a leading word: "towards" and a later "to" stay.
-    assert train["2_0a3c1c7f-2bd1d1e7_seg6"]["justification"] == "towards the green light the road is clear"
+    assert train["1_06d501fd-a9ffc960_seg1"]["justification"] == "because the road is clear"
+    assert train["1_06d501fd-a9ffc960_seg3"]["justification"] == "since the light is red"  # "Since" lower-cased
+    assert train["2_0a3c1c7f-2bd1d1e7_seg1"]["caption"] == "The car accelerates to merge into traffic"
+    # "towards" is not the connective "to": the full sentence gets "because".
+    assert train["2_0a3c1c7f-2bd1d1e7_seg6"]["justification"] == "because towards the green light the road is clear"
     assert train["2_0a3c1c7f-2bd1d1e7_seg7"]["caption"] == (
         "The car drives on because traffic is moving and it has to keep up"
     )
@@ -393,16 +393,17 @@ def test_bddx_segments_targets_and_splits(caplog):
     assert list(validation) == ["3_1b9a4e25-5c3f7d0b_seg1", "3_1b9a4e25-5c3f7d0b_seg15"]  # slot 15 is read
     assert validation["3_1b9a4e25-5c3f7d0b_seg15"]["start"] == 30.0
     # test.txt says 9_<id> but that row is 4th among annotated rows: matched by its unique video id.
-    assert dsd["test"]["video_id"] == ["4_2c4f8d11-07ab9e3c_seg1"]
-    assert dsd["test"][0]["start"] == dsd["test"][0]["end"] == 2.0
+    assert dsd["test"]["video_id"] == ["4_2c4f8d11-07ab9e3c_seg1"]  # seg2 is zero-length (4 to 4): skipped
+    assert (dsd["test"][0]["start"], dsd["test"][0]["end"]) == (2.0, 4.0)
 
     # One warning summarising the malformed segments, with counts and a line for each reason.
     summaries = [r.getMessage() for r in caplog.records if "malformed segments" in r.getMessage()]
     assert len(summaries) == 1
     summary = summaries[0]
-    assert "skipped 5 malformed segments" in summary
+    assert "skipped 6 malformed segments" in summary
     assert "2 start/end not a number" in summary
     assert "1 end before start" in summary and "1 empty justification" in summary and "1 empty action" in summary
+    assert "1 zero-length (end equals start) (e.g. " in summary and "line 9 segment 2)" in summary
     assert "line 4 segment 2" in summary  # the 'X' segment of the second annotated row
     assert "7_ffffffff-00000000" in caplog.text  # split entry with no row
 
@@ -411,7 +412,7 @@ def test_bddx_target_choices():
     action = load_bddx(FIXTURES / "bddx", target="action")["train"]
     justification = load_bddx(FIXTURES / "bddx", target="justification")["train"]
     assert action[1]["caption"] == "The car slows down"
-    assert justification[1]["caption"] == "the light ahead turns red"
+    assert justification[1]["caption"] == "as the light ahead turns red"
     assert action["video_id"] == justification["video_id"]  # same segments whatever the target
     assert action["justification"] == justification["caption"]
     with pytest.raises(ValueError, match="target must be one of"):
@@ -477,5 +478,5 @@ def test_dispatcher(tmp_path):
     assert load_video_caption_dataset("msvd", folder)["train"].to_list() == load_msvd(folder)["train"].to_list()
     bddx = load_video_caption_dataset("bddx", FIXTURES / "bddx", target="action")
     assert bddx["train"][0]["caption"] == "The car is driving forward"
-    with pytest.raises(ValueError, match="unknown dataset 'msrvtt'"):
-        load_video_caption_dataset("msrvtt", folder)
+    with pytest.raises(ValueError, match="unknown dataset 'vatex'"):
+        load_video_caption_dataset("vatex", folder)

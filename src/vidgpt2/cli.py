@@ -57,7 +57,7 @@ def cmd_extract_features(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="vidgpt2 extract-features", description="Cache vision-tower features.")
     parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (id or folder) whose vision tower to run.")
     parser.add_argument("--data-file", action="append", default=[], help="Captions file(s) (JSONL/CSV); repeatable.")
-    parser.add_argument("--dataset", choices=["msvd", "bddx"], help="A named dataset in --data-dir.")
+    parser.add_argument("--dataset", choices=["msvd", "msrvtt", "bddx"], help="A named dataset in --data-dir.")
     parser.add_argument("--data-dir", help="Folder of the named dataset.")
     parser.add_argument("--output", required=True, help="Feature-cache folder (created; resumable).")
     parser.add_argument("--batch-size", type=int, default=8, help="Clips per vision-tower batch.")

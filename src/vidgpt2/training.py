@@ -18,6 +18,7 @@ from transformers import AutoTokenizer, Seq2SeqTrainer, Seq2SeqTrainingArguments
 
 from .configuration_vidgpt2 import VidGPT2Config
 from .data import load_captions_files, load_video_caption_dataset
+from .data.bddx import split_action_justification
 from .data.collator import VideoCaptionCollator
 from .data.feature_cache import FeatureCache
 from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
@@ -66,11 +67,17 @@ class DataArguments:
     train_file: str | None = field(default=None, metadata={"help": "Captions file (JSONL/CSV) for training."})
     validation_file: str | None = field(default=None, metadata={"help": "Captions file for evaluation in training."})
     test_file: str | None = field(default=None, metadata={"help": "Captions file for the final test evaluation."})
-    dataset: str | None = field(default=None, metadata={"help": "A named dataset read from --data-dir: msvd | bddx."})
+    dataset: str | None = field(
+        default=None, metadata={"help": "A named dataset read from --data-dir: msvd | msrvtt | bddx."}
+    )
     data_dir: str | None = field(default=None, metadata={"help": "Folder of the named dataset's files."})
     bddx_target: str = field(
         default="action_justification",
         metadata={"help": "BDD-X target: action | justification | action_justification."},
+    )
+    msrvtt_split: str | None = field(
+        default=None,
+        metadata={"help": "MSR-VTT split: official (6,513/497/2,990) | 9k (9k train / 1k-A test); default: by files."},
     )
     feature_cache: str | None = field(
         default=None, metadata={"help": "Read video features from this `vidgpt2 extract-features` folder."}
@@ -108,7 +115,10 @@ def load_data(args: DataArguments) -> DatasetDict:
     if args.dataset is not None:
         if args.data_dir is None:
             raise ValueError("--dataset needs --data-dir (the folder holding the dataset's files).")
-        kwargs = {"target": args.bddx_target} if args.dataset.lower().replace("-", "") == "bddx" else {}
+        key = args.dataset.lower().replace("-", "").replace("_", "")
+        kwargs: dict[str, Any] = {"target": args.bddx_target} if key == "bddx" else {}
+        if key == "msrvtt":
+            kwargs["split_scheme"] = args.msrvtt_split
         data = load_video_caption_dataset(args.dataset, args.data_dir, **kwargs)
     elif args.train_file or args.validation_file or args.test_file:
         data = load_captions_files(
@@ -219,14 +229,8 @@ def apply_lora(model: VidGPT2ForConditionalGeneration, args: LoraArguments) -> A
 
 
 # --- metrics ---------------------------------------------------------------------------------------------------------
-def split_action_justification(caption: str) -> tuple[str, str]:
-    """A joined BDD-X caption "<action> because <justification>" -> (action, justification)."""
-    action, _, justification = caption.partition(" because ")
-    return action.strip(), justification.strip()
-
-
 def score_split(predictions: list[str], dataset: Dataset, use_java: bool | None = None) -> dict[str, float | None]:
-    """COCO metrics against every reference of each clip; for BDD-X trained on "action because justification",
+    """COCO metrics against every reference of each clip; for BDD-X trained on the joined "<action> <justification>",
     also the action and the justification scored separately (`action_*`, `justification_*`), as ADAPT reports."""
     from .metrics import compute_caption_metrics
 
@@ -234,7 +238,11 @@ def score_split(predictions: list[str], dataset: Dataset, use_java: bool | None 
     metrics: dict[str, float | None] = dict(compute_caption_metrics(predictions, references, use_java=use_java))
     columns = set(dataset.column_names)
     if {"action", "justification"} <= columns and len(dataset):
-        joined = all(" because " in c for c in dataset["caption"])
+        # the joined BDD-X target: every reference caption splits back into exactly its action and justification
+        joined = all(
+            split_action_justification(c) == (a, j)
+            for c, a, j in zip(dataset["caption"], dataset["action"], dataset["justification"])
+        )
         if joined:
             parts = [split_action_justification(p) for p in predictions]
             for index, name in enumerate(("action", "justification")):

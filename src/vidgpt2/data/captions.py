@@ -26,6 +26,7 @@ opposite, so either layout can be had from any split. Loaders may add columns (B
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -157,15 +158,76 @@ def _require_file(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+def read_text(path: str | os.PathLike) -> str:
+    """The text of an annotations file, decoded as UTF-8 (a leading byte-order mark is dropped).
+
+    No other encoding is guessed: a file that is not UTF-8 (e.g. saved by Excel as Windows-1252) raises
+    :class:`ValueError` naming the file, the line (counted from the byte offset of the first bad byte) and the fix;
+    a UTF-16 byte-order mark or a gzip header, which say for certain what the file is, get their own message.
+    Line endings are left as they are (``\r\n`` stays), so CSV readers see the file's own quoting.
+    """
+    data = Path(path).read_bytes()
+    # Markers that say for certain what the file is: a gzip stream, or UTF-16 (Excel's "Unicode text") with its BOM.
+    if data.startswith(b"\x1f\x8b"):
+        raise ValueError(f"{path}: the file is gzip-compressed; decompress it first (`gunzip`)")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValueError(
+            f"{path} line 1: the file is UTF-16 (it starts with a UTF-16 byte-order mark); re-save it as UTF-8, "
+            f"e.g. `iconv -f utf-16 -t utf-8 '{path}' > fixed.csv`"
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ValueError(
+            f"{path} line {line}: not UTF-8 (byte 0x{data[e.start]:02x} at column {column}); re-save the file as "
+            f"UTF-8, e.g. `iconv -f cp1252 -t utf-8 '{path}' > fixed.csv` for a Windows-1252 (Excel) file"
+        ) from None
+
+
+def read_text_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` for each line of a UTF-8 text file (see :func:`read_text`), line endings stripped.
+
+    Lines end at ``\n`` (``\r\n`` too) only: unlike ``str.splitlines``, a U+2028 or form feed inside a JSON string
+    does not start a new line.
+    """
+    lines = read_text(path).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for lineno, line in enumerate(lines, start=1):
+        yield lineno, line.removesuffix("\r")
+
+
+def read_csv_rows(path: str | os.PathLike) -> tuple[list[str], Iterator[tuple[int, dict[str, str | None]]]]:
+    """The header and an iterator of ``(line number, row)`` for a UTF-8 CSV file (see :func:`read_text`).
+
+    The line number is that of the row's last physical line (``csv.DictReader.line_num``), so a quoted caption that
+    spans lines is reported where it ends.
+    """
+    reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+    fields = list(reader.fieldnames or [])
+
+    def rows() -> Iterator[tuple[int, dict[str, str | None]]]:
+        for row in reader:
+            yield reader.line_num, row
+
+    return fields, rows()
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A UTF-8 JSON file's value (see :func:`read_text`); invalid JSON raises :class:`ValueError` with file and line."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
+
+
 def read_json_objects(path: Path, hint: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``(where, object)`` for each item of a JSON file holding a list of objects, ``where`` naming the file and
     item ("clips.json item 3"). Errors name the file and the line (bad JSON) or the item (not an object);
     ``hint`` is appended to the error for a file that is not a list."""
-    with open(path, encoding="utf-8-sig") as f:
-        try:
-            items = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} line {e.lineno}: invalid JSON ({e.msg})") from None
+    items = read_json(path)
     if not isinstance(items, list):
         raise ValueError(f"{path}: expected a JSON list of objects{hint}")
     for i, item in enumerate(items):
@@ -183,26 +245,24 @@ def _read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield ``(where, record)`` pairs, ``where`` naming the file and line ("captions.jsonl line 7")."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8-sig") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path} line {lineno}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
-                yield where, _json_object(record, where)
+        for lineno, line in read_text_lines(path):
+            if not line.strip():
+                continue
+            where = f"{path} line {lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
+            yield where, _json_object(record, where)
     elif suffix == ".json":
         yield from read_json_objects(path, hint=" (or use JSON Lines, .jsonl)")
     elif suffix == ".csv":
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            for row in reader:
-                where = f"{path} line {reader.line_num}"
-                if None in row:
-                    raise ValueError(f"{where}: more fields than the header has columns")
-                yield where, {k: (v if v != "" else None) for k, v in row.items() if k}
+        _, rows = read_csv_rows(path)
+        for lineno, row in rows:
+            where = f"{path} line {lineno}"
+            if None in row:
+                raise ValueError(f"{where}: more fields than the header has columns")
+            yield where, {k: (v if v != "" else None) for k, v in row.items() if k}
     else:
         raise ValueError(f"{path}: unsupported captions file type {suffix!r}; use .jsonl, .json or .csv")
 
@@ -284,6 +344,10 @@ def read_captions_file(
     warning; by default paths are not checked here (decoding fails loudly later).
 
     Returns the clips and the Arrow types of the extra scalar fields that were kept.
+
+    Raises:
+        ValueError: naming the file and line, for a file that is not UTF-8, a missing or mistyped field, a negative
+            time, or a segment whose ``end`` is not after its ``start`` (zero-length segments have no frames).
     """
     path = _require_file(path, "captions file")
     base_dir = path.parent.absolute()
@@ -303,6 +367,11 @@ def read_captions_file(
         end = _seconds(record.get("end"), "end", where)
         if start is not None and end is not None and end < start:
             raise ValueError(f'{where}: "end" ({end:g}) is before "start" ({start:g})')
+        if start is not None and end is not None and end == start:
+            raise ValueError(
+                f'{where}: "end" equals "start" ({start:g}), a zero-length segment with no frames; '
+                "fix the times, or leave both empty for the whole video"
+            )
         references = _references(record, where, caption_fields, is_csv)
         kept = [clean_caption(c) for c in references if not is_junk_caption(c)]
         junk += len(references) - len(kept)

@@ -19,7 +19,6 @@ than the tarball has) are skipped with one counted warning. ``check_videos=True`
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import re
@@ -28,7 +27,16 @@ from pathlib import Path
 
 from datasets import DatasetDict
 
-from .captions import SPLITS, Clip, clean_caption, clips_to_dataset, is_junk_caption, read_json_objects
+from .captions import (
+    SPLITS,
+    Clip,
+    clean_caption,
+    clips_to_dataset,
+    is_junk_caption,
+    read_csv_rows,
+    read_json_objects,
+    read_text_lines,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,21 +66,20 @@ def read_youtube_mapping(path: str | os.PathLike) -> dict[str, tuple[int, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"MSVD split mapping not found: {path}")
     mapping: dict[str, tuple[int, str]] = {}
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            match = _MAPPING_LINE.match(line)
-            if match is None:
-                raise ValueError(f"{path} line {lineno}: expected '<clip_id> vid<N>', got {line!r}")
-            clip_id, number = match.group(1), int(match.group(2))
-            split = split_of_vid(number)
-            if split is None:
-                raise ValueError(f"{path} line {lineno}: vid{number} is outside the standard vid1-vid1970")
-            if clip_id in mapping:
-                raise ValueError(f"{path} line {lineno}: clip {clip_id} is mapped twice")
-            mapping[clip_id] = (number, split)
+    for lineno, line in read_text_lines(path):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _MAPPING_LINE.match(line)
+        if match is None:
+            raise ValueError(f"{path} line {lineno}: expected '<clip_id> vid<N>', got {line!r}")
+        clip_id, number = match.group(1), int(match.group(2))
+        split = split_of_vid(number)
+        if split is None:
+            raise ValueError(f"{path} line {lineno}: vid{number} is outside the standard vid1-vid1970")
+        if clip_id in mapping:
+            raise ValueError(f"{path} line {lineno}: clip {clip_id} is mapped twice")
+        mapping[clip_id] = (number, split)
     return mapping
 
 
@@ -80,17 +87,16 @@ def read_descriptions_txt(path: str | os.PathLike) -> tuple[dict[str, list[str]]
     """``AllVideoDescriptions.txt`` -> (``{clip_id: [captions]}`` in file order, number of junk captions dropped)."""
     captions: dict[str, list[str]] = {}
     junk = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split(maxsplit=1)
-            clip_id, caption = parts[0], (parts[1] if len(parts) > 1 else "")
-            if is_junk_caption(caption):
-                junk += 1
-                continue
-            captions.setdefault(clip_id, []).append(clean_caption(caption))
+    for _, line in read_text_lines(path):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(maxsplit=1)
+        clip_id, caption = parts[0], (parts[1] if len(parts) > 1 else "")
+        if is_junk_caption(caption):
+            junk += 1
+            continue
+        captions.setdefault(clip_id, []).append(clean_caption(caption))
     return captions, junk
 
 
@@ -100,31 +106,30 @@ def read_corpus_csv(path: str | os.PathLike) -> tuple[dict[str, list[str]], int]
     captions: dict[str, list[str]] = {}
     dropped: Counter[str] = Counter()
     examples: dict[str, str] = {}
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path} line 1: missing column(s) {', '.join(missing)} (found {reader.fieldnames})")
-        for row in reader:
-            if (row["Language"] or "").strip() != "English":
-                dropped["non-English"] += 1
-                continue
-            description = row["Description"]
-            if is_junk_caption(description):
-                dropped["empty or placeholder"] += 1
-                continue
-            try:
-                start, end = int(float(row["Start"])), int(float(row["End"]))
-            except (TypeError, ValueError):
-                dropped["bad Start/End"] += 1
-                examples.setdefault("bad Start/End", f"line {reader.line_num}")
-                continue
-            video_id = (row["VideoID"] or "").strip()
-            if not video_id:
-                dropped["no VideoID"] += 1
-                examples.setdefault("no VideoID", f"line {reader.line_num}")
-                continue
-            captions.setdefault(f"{video_id}_{start}_{end}", []).append(clean_caption(description))
+    fieldnames, rows = read_csv_rows(path)
+    missing = [c for c in CSV_COLUMNS if c not in fieldnames]
+    if missing:
+        raise ValueError(f"{path} line 1: missing column(s) {', '.join(missing)} (found {fieldnames})")
+    for lineno, row in rows:
+        if (row["Language"] or "").strip() != "English":
+            dropped["non-English"] += 1
+            continue
+        description = row["Description"]
+        if is_junk_caption(description):
+            dropped["empty or placeholder"] += 1
+            continue
+        try:
+            start, end = int(float(row["Start"])), int(float(row["End"]))
+        except (TypeError, ValueError):
+            dropped["bad Start/End"] += 1
+            examples.setdefault("bad Start/End", f"line {lineno}")
+            continue
+        video_id = (row["VideoID"] or "").strip()
+        if not video_id:
+            dropped["no VideoID"] += 1
+            examples.setdefault("no VideoID", f"line {lineno}")
+            continue
+        captions.setdefault(f"{video_id}_{start}_{end}", []).append(clean_caption(description))
     if dropped["bad Start/End"] or dropped["no VideoID"]:
         logger.warning(
             "%s: skipped malformed rows: %s",
