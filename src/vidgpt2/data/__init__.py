@@ -32,11 +32,14 @@ from .synthetic import (
     write_synthetic_dataset,
 )
 
-DATASET_NAMES = ("msvd", "bddx")
+DATASET_NAMES = ("msvd", "bddx", "videofolder")
 
 
-def load_video_caption_dataset(name: Literal["msvd", "bddx"], data_dir: str | os.PathLike, **kwargs) -> DatasetDict:
-    """Load a named dataset from its local files: ``"msvd"`` -> :func:`load_msvd`, ``"bddx"`` -> :func:`load_bddx`.
+def load_video_caption_dataset(
+    name: Literal["msvd", "bddx", "videofolder"], data_dir: str | os.PathLike, **kwargs
+) -> DatasetDict:
+    """Load a named dataset from its local files: ``"msvd"`` -> :func:`load_msvd`, ``"bddx"`` -> :func:`load_bddx`,
+    ``"videofolder"`` -> :func:`load_videofolder` (the Hugging Face ``videofolder`` layout).
 
     ``kwargs`` go to that loader (e.g. ``target="action"`` for BDD-X).
     """
@@ -45,6 +48,8 @@ def load_video_caption_dataset(name: Literal["msvd", "bddx"], data_dir: str | os
         return load_msvd(data_dir, **kwargs)
     if key == "bddx":
         return load_bddx(data_dir, **kwargs)
+    if key == "videofolder":
+        return load_videofolder(data_dir, **kwargs)
     raise ValueError(f"unknown dataset {name!r}; expected one of {DATASET_NAMES} (or use load_captions_files)")
 
 

@@ -71,8 +71,8 @@ def read_annotations(path: str | os.PathLike) -> tuple[dict[tuple[int, str], lis
     """Parse the annotations CSV.
 
     Returns ``{(k, video name): [segment, ...]}`` for the annotated rows (segments are dicts with ``segment``,
-    ``start``, ``end``, ``action``, ``justification``, ``line``), the counts of skipped segments by reason, and one
-    example location per reason.
+    ``start``, ``end``, ``action``, ``justification`` and ``where``: file, line and segment), the counts of skipped
+    segments by reason, and one example location per reason.
     """
     path = Path(path)
     if not path.is_file():
@@ -130,7 +130,8 @@ def read_annotations(path: str | os.PathLike) -> tuple[dict[tuple[int, str], lis
                     skip("empty justification", where)
                     continue
                 segments.append(
-                    {"segment": n, "start": start, "end": end, "action": action, "justification": justification}
+                    {"segment": n, "start": start, "end": end, "action": action, "justification": justification,
+                     "where": where}
                 )
             rows[(rank, name)] = segments
     if unannotated:
@@ -228,7 +229,7 @@ def load_bddx(
                 caption = make_target(seg["action"], seg["justification"], target)
                 extra = {"action": seg["action"], "justification": seg["justification"]}
                 video_id = f"{key[0]}_{name}_seg{seg['segment']}"
-                clips.append(Clip(video, [caption], seg["start"], seg["end"], video_id, extra))
+                clips.append(Clip(video, [caption], seg["start"], seg["end"], video_id, extra, [seg["where"]]))
         clips_by_split[split] = clips
 
     if skipped:
