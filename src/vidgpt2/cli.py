@@ -394,11 +394,12 @@ def main(argv: list[str] | None = None) -> int:
 def _pop_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
     """Remove our `--debug` (anywhere in the command line). After `train`, `--debug VALUE` is the Trainer's own
     flag (`--debug underflow_overflow`) and is left alone."""
-    train = "train" in argv[:2]
+    command = next((i for i, arg in enumerate(argv) if arg != "--debug"), len(argv))
+    train = command < len(argv) and argv[command] == "train"
     kept, debug = [], False
     for i, arg in enumerate(argv):
-        has_value = i + 1 < len(argv) and not argv[i + 1].startswith("-")
-        if arg == "--debug" and not (train and has_value):
+        trainer_flag = train and i > command and i + 1 < len(argv) and not argv[i + 1].startswith("-")
+        if arg == "--debug" and not trainer_flag:
             debug = True
         else:
             kept.append(arg)
