@@ -169,12 +169,11 @@ def cmd_extract_features(argv: list[str]) -> int:
     if args.dataset:
         if not args.data_dir:
             parser.error("--dataset needs --data-dir")
-        splits = list(load_video_caption_dataset(args.dataset, args.data_dir).values())
+        splits = dict(load_video_caption_dataset(args.dataset, args.data_dir))
     else:
-        splits = [load_captions_files(train_file=f)["train"] for f in args.data_file]
+        splits = {f: load_captions_files(train_file=f)["train"] for f in args.data_file}
     accelerator = Accelerator()
-    checked = _checked(dict(enumerate(splits)), args, show_progress=accelerator.is_local_main_process)
-    splits = list(checked.values())
+    splits = list(_checked(splits, args, show_progress=accelerator.is_local_main_process).values())
     samples = [s for split in splits for s in iter_samples(split)]
     model = VidGPT2ForConditionalGeneration.from_pretrained(args.model).to(accelerator.device)
     processor = VidGPT2Processor.from_pretrained(args.model)

@@ -3,7 +3,8 @@
 One corrupt or missing file among thousands would otherwise stop `vidgpt2 train` at the first batch that holds it,
 possibly hours in. :func:`check_dataset` opens each distinct video once with PyAV, through the same
 :mod:`vidgpt2.video_io` functions that decoding uses (so a file passes here when it opens there), on a thread pool
-(PyAV releases the GIL while it demuxes and decodes) with a progress bar:
+(PyAV releases the GIL while it demuxes and decodes; its forwarding of FFmpeg logs to Python, which contends between
+threads (PyAV issue #2276), is off unless enabled with `av.logging.set_level`) with a progress bar:
 
 - the file exists and is a file;
 - the container opens and holds a video stream;
@@ -432,7 +433,7 @@ def enforce_data_check(
         raise DataCheckError(
             report,
             "; fix or remove them (`vidgpt2 check-data ... --write-clean DIR` writes the usable rows), "
-            "or pass --on-bad-video skip to train without them",
+            "or pass --on-bad-video skip to go on without them",
         )
     logger.warning(
         "%s: skipping them (--on-bad-video skip): %s",
