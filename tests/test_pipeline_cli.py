@@ -142,3 +142,98 @@ def test_push_cli_uploads_the_complete_set(model_dir, tmp_path, monkeypatch, cap
     for name in ("model.safetensors", "config.json", "processor_config.json", "pipeline_vidgpt2.py", "README.md"):
         assert (repo / name).is_file(), name
     assert "user/tiny-vidgpt2" in capsys.readouterr().out
+
+
+class _NoNetworkApi(FakeHfApi):
+    """An API that fails as `HfApi` does without a network, and records that it was asked."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        import requests
+
+        self.calls.append(("create_repo", repo_id))
+        raise requests.ConnectionError(
+            "HTTPSConnectionPool(host='huggingface.co', port=443): Max retries exceeded\n"
+            "(Caused by NameResolutionError: Failed to resolve 'huggingface.co')"
+        )
+
+
+def test_push_dry_run_writes_the_exact_folder_and_uploads_nothing(model_dir, tmp_path, monkeypatch, capsys):
+    api = _NoNetworkApi(tmp_path / "hub")
+    monkeypatch.setattr(vidgpt2.hub, "_default_api", lambda token=None: api, raising=False)
+    out = tmp_path / "dry"
+    assert cli_main(["push", "--model", str(model_dir), "--repo-id", "user/tiny-vidgpt2", "--dry-run", str(out)]) == 0
+    assert api.calls == [] and api.commits == [] and not (tmp_path / "hub").exists()
+    assert str(out) in capsys.readouterr().out
+    for name in ("model.safetensors", "config.json", "generation_config.json", "processor_config.json",
+                 "tokenizer.json", "modeling_vidgpt2.py", "pipeline_vidgpt2.py", "video_io.py", "README.md"):
+        assert (out / name).is_file(), name
+    assert "user/tiny-vidgpt2" in (out / "README.md").read_text()
+    # the same files a real push uploads, byte for byte where the content is deterministic
+    uploaded = FakeHfApi(tmp_path / "real")
+    vidgpt2.hub.push_to_hub(str(model_dir), "user/tiny-vidgpt2", api=uploaded)
+    repo = uploaded.repo_path("user/tiny-vidgpt2")
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in repo.iterdir())
+    for name in ("config.json", "processor_config.json", "README.md", "modeling_vidgpt2.py"):
+        assert (out / name).read_bytes() == (repo / name).read_bytes(), name
+    # a folder that is not empty is refused; no folder named: a new temporary one, printed
+    assert cli_main(["push", "--model", str(model_dir), "--repo-id", "user/x", "--dry-run", str(out)]) == 1
+    assert "not an empty folder" in capsys.readouterr().err
+    assert cli_main(["push", "--model", str(model_dir), "--repo-id", "user/x", "--dry-run"]) == 0
+    printed = Path(capsys.readouterr().out.strip().rsplit(" is ", 1)[1])
+    assert (printed / "README.md").is_file() and api.calls == []
+
+
+def _error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if ": error: " in line]
+
+
+def test_push_without_network_prints_one_line_and_exits_1(model_dir, tmp_path, monkeypatch, capsys):
+    api = _NoNetworkApi(tmp_path / "hub")
+    monkeypatch.setattr(vidgpt2.hub, "_default_api", lambda token=None: api, raising=False)
+    assert cli_main(["push", "--model", str(model_dir), "--repo-id", "user/x"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert _error_lines(err) == [
+        "vidgpt2 push: error: ConnectionError: HTTPSConnectionPool(host='huggingface.co', port=443): Max retries "
+        "exceeded (--debug shows the traceback)"
+    ]
+    import requests
+
+    with pytest.raises(requests.ConnectionError):
+        cli_main(["push", "--model", str(model_dir), "--repo-id", "user/x", "--debug"])
+    assert cli_main(["push", "--model", str(tmp_path / "nowhere"), "--repo-id", "user/x"]) == 1
+    assert _error_lines(capsys.readouterr().err) == [
+        f"vidgpt2 push: error: push_to_hub: {tmp_path / 'nowhere'} is not a folder; pass a saved model folder or a "
+        "model. (--debug shows the traceback)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "data_flags, message",
+    [
+        (["--dataset", "nope", "--data-dir", "."], "unknown dataset 'nope'"),
+        (["--train-file", "missing/train.jsonl"], "captions file not found: missing/train.jsonl"),
+    ],
+)
+def test_train_user_mistakes_print_one_line(data_flags, message, tmp_path, capsys):
+    argv = ["train", "--config", "none.json", "--build-tokenizer", *data_flags, "--output-dir", str(tmp_path / "o")]
+    assert cli_main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = _error_lines(err)
+    assert line.startswith("vidgpt2 train: error: ") and message in line
+    with pytest.raises((ValueError, FileNotFoundError)):
+        cli_main(["--debug", *argv])
+
+
+def test_debug_flag_leaves_the_trainer_debug_option_alone():
+    from vidgpt2.cli import _pop_debug_flag
+
+    assert _pop_debug_flag(["train", "--debug", "underflow_overflow"]) == (["train", "--debug", "underflow_overflow"], False)
+    assert _pop_debug_flag(["train", "--max-steps", "2", "--debug"]) == (["train", "--max-steps", "2"], True)
+    assert _pop_debug_flag(["--debug", "push", "--model", "m"]) == (["push", "--model", "m"], True)
+    assert _pop_debug_flag(["--debug", "train", "--max-steps", "2"]) == (["train", "--max-steps", "2"], True)

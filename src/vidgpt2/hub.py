@@ -110,6 +110,7 @@ def push_to_hub(
     license: str = "apache-2.0",
     token: str | None = None,
     extra_files: list[str | Path] | Mapping[str, str | Path] | None = None,
+    dry_run: str | Path | None = None,
 ) -> str:
     """Save a VidGPT2 model and processor with their remote code, write a model card and upload them in one commit.
 
@@ -133,12 +134,18 @@ def push_to_hub(
         license: SPDX-style license id for the card metadata.
         token: Hub token for the default `HfApi`.
         extra_files: more files to upload: a list of paths (kept under their names) or `{path_in_repo: path}`.
+        dry_run: upload nothing and contact no server: write the exact folder that would be uploaded (weights,
+            processor, code, model card for `repo_id`) to this folder, which must be new or empty. The Hub is not
+            asked whether the repository already has a README.md (a real push keeps it unless
+            `overwrite_model_card`), nor which namespace a bare `repo_id` belongs to.
 
     Returns:
-        The commit URL (or the repository URL when the API returns no commit information).
+        The commit URL (or the repository URL when the API returns no commit information); with `dry_run`, the
+        folder written.
 
     Raises:
         PushToHubError: saving, copying or rendering failed; nothing was uploaded.
+        FileExistsError: `dry_run` names a file or a folder that is not empty.
     """
     if isinstance(model_or_dir, (str, Path)):
         folder = Path(model_or_dir)
@@ -168,8 +175,7 @@ def push_to_hub(
             "that AutoProcessor and the pipeline work from the repository."
         )
 
-    with tempfile.TemporaryDirectory(prefix="vidgpt2-push-") as tmp:
-        out = Path(tmp)
+    with _output_folder(dry_run) as out:
         with _step("saving the model"):
             model.save_pretrained(out)
         with _step("saving the processor"):
@@ -194,6 +200,9 @@ def push_to_hub(
         )
         with _step("rendering the model card"):
             _write_card(out, model.config, repo_id, card_kwargs)
+        if dry_run is not None:
+            logger.info("Dry run for %s: wrote %s (remote code %s); nothing uploaded", repo_id, out, ", ".join(code_files))
+            return str(out)
         logger.info("Pushing %s with remote code %s", repo_id, ", ".join(code_files))
 
         api = api if api is not None else _default_api(token)
@@ -213,6 +222,20 @@ def push_to_hub(
             commit_message=commit_message or "Upload VidGPT2 model",
         )
     return str(getattr(commit, "commit_url", None) or repo_url)
+
+
+@contextmanager
+def _output_folder(dry_run: str | Path | None) -> Iterator[Path]:
+    """The folder `push_to_hub` assembles the upload in: a temporary one, or for a dry run the caller's (kept)."""
+    if dry_run is None:
+        with tempfile.TemporaryDirectory(prefix="vidgpt2-push-") as tmp:
+            yield Path(tmp)
+        return
+    folder = Path(dry_run)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise FileExistsError(f"push_to_hub dry run: {folder} exists and is not an empty folder; name a new one.")
+    folder.mkdir(parents=True, exist_ok=True)
+    yield folder
 
 
 def render_model_card(

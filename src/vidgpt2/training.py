@@ -10,7 +10,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from datasets import Dataset, DatasetDict
@@ -68,7 +68,7 @@ class DataArguments:
     validation_file: str | None = field(default=None, metadata={"help": "Captions file for evaluation in training."})
     test_file: str | None = field(default=None, metadata={"help": "Captions file for the final test evaluation."})
     dataset: str | None = field(
-        default=None, metadata={"help": "A named dataset read from --data-dir: msvd | msrvtt | bddx."}
+        default=None, metadata={"help": "A named dataset read from --data-dir: msvd | msrvtt | bddx | videofolder."}
     )
     data_dir: str | None = field(default=None, metadata={"help": "Folder of the named dataset's files."})
     bddx_target: str = field(
@@ -95,6 +95,23 @@ class DataArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation sets."})
+    check_data: bool = field(
+        default=True,
+        metadata={
+            "help": "Before any step, open every video and check every segment (with --feature-cache: check that "
+            "every clip is cached) and act on bad rows per --on-bad-video. --no-check-data skips it (faster start)."
+        },
+    )
+    on_bad_video: Literal["error", "skip"] = field(
+        default="error",
+        metadata={
+            "help": "error: stop before training, listing every bad row (file, line, reason). skip: drop the bad "
+            "rows with a counted warning, and skip a sample that fails to load later (zero frames, no loss)."
+        },
+    )
+    check_data_workers: int | None = field(
+        default=None, metadata={"help": "Threads opening videos in the data check (default: CPU count, at most 16)."}
+    )
 
 
 @dataclass
@@ -133,6 +150,25 @@ def load_data(args: DataArguments) -> DatasetDict:
             if split in data:
                 data[split] = data[split].select(range(min(args.max_eval_samples, len(data[split]))))
     return data
+
+
+def check_data(
+    data: DatasetDict, args: DataArguments, feature_cache: FeatureCache | None = None, show_progress: bool = True
+) -> DatasetDict:
+    """The data check before a run (`vidgpt2.data.check.enforce_data_check`): every video opens and every segment
+    fits, or with a feature cache every clip is cached; bad rows fail the run or are dropped per `on_bad_video`.
+    Skipped with `check_data=False` or `blank_video` (no video is read)."""
+    from .data.check import enforce_data_check
+
+    if not args.check_data or args.blank_video:
+        return data
+    return enforce_data_check(
+        data,
+        on_bad_video=args.on_bad_video,
+        feature_cache=feature_cache,
+        num_workers=args.check_data_workers,
+        show_progress=show_progress,
+    )
 
 
 # --- model -----------------------------------------------------------------------------------------------------------
@@ -346,8 +382,10 @@ def run_training(
     data = load_data(data_args)
     if "train" not in data:
         raise ValueError("Training needs a train split (--train-file or --dataset).")
-    model, processor = build_model_and_processor(model_args, list(data["train"]["caption"]), data_args.max_caption_length)
     feature_cache = FeatureCache(Path(data_args.feature_cache)) if data_args.feature_cache else None
+    show_progress = training_args.local_process_index == 0 and not training_args.disable_tqdm
+    data = check_data(data, data_args, feature_cache, show_progress=show_progress)
+    model, processor = build_model_and_processor(model_args, list(data["train"]["caption"]), data_args.max_caption_length)
     if feature_cache is not None:
         feature_cache.check_compatible(model)
     if lora_args.lora:
@@ -358,12 +396,15 @@ def run_training(
     if push and lora_args.lora and not lora_args.merge_lora:
         raise ValueError("--push-to-hub with --lora needs --merge-lora: the Hub repository holds the merged model.")
     _configure_args(training_args, has_eval=eval_split is not None)
+    collator = VideoCaptionCollator(
+        processor, feature_cache, blank_video=data_args.blank_video, on_bad_video=data_args.on_bad_video
+    )
     trainer = Seq2SeqTrainer(
         model=model,
         args=training_args,
         train_dataset=data["train"],
         eval_dataset=eval_split,
-        data_collator=VideoCaptionCollator(processor, feature_cache, blank_video=data_args.blank_video),
+        data_collator=collator,
         processing_class=processor,
         compute_metrics=CaptionMetricsFn(processor, eval_split, data_args.use_java) if eval_split else None,
         callbacks=[KeepMaxNewTokens()],
@@ -385,6 +426,8 @@ def run_training(
     if "test" in data:
         trainer.compute_metrics = CaptionMetricsFn(processor, data["test"], data_args.use_java)
         metrics.update(trainer.evaluate(data["test"], metric_key_prefix="test"))
+    if collator.num_skipped:
+        logger.warning("%d samples failed to load and were skipped (--on-bad-video skip)", collator.num_skipped)
     # every process computed the metrics from the same gathered predictions: log them to make that checkable
     logger.info("final metrics (process %d): %s", training_args.process_index, json.dumps(metrics, sort_keys=True))
     if trainer.is_world_process_zero():
@@ -450,6 +493,7 @@ __all__ = [
     "ModelArguments",
     "apply_lora",
     "build_model_and_processor",
+    "check_data",
     "evaluate_dataset",
     "generate_captions",
     "load_data",

@@ -40,14 +40,15 @@ from .synthetic import (
     write_synthetic_dataset,
 )
 
-DATASET_NAMES = ("msvd", "msrvtt", "bddx")
+DATASET_NAMES = ("msvd", "msrvtt", "bddx", "videofolder")
 
 
 def load_video_caption_dataset(
-    name: Literal["msvd", "msrvtt", "bddx"], data_dir: str | os.PathLike, **kwargs
+    name: Literal["msvd", "msrvtt", "bddx", "videofolder"], data_dir: str | os.PathLike, **kwargs
 ) -> DatasetDict:
     """Load a named dataset from its local files: ``"msvd"`` -> :func:`load_msvd`, ``"msrvtt"`` (or ``"msr-vtt"``)
-    -> :func:`load_msrvtt`, ``"bddx"`` -> :func:`load_bddx`.
+    -> :func:`load_msrvtt`, ``"bddx"`` -> :func:`load_bddx`, ``"videofolder"`` -> :func:`load_videofolder` (the
+    Hugging Face ``videofolder`` layout).
 
     ``kwargs`` go to that loader (e.g. ``target="action"`` for BDD-X, ``split_scheme="9k"`` for MSR-VTT).
     """
@@ -58,6 +59,8 @@ def load_video_caption_dataset(
         return load_msrvtt(data_dir, **kwargs)
     if key == "bddx":
         return load_bddx(data_dir, **kwargs)
+    if key == "videofolder":
+        return load_videofolder(data_dir, **kwargs)
     raise ValueError(f"unknown dataset {name!r}; expected one of {DATASET_NAMES} (or use load_captions_files)")
 
 

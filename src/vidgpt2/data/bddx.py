@@ -184,8 +184,8 @@ def read_annotations(path: str | os.PathLike) -> tuple[dict[tuple[int, str], lis
     """Parse the annotations CSV.
 
     Returns ``{(k, video name): [segment, ...]}`` for the annotated rows (segments are dicts with ``segment``,
-    ``start``, ``end``, ``action``, ``justification``), the counts of skipped segments by reason, and one example
-    location per reason.
+    ``start``, ``end``, ``action``, ``justification`` and ``where``: file, line and segment), the counts of skipped
+    segments by reason, and one example location per reason.
 
     Raises:
         ValueError: for a file that is not UTF-8 or lacks the BDD-X columns, naming the file and line.
@@ -224,7 +224,7 @@ def read_annotations(path: str | os.PathLike) -> tuple[dict[tuple[int, str], lis
 
             segment = _segment(raw, skip)
             if segment is not None:
-                segments.append({"segment": n, **segment})
+                segments.append({"segment": n, **segment, "where": where})
         rows[(rank, name)] = segments
     if unannotated:
         logger.info("%s: %d rows have a video but no annotations; skipped", path, unannotated)
@@ -322,7 +322,7 @@ def load_bddx(
                 caption = make_target(seg["action"], seg["justification"], target)
                 extra = {"action": seg["action"], "justification": seg["justification"]}
                 video_id = f"{key[0]}_{name}_seg{seg['segment']}"
-                clips.append(Clip(video, [caption], seg["start"], seg["end"], video_id, extra))
+                clips.append(Clip(video, [caption], seg["start"], seg["end"], video_id, extra, [seg["where"]]))
         clips_by_split[split] = clips
 
     if skipped:

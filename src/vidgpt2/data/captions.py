@@ -11,6 +11,7 @@ column         type                meaning
 ``start``      ``float | None``    clip start in seconds inside ``video`` (None: from the start)
 ``end``        ``float | None``    clip end in seconds inside ``video`` (None: to the end)
 ``video_id``   ``str``             a readable id of the clip
+``origin``     ``str | None``      where the clip was read: file and line(s) (None when unknown)
 =============  ==================  ==============================================================
 
 A *clip* is identified by ``(video, start, end)``. Split layout (the same for every loader):
@@ -50,6 +51,7 @@ FEATURES = Features(
         "start": Value("float64"),
         "end": Value("float64"),
         "video_id": Value("string"),
+        "origin": Value("string"),
     }
 )
 
@@ -79,6 +81,9 @@ class Clip:
     end: float | None = None
     video_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # where the clip's annotation was read ("train.jsonl line 7"), one entry per merged row; reported by the data
+    # check (vidgpt2.data.check) so a bad clip can be found in its file
+    origins: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, float | None, float | None]:
@@ -102,6 +107,7 @@ def clips_to_dataset(clips: Iterable[Clip], split: str, extra_features: dict[str
             columns["start"].append(clip.start)
             columns["end"].append(clip.end)
             columns["video_id"].append(clip.video_id)
+            columns["origin"].append("; ".join(clip.origins) or None)
             for name in extra_features:
                 columns[name].append(clip.extra.get(name))
     return Dataset.from_dict(columns, features=features, split=split)
@@ -307,7 +313,10 @@ def _references(record: dict[str, Any], where: str, caption_fields: tuple[str, .
 
 
 _SCALAR_TYPES = {str: "string", bool: "bool", int: "int64", float: "float64"}
-_KNOWN_FIELDS = {"video", "file_name", "caption", "captions", "references", "text", "start", "end", "video_id"}
+# "origin" is reserved: the loaders fill it with the file and line each clip was read from
+_KNOWN_FIELDS = {
+    "video", "file_name", "caption", "captions", "references", "text", "start", "end", "video_id", "origin"
+}
 
 
 def _extra_features(clips: list[Clip], path: Path) -> dict[str, Value]:
@@ -389,6 +398,7 @@ def read_captions_file(
             extra = {k: v for k, v in extra.items() if k not in caption_fields}
             clip = clips[key] = Clip(video_str, [], start, end, str(video_id), extra)
         clip.references.extend(kept)
+        clip.origins.append(where)
 
     result = [clip for clip in clips.values() if clip.references]
     no_caption = len(clips) - len(result)

@@ -7,14 +7,20 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from .feature_cache import FeatureCache
 
 logger = logging.getLogger(__name__)
+
+
+# what loading one sample raises: FileNotFoundError (OSError), VideoDecodeError and bad segments (ValueError), a
+# damaged cache file (SafetensorError)
+SAMPLE_ERRORS = (OSError, ValueError, SafetensorError)
 
 
 @dataclass
@@ -27,36 +33,87 @@ class VideoCaptionCollator:
         caption_column: the row field holding the training target.
         blank_video: give the model all-zero frames (in normalised space: the dataset mean) instead of the video;
             the text-only baseline. Videos are not decoded at all.
+        on_bad_video: what a sample whose video (or cached features) fails to load does: ``"error"`` raises (the
+            default); ``"skip"`` logs a counted warning and skips the sample: the batch keeps its rows and shapes,
+            the sample gets zero frames (or features) and labels all -100, so it adds nothing to the loss. In
+            evaluation its caption is generated from those zero frames (the warning says so). A batch in which every
+            sample fails raises. ``num_skipped`` counts the skipped samples (per process; per worker with
+            `dataloader_num_workers` > 0).
     """
 
     processor: Any
     feature_cache: FeatureCache | None = None
     caption_column: str = "caption"
     blank_video: bool = False
+    on_bad_video: str = "error"
+    num_skipped: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.on_bad_video not in ("error", "skip"):
+            raise ValueError(f"on_bad_video must be 'error' or 'skip', got {self.on_bad_video!r}")
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {}
+        failed: list[int] = []
         if self.blank_video:
             vp = self.processor.video_processor
             crop = vp.crop_size
             batch["pixel_values_videos"] = torch.zeros(len(rows), vp.num_frames, 3, crop["height"], crop["width"])
         elif self.feature_cache is not None:
             # (B, T, C) or (B, T, h*w, C)
-            batch["video_features"] = torch.stack(
-                [self.feature_cache.read(r["video"], r.get("start"), r.get("end")) for r in rows]
-            )
+            batch["video_features"] = self._per_row(rows, self._read_features, failed)
         else:
-            videos = self.processor.video_processor(
-                [r["video"] for r in rows],
-                start=[r.get("start") for r in rows],
-                end=[r.get("end") for r in rows],
-                return_tensors="pt",
-            )
-            batch["pixel_values_videos"] = videos["pixel_values_videos"]  # (B, T, 3, H, W)
+            try:
+                batch["pixel_values_videos"] = self._decode(rows)  # (B, T, 3, H, W)
+            except SAMPLE_ERRORS:
+                if self.on_bad_video == "error":
+                    raise
+                # find the failing samples one by one
+                batch["pixel_values_videos"] = self._per_row(rows, lambda row: self._decode([row])[0], failed)
         if all(r.get(self.caption_column) is not None for r in rows):
             labels = self.processor.tokenize_captions([r[self.caption_column] for r in rows])
             batch["labels"] = torch.tensor(labels, dtype=torch.long)  # (B, L), -100 = padding
+            batch["labels"][failed] = -100  # skipped samples add no loss
         return batch
+
+    def _decode(self, rows: list[dict[str, Any]]) -> torch.Tensor:
+        videos = self.processor.video_processor(
+            [r["video"] for r in rows],
+            start=[r.get("start") for r in rows],
+            end=[r.get("end") for r in rows],
+            return_tensors="pt",
+        )
+        return videos["pixel_values_videos"]
+
+    def _read_features(self, row: dict[str, Any]) -> torch.Tensor:
+        return self.feature_cache.read(row["video"], row.get("start"), row.get("end"))
+
+    def _per_row(self, rows: list[dict[str, Any]], load: Any, failed: list[int]) -> torch.Tensor:
+        """Stack `load(row)` over the rows; with ``on_bad_video="skip"`` a failing row is recorded in `failed`,
+        warned about and filled with zeros of the others' shape."""
+        loaded: list[torch.Tensor | None] = []
+        for index, row in enumerate(rows):
+            try:
+                loaded.append(load(row))
+            except SAMPLE_ERRORS as error:
+                if self.on_bad_video == "error":
+                    raise
+                failed.append(index)
+                loaded.append(None)
+                self.num_skipped += 1
+                logger.warning(
+                    "skipped sample %s (start=%s, end=%s): %s; it gets zero frames and no loss "
+                    "(--on-bad-video skip; %d skipped so far in this process)",
+                    row["video"], row.get("start"), row.get("end"), " ".join(str(error).split()), self.num_skipped,
+                )
+        good = [t for t in loaded if t is not None]
+        if not good:
+            videos = ", ".join(str(r["video"]) for r in rows)
+            raise RuntimeError(
+                f"every sample of a batch failed to load ({videos}), so it has nothing to learn from; run the data "
+                "check (`vidgpt2 check-data`, or train without --no-check-data) to drop bad rows before training"
+            )
+        return torch.stack([t if t is not None else torch.zeros_like(good[0]) for t in loaded])
 
 
 __all__ = ["VideoCaptionCollator"]

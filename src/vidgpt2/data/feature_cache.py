@@ -65,6 +65,19 @@ class FeatureCache:
     def has(self, video: str, start: float | None = None, end: float | None = None) -> bool:
         return self.path_for(video, start, end).exists()
 
+    def missing(self, samples: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The samples (dicts with `video`, optional `start`/`end`) that have no features here, each clip once, in
+        order: what `extract-features` still has to cover before training can read this cache."""
+        seen: set[str] = set()
+        missing = []
+        for sample in samples:
+            key = segment_key(sample["video"], sample.get("start"), sample.get("end"))
+            if key not in seen:
+                seen.add(key)
+                if not (self.features_dir / f"{key}.safetensors").exists():
+                    missing.append(sample)
+        return missing
+
     def write(self, video: str, start: float | None, end: float | None, features: torch.Tensor) -> None:
         path = self.path_for(video, start, end)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -271,7 +271,8 @@ def load_msrvtt(
                 missing.append(video_id)
             else:
                 video = os.path.abspath(present.get(file, default_folder) / file)
-                clips.append(Clip(video, list(captions), video_id=video_id))
+                origin = f"{data_dir} ({scheme} split) {split} {video_id}"
+                clips.append(Clip(video, list(captions), video_id=video_id, origins=[origin]))
         clips_by_split[split] = clips
     if uncaptioned:
         logger.warning("MSR-VTT: skipped %d clips without captions (e.g. %s)", len(uncaptioned), uncaptioned[0])

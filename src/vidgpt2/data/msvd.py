@@ -291,7 +291,7 @@ def _read_hub_layout(data_dir: Path, folder: Path | None) -> dict[str, list[Clip
                 video_path = data_dir / video_path
             if video_id is None:
                 video_id = video_path.stem
-            clips.append(Clip(os.path.abspath(video_path), kept, video_id=str(video_id)))
+            clips.append(Clip(os.path.abspath(video_path), kept, video_id=str(video_id), origins=[where]))
         clips_by_split[split] = [clip for clip in clips if clip.references]
     if junk:
         logger.info("MSVD: dropped %d empty or placeholder captions (e.g. 'na')", junk)
