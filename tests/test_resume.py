@@ -24,7 +24,6 @@ from tests.tiny import TINY_VISION, tiny_config, tiny_model, tiny_tokenizer
 from vidgpt2 import VidGPT2ForConditionalGeneration, VidGPT2Processor
 from vidgpt2.data import load_captions_files, write_synthetic_dataset
 from vidgpt2.data.feature_cache import FeatureCache, extract_features, iter_samples
-from vidgpt2.training import resolve_resume_checkpoint, whole_run_train_loss
 
 # Dropout on in both the visual tokens and GPT-2: a resume that lost the RNG state would train differently.
 CONFIG = {
@@ -171,6 +170,8 @@ def test_training_killed_while_checkpointing_resumes_to_the_uninterrupted_result
 
 
 def test_resume_from_checkpoint_values(tmp_path):
+    from vidgpt2.training import resolve_resume_checkpoint
+
     out = tmp_path / "run"
     out.mkdir()
     assert resolve_resume_checkpoint(None, out) is None
@@ -195,6 +196,8 @@ def test_resume_from_checkpoint_values(tmp_path):
 
 
 def test_whole_run_train_loss_weights_each_logged_window_by_its_steps():
+    from vidgpt2.training import whole_run_train_loss
+
     # steps 1-3 mean 3.0, step 4 mean 2.0 (logged at the checkpoint), then the resumed call: steps 5-6 mean 1.0
     history = [{"loss": 3.0, "step": 3}, {"eval_loss": 9.0, "step": 3}, {"loss": 2.0, "step": 4}, {"loss": 1.0, "step": 6}]
     assert whole_run_train_loss(history, 4, 6, 1.0) == pytest.approx((9 + 2 + 2) / 6)
@@ -274,3 +277,19 @@ def test_damaged_cache_entry_is_detected_and_extracted_again(synth, model_dir, t
     assert torch.equal(cache.read(samples[0]["video"]), original)
     assert intact.stat().st_mtime_ns == intact_stamp
     assert cache.missing(samples) == []
+
+
+def test_training_on_an_incomplete_feature_cache_stops_before_the_first_step(synth, model_dir, tmp_path):
+    """A cache whose extraction was interrupted is refused up front, not at the first missing clip mid-epoch."""
+    from transformers import Seq2SeqTrainingArguments
+
+    from vidgpt2.training import DataArguments, LoraArguments, ModelArguments, run_training
+
+    model = VidGPT2ForConditionalGeneration.from_pretrained(model_dir)
+    processor = VidGPT2Processor.from_pretrained(model_dir)
+    extract_features(model, processor, _samples(synth)[:4], tmp_path / "cache", show_progress=False)
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path / "run"), max_steps=1, use_cpu=True, report_to=[])
+    data = DataArguments(train_file=str(synth / "train.jsonl"), feature_cache=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=r"lacks 8 of the 12 train clips .*extract-features --output"):
+        run_training(ModelArguments(model=str(model_dir)), data, LoraArguments(), args)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
