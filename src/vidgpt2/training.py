@@ -20,7 +20,7 @@ from .configuration_vidgpt2 import VidGPT2Config
 from .data import load_captions_files, load_video_caption_dataset
 from .data.bddx import split_action_justification
 from .data.collator import VideoCaptionCollator
-from .data.feature_cache import FeatureCache
+from .data.feature_cache import FeatureCache, iter_samples
 from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
 from .processing_vidgpt2 import VidGPT2Processor
 from .tokenization import build_word_level_tokenizer
@@ -371,6 +371,129 @@ class KeepMaxNewTokens(TrainerCallback):
             config.max_length = None
 
 
+# --- resuming ----------------------------------------------------------------------------------------------------------
+CHECKPOINT_PREFIX = "checkpoint-"
+TRAINER_STATE_NAME = "trainer_state.json"
+
+
+def _checkpoint_step(folder: Path) -> int | None:
+    """The N of a `checkpoint-N` folder, else None."""
+    suffix = folder.name[len(CHECKPOINT_PREFIX) :] if folder.name.startswith(CHECKPOINT_PREFIX) else ""
+    return int(suffix) if suffix.isdigit() else None
+
+
+def checkpoint_problem(folder: str | Path) -> str | None:
+    """Why `folder` is not a finished Trainer checkpoint, or None when it is one.
+
+    `Trainer._save_checkpoint` writes the weights, optimizer, scheduler and RNG states first and `trainer_state.json`
+    last, each straight to its final name; a run killed while saving (kill -9, preemption, a full disk) leaves a
+    `checkpoint-N` folder without a readable `trainer_state.json`. transformers' `get_last_checkpoint` picks such a
+    folder all the same and the resume then fails (huggingface/transformers#35782, #35525).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    state_file = folder / TRAINER_STATE_NAME
+    if not state_file.is_file():
+        return f"{folder} has no {TRAINER_STATE_NAME} (the run was stopped while writing this checkpoint)"
+    try:
+        json.loads(state_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return f"{state_file} is not readable JSON ({error}): the run was stopped while writing it"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    """The `checkpoint-N` folder of `output_dir` with the largest N that is finished; incomplete ones are logged."""
+    folders = [p for p in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*") if _checkpoint_step(p) is not None]
+    for folder in sorted(folders, key=_checkpoint_step, reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        logger.warning("Not resuming from %s: %s.", folder.name, problem)
+    return None
+
+
+def resolve_resume_checkpoint(value: str | bool | None, output_dir: str | Path) -> str | None:
+    """`--resume-from-checkpoint` -> the checkpoint folder `Trainer.train` should load, or None.
+
+    `Seq2SeqTrainingArguments.resume_from_checkpoint` is a string, so on the command line `True` arrives as "True",
+    which `Trainer.train` would take for a folder name. "True" (any case) means the newest finished `checkpoint-N`
+    in `output_dir`; "False" means no resume; anything else is a checkpoint folder, which must be finished.
+
+    Raises:
+        ValueError: "True" with no finished checkpoint in `output_dir`, or a folder that is missing or unfinished.
+    """
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("", "false")):
+        return None
+    if value is True or (isinstance(value, str) and value.strip().lower() == "true"):
+        folder = last_complete_checkpoint(output_dir)
+        if folder is None:
+            raise ValueError(
+                f"--resume-from-checkpoint True: no finished checkpoint-N folder in {output_dir}. "
+                "Train with --save-strategy steps (or epoch) first, or drop --resume-from-checkpoint."
+            )
+        logger.info("Resuming from the last finished checkpoint, %s", folder)
+        return str(folder)
+    problem = checkpoint_problem(value)
+    if problem is not None:
+        earlier = last_complete_checkpoint(Path(value).parent)
+        hint = f" The newest finished one there is {earlier}." if earlier is not None else ""
+        raise ValueError(f"--resume-from-checkpoint {value}: {problem}.{hint}")
+    return str(value)
+
+
+class LogLossAtCheckpoints(TrainerCallback):
+    """Log the training loss at every checkpoint, so that the losses before a checkpoint are all in its
+    `trainer_state.json` and a resumed run can report `train_loss` over the whole run (`whole_run_train_loss`)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True
+
+
+def whole_run_train_loss(
+    log_history: list[dict[str, Any]], resumed_at: int, global_step: int, train_loss: float
+) -> float | None:
+    """Mean training loss over steps 1..`global_step` of a run resumed at step `resumed_at`.
+
+    `Trainer.train` reports `train_loss` over the steps of its own call only (`resumed_at`+1..`global_step`). The
+    steps before come from the logged losses: each `loss` entry of `log_history` is the mean over the steps since
+    the previous entry. Returns None when the log does not reach exactly `resumed_at` (a checkpoint saved between
+    two logging steps by a trainer without `LogLossAtCheckpoints`).
+    """
+    total, previous = 0.0, 0
+    for entry in log_history:
+        if "loss" in entry and entry.get("step", 0) <= resumed_at:
+            total += entry["loss"] * (entry["step"] - previous)
+            previous = entry["step"]
+    if previous != resumed_at or global_step <= 0:
+        return None
+    return (total + train_loss * (global_step - resumed_at)) / global_step
+
+
+def _report_whole_run_loss(trainer: Seq2SeqTrainer, resumed_from: str, metrics: dict[str, Any]) -> None:
+    """After a resumed `train()`: make `metrics["train_loss"]` and the log's summary cover the whole run."""
+    resumed_at = int(json.loads((Path(resumed_from) / TRAINER_STATE_NAME).read_text())["global_step"])
+    state = trainer.state
+    loss = whole_run_train_loss(state.log_history, resumed_at, state.global_step, metrics["train_loss"])
+    if loss is None:
+        logger.warning(
+            "train_loss covers steps %d-%d only: %s logs no loss at its last step, so the earlier steps' mean is unknown.",
+            resumed_at + 1, state.global_step, resumed_from,
+        )
+        return
+    metrics["train_loss"] = loss
+    for entry in reversed(state.log_history):
+        if "train_loss" in entry:
+            entry["train_loss"] = loss
+            break
+
+
 def run_training(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -388,6 +511,8 @@ def run_training(
     model, processor = build_model_and_processor(model_args, list(data["train"]["caption"]), data_args.max_caption_length)
     if feature_cache is not None:
         feature_cache.check_compatible(model)
+        for split, rows in data.items():
+            feature_cache.check_covers(iter_samples(rows), split)
     if lora_args.lora:
         model = apply_lora(model, lora_args)
 
@@ -407,10 +532,13 @@ def run_training(
         data_collator=collator,
         processing_class=processor,
         compute_metrics=CaptionMetricsFn(processor, eval_split, data_args.use_java) if eval_split else None,
-        callbacks=[KeepMaxNewTokens()],
+        callbacks=[KeepMaxNewTokens(), LogLossAtCheckpoints()],
     )
-    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    resume = resolve_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    result = trainer.train(resume_from_checkpoint=resume)
     metrics: dict[str, Any] = {f"train_{k}" if not k.startswith("train") else k: v for k, v in result.metrics.items()}
+    if resume is not None:
+        _report_whole_run_loss(trainer, resume, metrics)
 
     output_dir = Path(training_args.output_dir)
     trainer.save_model()

@@ -6,8 +6,11 @@ epoch a pass over the (small) decoder only. Layout of a cache folder:
     metadata.json           what produced the features (vision-tower fingerprint, frames, token mode, image size)
     features/<key>.safetensors   one file per (video, start, end): {"video_features": (T, C) or (T, h*w, C)}
 
-Each file is written to a temporary name and renamed, so an interrupted extraction leaves no half-written entry and
-a rerun resumes where it stopped. Several processes (accelerate / torchrun) each take a disjoint share of the clips.
+Each file is written to a temporary name, flushed to disk and renamed, so an interrupted extraction (kill -9,
+preemption) leaves no half-written entry under a final name, and a rerun resumes where it stopped: it skips every
+readable entry, redoes entries that are truncated or unreadable (copied or synced half-way, a crash of the machine),
+and deletes the temporary files of the interrupted run. Several processes (accelerate / torchrun) each take a
+disjoint share of the clips; run one extraction per cache folder at a time.
 """
 
 from __future__ import annotations
@@ -22,11 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 logger = logging.getLogger(__name__)
 
 METADATA_FILE = "metadata.json"
+FEATURES_KEY = "video_features"
+TMP_MARKER = ".tmp"  # `<key>.tmp<pid>`: a feature file being written
 
 
 def segment_key(video: str, start: float | None = None, end: float | None = None) -> str:
@@ -46,6 +52,24 @@ def vision_fingerprint(model: Any) -> str:
     return digest.hexdigest()
 
 
+def entry_problem(path: Path) -> str | None:
+    """Why the feature file `path` cannot be used, or None when its header is whole and holds `video_features`.
+
+    Reads the safetensors header only; safetensors checks that the header's offsets cover the file exactly, which
+    catches truncation. A file damaged at the right length is only caught when read (`FeatureCache.read`).
+    """
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            if FEATURES_KEY not in handle.keys():
+                return f"no {FEATURES_KEY!r} tensor"
+            rank = len(handle.get_slice(FEATURES_KEY).get_shape())
+    except (SafetensorError, OSError) as error:
+        return str(error)
+    if rank not in (2, 3):
+        return f"{FEATURES_KEY!r} has rank {rank}, expected (T, C) or (T, h*w, C)"
+    return None
+
+
 @dataclass
 class FeatureCache:
     """Read and write access to a feature-cache folder."""
@@ -63,36 +87,79 @@ class FeatureCache:
         return self.features_dir / f"{segment_key(video, start, end)}.safetensors"
 
     def has(self, video: str, start: float | None = None, end: float | None = None) -> bool:
-        return self.path_for(video, start, end).exists()
-
-    def missing(self, samples: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The samples (dicts with `video`, optional `start`/`end`) that have no features here, each clip once, in
-        order: what `extract-features` still has to cover before training can read this cache."""
-        seen: set[str] = set()
-        missing = []
-        for sample in samples:
-            key = segment_key(sample["video"], sample.get("start"), sample.get("end"))
-            if key not in seen:
-                seen.add(key)
-                if not (self.features_dir / f"{key}.safetensors").exists():
-                    missing.append(sample)
-        return missing
+        """True when the clip's entry exists and is readable; a damaged entry is logged and counts as missing."""
+        path = self.path_for(video, start, end)
+        if not path.exists():
+            return False
+        problem = entry_problem(path)
+        if problem is not None:
+            logger.warning("Feature cache entry %s for %r is damaged (%s); it will be extracted again.", path, video, problem)
+        return problem is None
 
     def write(self, video: str, start: float | None, end: float | None, features: torch.Tensor) -> None:
+        """Store `features` (T, C) or (T, h*w, C) atomically: temporary file, fsync, rename."""
         path = self.path_for(video, start, end)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({"video_features": features.detach().float().cpu().contiguous()}, str(tmp))
+        tmp = path.with_suffix(f"{TMP_MARKER}{os.getpid()}")
+        save_file({FEATURES_KEY: features.detach().float().cpu().contiguous()}, str(tmp))
+        with open(tmp, "rb") as handle:  # the data reaches the disk before the name does
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
 
     def read(self, video: str, start: float | None = None, end: float | None = None) -> torch.Tensor:
+        """The clip's features, (T, C) or (T, h*w, C).
+
+        Raises:
+            FileNotFoundError: the clip was never extracted into this cache.
+            ValueError: its entry is truncated or unreadable.
+        """
         path = self.path_for(video, start, end)
         if not path.exists():
             raise FileNotFoundError(
                 f"No cached features for {video!r} (start={start}, end={end}) in {self.root}. "
                 "Run `vidgpt2 extract-features` over this dataset first."
             )
-        return load_file(str(path))["video_features"]
+        try:
+            return load_file(str(path))[FEATURES_KEY]
+        except (SafetensorError, KeyError) as error:
+            raise ValueError(
+                f"The cached features of {video!r} (start={start}, end={end}), {path}, are damaged ({error}). "
+                "Run `vidgpt2 extract-features` again over this dataset: it redoes damaged entries."
+            ) from error
+
+    def missing(self, samples: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The samples (dicts with `video`, optional `start`/`end`) without a readable entry in this cache, each clip
+        once, in order: what `extract-features` still has to cover before training can read this cache."""
+        seen: set[str] = set()
+        missing = []
+        for sample in samples:
+            key = segment_key(sample["video"], sample.get("start"), sample.get("end"))
+            if key not in seen:
+                seen.add(key)
+                if not self.has(sample["video"], sample.get("start"), sample.get("end")):
+                    missing.append(sample)
+        return missing
+
+    def check_covers(self, samples: Sequence[dict[str, Any]], split: str = "dataset") -> None:
+        """Raise before training starts, rather than at the first missing clip mid-epoch, if clips of `split` lack a
+        readable entry (an extraction that was interrupted, or run over other files)."""
+        missing = self.missing(samples)
+        if missing:
+            shown = ", ".join(repr(s["video"]) for s in missing[:3])
+            raise ValueError(
+                f"The feature cache {self.root} lacks {len(missing)} of the {len(samples)} {split} clips ({shown}"
+                f"{', ...' if len(missing) > 3 else ''}). Run `vidgpt2 extract-features --output {self.root}` over "
+                "this dataset again: it extracts only what is missing."
+            )
+
+    def remove_partial_files(self) -> int:
+        """Delete the temporary files an interrupted extraction left behind; returns how many there were."""
+        partial = list(self.features_dir.glob(f"*{TMP_MARKER}*")) if self.features_dir.is_dir() else []
+        for path in partial:
+            path.unlink(missing_ok=True)
+        if partial:
+            logger.info("Removed %d partial feature files left by an interrupted extraction in %s", len(partial), self.root)
+        return len(partial)
 
     # --- metadata ---------------------------------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
@@ -150,6 +217,8 @@ def extract_features(
     world = accelerator.num_processes if accelerator is not None else 1
     is_main = accelerator is None or accelerator.is_main_process
     if is_main:
+        # before the barrier: no process writes yet, so every temporary file is a leftover of an interrupted run
+        cache.remove_partial_files()
         cache.write_metadata(
             {
                 "fingerprint": vision_fingerprint(model),
@@ -193,4 +262,4 @@ def iter_samples(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"video": r["video"], "start": r.get("start"), "end": r.get("end")} for r in rows]
 
 
-__all__ = ["FeatureCache", "extract_features", "iter_samples", "segment_key", "vision_fingerprint"]
+__all__ = ["FeatureCache", "entry_problem", "extract_features", "iter_samples", "segment_key", "vision_fingerprint"]
