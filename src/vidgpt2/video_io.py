@@ -1,6 +1,7 @@
 """Video decoding with PyAV: uniform frame sampling, segment cutting and keyframe seeking.
 
-Everything returns frames as uint8 RGB arrays of shape (T, H, W, 3).
+Everything returns frames as uint8 RGB arrays of shape (T, H, W, 3). Frames decoded from files come upright, as
+players show them (a phone's display rotation is applied), and are sampled over the video stream's own duration.
 
     sample_frame_indices(num_available, num_frames)  which frames to keep (uniform, short clips padded)
     read_video(path, num_frames, start, end)          decode only the sampled frames of a file
@@ -35,8 +36,8 @@ _MAX_FORWARD_DECODE_S = 1.0
 # to this fraction of the interval between two sampled frames (see `read_video`).
 DEFAULT_KEYFRAME_TOLERANCE = 0.25
 
-# A display matrix is applied when it turns the picture by a multiple of 90 degrees give or take this much (the
-# tangent of 1 degree, the tolerance FFmpeg's own autorotation uses in fftools/ffmpeg_filter.c).
+# A display matrix is applied when it turns the picture by a multiple of 90 degrees give or take 1 degree (as the
+# tangent of the angle), the tolerance of the ffmpeg command line's autorotation (fftools/ffmpeg_filter.c).
 _RIGHT_ANGLE_TOLERANCE = math.tan(math.radians(1.0))
 
 
