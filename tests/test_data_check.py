@@ -97,7 +97,7 @@ def test_check_opens_each_video_once_in_parallel(bad_file, monkeypatch):
 def test_probe_measures_the_duration_when_the_header_has_none(bad_file, monkeypatch):
     good = bad_file.parent / "good.mp4"
     assert check.probe_video(good).duration == pytest.approx(2.0)
-    monkeypatch.setattr(check, "_stream_timing", lambda container, stream: (None, None))
+    monkeypatch.setattr(check, "_stream_timing", lambda container, stream, path: (None, None))
     assert check.probe_video(good).duration is None
     assert check.probe_video(good, measure_duration=True).duration == pytest.approx(2.0, abs=0.01)
     # a segment start needs the duration: it is measured, and a start past the end is still caught

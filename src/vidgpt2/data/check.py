@@ -38,7 +38,15 @@ from typing import Literal
 import av
 from datasets import Dataset, DatasetDict
 
-from ..video_io import VideoDecodeError, _decode_frames, _open, _stream_timing, _video_stream, read_video
+from ..video_io import (
+    VideoDecodeError,
+    _decode_frames,
+    _open,
+    _SeekFailed,
+    _stream_timing,
+    _video_stream,
+    read_video,
+)
 from .captions import FEATURES, unique_videos
 from .feature_cache import FeatureCache
 
@@ -175,14 +183,18 @@ def probe_video(path: str | os.PathLike, *, measure_duration: bool = False) -> V
     try:
         with _open(file) as container:
             stream = _video_stream(container, file)
-            fps, duration = _stream_timing(container, stream)
-            frames = _decode_frames(container, stream)
-            first = next(frames, None)
+            first = next(_decode_frames(container, stream), None)
             if first is None:
                 return VideoProbe(name, error="no decodable frames")
             first.to_ndarray(format="rgb24")  # the conversion every sampled frame goes through
-            if duration is None and measure_duration:
-                duration = _measured_duration(first, frames, fps)
+            try:  # what the video stream presents, as read_video samples it (this seeks to the end)
+                fps, duration = _stream_timing(container, stream, file)
+            except _SeekFailed:
+                fps, duration = None, None
+        if duration is None and measure_duration:
+            with _open(file) as container:
+                frames = _decode_frames(container, _video_stream(container, file))
+                duration = _measured_duration(next(frames), frames, fps)
     except (VideoDecodeError, av.FFmpegError, OSError) as error:
         return VideoProbe(name, error=_one_line(error))
     return VideoProbe(name, duration=duration)
