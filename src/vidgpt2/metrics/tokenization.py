@@ -43,6 +43,23 @@ PUNCTUATIONS: frozenset[str] = frozenset(ptbtokenizer.PUNCTUATIONS)
 """Tokens pycocoevalcap removes after PTB tokenisation (compared with the lower-cased tokens)."""
 
 
+LINE_BREAKS: str = "\n\r\x0b\x0c\u2028\u2029\x1c\x1d\x1e\x85\x00"
+"""Characters replaced by a space in every caption before tokenising (by both tokenisers, so both sides agree).
+
+The PTB jar reads one caption per line; ``\\n``, ``\\r``, vertical tab, form feed, U+2028 and U+2029 each end a line
+for it (found by running the jar on every code point), so a caption holding one would shift every later caption onto
+the wrong reference. ``\\x1c``-``\\x1e`` and U+0085 (NEL) are line breaks for Python's ``str.splitlines``, and NUL
+ends a C string; neither tokeniser gives them a token.
+"""
+
+_LINE_BREAKS_TO_SPACE = str.maketrans(dict.fromkeys(LINE_BREAKS, " "))
+
+
+def normalize_line_breaks(caption: str) -> str:
+    """``caption`` with every character of :data:`LINE_BREAKS` replaced by a space (one caption stays one line)."""
+    return caption.translate(_LINE_BREAKS_TO_SPACE)
+
+
 def remove_punctuation(tokenized_line: str) -> str:
     """Drop pycocoevalcap's punctuation tokens from one space-separated PTB output line, as pycocoevalcap does."""
     return " ".join(word for word in tokenized_line.rstrip().split(" ") if word not in PUNCTUATIONS)
@@ -66,8 +83,8 @@ def ptb_tokenize(captions: Sequence[str]) -> list[str]:
         )
     if not captions:
         return []
-    # pycocoevalcap replaces newlines so that one caption stays one line; carriage returns would split lines too.
-    text = "\n".join(caption.replace("\n", " ").replace("\r", " ") for caption in captions)
+    # pycocoevalcap replaces only "\n"; \r, \v, \f, U+2028 and U+2029 split lines in the jar too.
+    text = "\n".join(normalize_line_breaks(caption) for caption in captions)
     with tempfile.TemporaryDirectory(prefix="vidgpt2_ptb_") as tmp_dir:
         input_path = Path(tmp_dir) / "captions.txt"
         input_path.write_bytes(text.encode("utf-8"))
@@ -78,9 +95,12 @@ def ptb_tokenize(captions: Sequence[str]) -> list[str]:
         raise RuntimeError(f"PTBTokenizer (java) exited with status {completed.returncode}: {stderr}")
     lines = completed.stdout.decode("utf-8").split("\n")
     logger.debug("PTBTokenizer tokenised %d captions.", len(captions))
-    if len(lines) < len(captions):
-        raise RuntimeError(f"PTBTokenizer returned {len(lines)} lines for {len(captions)} captions.")
-    return [remove_punctuation(line) for line in lines[: len(captions)]]
+    if len(lines) != len(captions):  # a caption split into two lines, or two joined: tokens would be misaligned
+        raise RuntimeError(
+            f"PTBTokenizer returned {len(lines)} lines for {len(captions)} captions, so tokens cannot be matched to "
+            "their captions; a caption probably holds a line-break character not in LINE_BREAKS: please report it."
+        )
+    return [remove_punctuation(line) for line in lines]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -98,8 +118,6 @@ _NORMALISE = str.maketrans(
         "\u2014": "--",
         "\u2026": "...",
         "\u00a0": " ",
-        "\n": " ",
-        "\r": " ",
     }
 )
 _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
@@ -245,7 +263,7 @@ def _split_chunk(chunk: str, next_chunk: str) -> list[str]:
 
 
 def _python_tokenize_one(caption: str) -> str:
-    chunks = caption.translate(_NORMALISE).split()
+    chunks = normalize_line_breaks(caption).translate(_NORMALISE).split()
     tokens: list[str] = []
     for index, chunk in enumerate(chunks):
         next_chunk = chunks[index + 1] if index + 1 < len(chunks) else ""
