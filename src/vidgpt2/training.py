@@ -180,7 +180,7 @@ def build_model_and_processor(
     set_vision_frozen(model, freeze)
     if freeze and args.config is not None:
         logger.warning(
-            "vision tower: frozen at random initialisation (%s): the model learns from fixed random features. "
+            "vision tower: frozen (%s): the model learns from fixed random features. "
             "Drop freeze_vision from the config or pass --freeze-vision false to train it.",
             origin,
         )
