@@ -299,8 +299,11 @@ def test_card_claims_no_package_page_and_says_when_hyperparameters_are_missing()
     assert "pip install vidgpt2" not in card and "pypi.org" not in card
     assert "trust_remote_code=True" in card and "installed from its source" in card
     assert "The training hyperparameters were not recorded." in card
-    lora = render_model_card(tiny_config(), training_args={"learning_rate": 1e-4, "lora": True, "lora_rank": 8})
+    lora = render_model_card(
+        tiny_config(), training_args={"learning_rate": 1e-4, "lora": True, "lora_rank": 8, "lora_target_modules": "(a|b)"}
+    )
     assert "| lora_rank | 8 |" in lora and "LoRA adapters (merged into these weights)" in lora
+    assert "| lora_target_modules | (a\\|b) |" in lora  # a regex's "|" must not split the table row
     assert "were not recorded" not in lora.split("## Evaluation")[0]
 
 
