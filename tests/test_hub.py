@@ -291,3 +291,29 @@ def test_pushed_repo_loads_with_remote_code_without_vidgpt2(api, processor, tmp_
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "OK transformers_modules." in result.stdout
+
+
+def test_card_claims_no_package_page_and_says_when_hyperparameters_are_missing():
+    """vidgpt2 is installed from source: the card must not send users to `pip install vidgpt2` or a PyPI page."""
+    card = render_model_card(tiny_config(), repo_id="me/model")
+    assert "pip install vidgpt2" not in card and "pypi.org" not in card
+    assert "trust_remote_code=True" in card and "installed from its source" in card
+    assert "The training hyperparameters were not recorded." in card
+    lora = render_model_card(
+        tiny_config(), training_args={"learning_rate": 1e-4, "lora": True, "lora_rank": 8, "lora_target_modules": "(a|b)"}
+    )
+    assert "| lora_rank | 8 |" in lora and "LoRA adapters (merged into these weights)" in lora
+    assert "| lora_target_modules | (a\\|b) |" in lora  # a regex's "|" must not split the table row
+    assert "were not recorded" not in lora.split("## Evaluation")[0]
+
+
+def test_training_args_bin_is_not_unpickled(api, processor, tmp_path, caplog):
+    """A folder from an older run (or the bare Trainer) has only the pickled training_args.bin: never loaded."""
+    folder = tmp_path / "old-run"
+    tiny_model().save_pretrained(folder)
+    processor.save_pretrained(folder)
+    (folder / "training_args.bin").write_bytes(b"not a pickle that may be loaded")
+    with caplog.at_level("INFO", logger="vidgpt2.hub"):
+        push_to_hub(folder, REPO, api=api)
+    assert "training_args.bin but no training_args.json" in caplog.text
+    assert "The training hyperparameters were not recorded." in (api.repo_path(REPO) / "README.md").read_text()

@@ -11,7 +11,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModel, AutoProcessor, Seq2SeqTrainingArguments
+from transformers import (
+    AutoModel,
+    AutoProcessor,
+    ConvNextImageProcessor,
+    GenerationConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    ResNetConfig,
+    ResNetModel,
+    Seq2SeqTrainingArguments,
+    set_seed,
+)
 from transformers.utils import logging as hf_logging
 
 from tests.tiny import TINY_VISION
@@ -20,6 +31,7 @@ from vidgpt2.cli import main as cli_main
 from vidgpt2.data import load_captions_files, write_synthetic_dataset
 from vidgpt2.data.collator import VideoCaptionCollator
 from vidgpt2.data.feature_cache import FeatureCache, extract_features, iter_samples
+from vidgpt2.tokenization import build_word_level_tokenizer
 from vidgpt2.training import (
     DataArguments,
     LoraArguments,
@@ -51,6 +63,28 @@ def config_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("config") / "config.json"
     path.write_text(json.dumps(TINY_CONFIG))
     return path
+
+
+@pytest.fixture(scope="module")
+def backbones(synth, tmp_path_factory) -> tuple[str, str]:
+    """A tiny "pretrained" ResNet (with its image processor) and GPT-2 (with a word-level tokenizer of the synthetic
+    captions), saved like Hub checkpoints: what `--vision-model` / `--text-model` load."""
+    root = tmp_path_factory.mktemp("backbones")
+    torch.manual_seed(123)
+    ResNetModel(ResNetConfig(**TINY_VISION)).save_pretrained(root / "resnet")
+    ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(root / "resnet")
+    tokenizer = build_word_level_tokenizer(load_captions_files(train_file=str(synth / "train.jsonl"))["train"]["caption"])
+    gpt2 = GPT2Config(
+        n_embd=32, n_layer=2, n_head=2, n_positions=64, vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )
+    GPT2LMHeadModel(gpt2).save_pretrained(root / "gpt2")
+    tokenizer.save_pretrained(root / "gpt2")
+    return str(root / "resnet"), str(root / "gpt2")
+
+
+def _backbone_args(backbones: tuple[str, str], **overrides) -> ModelArguments:
+    return ModelArguments(vision_model=backbones[0], text_model=backbones[1], num_frames=4, image_size=32, **overrides)
 
 
 def _args(out: Path, **overrides) -> Seq2SeqTrainingArguments:
@@ -250,11 +284,15 @@ def test_lora_train_save_reload_generate_and_merge(synth, config_file, tmp_path)
     assert torch.equal(merged.generate(pixel_values_videos=pixels, max_new_tokens=6), expected)
 
 
-def test_lora_run_saves_adapter_and_merged_model(synth, config_file, tmp_path):
+def test_lora_run_saves_adapter_and_merged_model(synth, backbones, tmp_path):
+    """A LoRA run from pretrained backbones: the adapter folder holds the trained fresh layers, the merged model keeps
+    them, and the pretrained parts that only get adapters are unchanged apart from the merged low-rank update."""
+    from peft import PeftModel
+
     out = tmp_path / "lora"
     run_training(
-        ModelArguments(config=str(config_file), build_tokenizer=True),
-        _data(synth, test_file=None),
+        _backbone_args(backbones),
+        _data(synth, test_file=None, use_java=False),
         LoraArguments(lora=True, merge_lora=True),
         _args(out, max_steps=2),
     )
@@ -262,6 +300,17 @@ def test_lora_run_saves_adapter_and_merged_model(synth, config_file, tmp_path):
     merged = AutoModel.from_pretrained(out / "merged")
     assert isinstance(merged, VidGPT2ForConditionalGeneration)
     assert not any("lora" in k for k in merged.state_dict())
+    set_seed(0)  # run_training seeds before building: the same random start for the fresh weights
+    start = VidGPT2ForConditionalGeneration.from_backbones(*backbones, num_frames=4, image_size=32)
+    merged_state, start_state = merged.state_dict(), start.state_dict()
+    for name in start.fresh_parameter_names:
+        assert not torch.equal(merged_state[name], start_state[name]), f"fresh {name} did not train"
+    for name, tensor in start_state.items():
+        if "vision_tower" in name or name.startswith("decoder.transformer.wte"):
+            assert torch.equal(merged_state[name], tensor), f"pretrained {name} changed"
+    reloaded = PeftModel.from_pretrained(start, out).merge_and_unload()
+    for name, tensor in merged_state.items():
+        assert torch.allclose(reloaded.state_dict()[name], tensor, atol=1e-6), name
 
 
 def test_model_source_errors(synth, config_file):
@@ -368,11 +417,217 @@ def test_train_push_to_hub_pushes_the_complete_set(synth, config_file, tmp_path,
     assert AutoModel.from_pretrained(repo).config.num_frames == 4
 
 
-def test_push_with_unmerged_lora_is_refused_before_training(synth, config_file, tmp_path):
+def test_push_with_unmerged_lora_is_refused_before_training(synth, backbones, tmp_path):
     with pytest.raises(ValueError, match="--merge-lora"):
         run_training(
-            ModelArguments(config=str(config_file), build_tokenizer=True),
+            _backbone_args(backbones),
             _data(synth),
             LoraArguments(lora=True),
             _args(tmp_path, push_to_hub=True, hub_model_id="user/x"),
         )
+
+
+# --- issue 9, item 7: every generation flag takes effect in evaluation ------------------------------------------------
+def _spy_generate(monkeypatch) -> list[tuple[dict, torch.Tensor]]:
+    calls: list[tuple[dict, torch.Tensor]] = []
+    original = VidGPT2ForConditionalGeneration.generate
+
+    def spy(self, *args, **kwargs):
+        ids = original(self, *args, **kwargs)
+        calls.append((kwargs, ids))
+        return ids
+
+    monkeypatch.setattr(VidGPT2ForConditionalGeneration, "generate", spy)
+    return calls
+
+
+def test_generation_max_length_and_num_beams_take_effect_in_evaluation(synth, tmp_path, caplog, monkeypatch):
+    """`--generation-max-length 3` caps evaluation captions at 2 tokens (it counts the start token) instead of being
+    overridden by the caption limit, without "Both `max_new_tokens` and `max_length`"; `--generation-num-beams`
+    reaches generate."""
+    calls = _spy_generate(monkeypatch)
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING):
+            metrics = run_training(
+                ModelArguments(config={**TINY_CONFIG, "freeze_vision": False}, build_tokenizer=True),
+                _data(synth, test_file=None, max_caption_length=16, use_java=False),
+                LoraArguments(),
+                _args(tmp_path / "gen", max_steps=2, generation_max_length=3, generation_num_beams=2),
+            )
+    finally:
+        hf_logging.disable_propagation()
+    assert "eval_cider" in metrics and calls
+    for kwargs, ids in calls:
+        assert ids.shape[-1] <= 3, ids.shape  # decoder start + at most 2 tokens
+        assert kwargs.get("max_new_tokens") == 2 and kwargs.get("num_beams") == 2 and "max_length" not in kwargs
+    assert "Both `max_new_tokens`" not in caplog.text
+    # the saved model keeps its own caption limit: the flags are for evaluation only
+    assert GenerationConfig.from_pretrained(tmp_path / "gen").max_new_tokens == 16
+
+
+def test_caption_trainer_generation_config_and_bad_lengths(synth, config_file, tmp_path, monkeypatch):
+    """`--generation-config` replaces the model's generation config, and the special ids it lacks come from the
+    model; contradictory or too small lengths are refused with the flag to fix."""
+    from vidgpt2.training import CaptionTrainer
+
+    model, processor = _tiny_model_and_processor(synth, config_file)
+    validation = load_captions_files(validation_file=str(synth / "validation.jsonl"))["validation"]
+    calls = _spy_generate(monkeypatch)
+    args = _args(tmp_path, predict_with_generate=True, remove_unused_columns=False,
+                 generation_config=GenerationConfig(max_new_tokens=2, num_beams=2))
+    trainer = CaptionTrainer(model=model, args=args, eval_dataset=validation,
+                             data_collator=VideoCaptionCollator(processor), processing_class=processor,
+                             compute_metrics=lambda prediction: {})
+    assert model.generation_config.decoder_start_token_id == model.config.decoder_start_token_id
+    assert model.generation_config.eos_token_id == model.config.eos_token_id
+    trainer.evaluate()
+    assert calls and all(ids.shape[-1] <= 3 for _, ids in calls)
+    with pytest.raises(ValueError, match="max_length or max_new_tokens"):
+        trainer.evaluate(max_length=3, max_new_tokens=2)
+    trainer.args.generation_max_length = 1
+    with pytest.raises(ValueError, match="--generation-max-length 1"):
+        trainer.evaluate()
+
+
+# --- issue 9, item 8: load_best_model_at_end chooses by CIDEr -----------------------------------------------------------
+def test_load_best_model_at_end_chooses_the_checkpoint_by_cider(synth, tmp_path):
+    out = tmp_path / "best"
+    run_training(
+        ModelArguments(config={**TINY_CONFIG, "freeze_vision": False}, build_tokenizer=True),
+        _data(synth, test_file=None, max_caption_length=12, use_java=False),
+        LoraArguments(),
+        _args(out, max_steps=-1, num_train_epochs=2, eval_strategy="epoch", save_strategy="epoch",
+              load_best_model_at_end=True, learning_rate=1e-2),
+    )
+    state = json.loads((out / "trainer_state.json").read_text())
+    evals = [h for h in state["log_history"] if "eval_cider" in h and "eval_loss" in h][:2]
+    assert [h["epoch"] for h in evals] == [1.0, 2.0]
+    best = max(evals, key=lambda h: h["eval_cider"])  # the first of equal scores, as the Trainer keeps it
+    assert state["best_metric"] == pytest.approx(best["eval_cider"])
+    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best['step']}")
+
+
+def test_metric_for_best_model_explicit_choice_is_kept(tmp_path):
+    from vidgpt2.training import _configure_args, parse_train_arguments
+
+    common = ["--output-dir", str(tmp_path), "--config", "c.json", "--eval-strategy", "epoch",
+              "--save-strategy", "epoch", "--load-best-model-at-end", "--report-to", "none"]
+    for argv, expected in (
+        (common, ("cider", True)),
+        (common + ["--metric-for-best-model", "loss"], ("eval_loss", False)),
+        (common + ["--metric_for_best_model=bleu_4"], ("bleu_4", True)),
+        (common + ["--lr-scheduler-type", "reduce_lr_on_plateau"], ("loss", False)),
+    ):
+        training_args = parse_train_arguments(argv)[3]
+        _configure_args(training_args, has_eval=True)
+        assert (training_args.metric_for_best_model, training_args.greater_is_better) == expected, argv
+    json_file = tmp_path / "args.json"
+    json_file.write_text(json.dumps({"output_dir": str(tmp_path), "config": "c.json", "eval_strategy": "epoch",
+                                     "save_strategy": "epoch", "load_best_model_at_end": True,
+                                     "metric_for_best_model": "loss"}))
+    assert parse_train_arguments([str(json_file)])[3].metric_for_best_model == "eval_loss"
+
+
+# --- issue 9, item 9: the vision tower trains unless its weights are pretrained -----------------------------------------
+def _tower_trains(model) -> bool:
+    return all(p.requires_grad for p in model.encoder.vision_tower.parameters())
+
+
+def test_vision_tower_default_follows_where_its_weights_came_from(synth, backbones, tmp_path, caplog):
+    captions = load_captions_files(train_file=str(synth / "train.jsonl"))["train"]["caption"]
+    scratch = {k: v for k, v in TINY_CONFIG.items() if k != "freeze_vision"}
+    with caplog.at_level(logging.INFO, logger="vidgpt2.training"):
+        model, processor = build_model_and_processor(ModelArguments(config=scratch, build_tokenizer=True), captions)
+    assert _tower_trains(model) and model.config.freeze_vision is False
+    assert "vision tower: trains (random initialisation (--config))" in caplog.text
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="vidgpt2.training"):
+        frozen, _ = build_model_and_processor(ModelArguments(config=TINY_CONFIG, build_tokenizer=True), captions)
+    assert not _tower_trains(frozen) and "learns from fixed random features" in caplog.text  # the config asked: warned
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="vidgpt2.training"):
+        pretrained, _ = build_model_and_processor(_backbone_args(backbones))
+    assert not _tower_trains(pretrained) and pretrained.config.freeze_vision is True
+    assert f"vision tower: frozen (pretrained weights from {backbones[0]})" in caplog.text
+    unfrozen, _ = build_model_and_processor(_backbone_args(backbones, freeze_vision=False))
+    assert _tower_trains(unfrozen) and unfrozen.config.freeze_vision is False
+
+    model.save_pretrained(tmp_path / "ckpt")
+    processor.save_pretrained(tmp_path / "ckpt")
+    assert _tower_trains(build_model_and_processor(ModelArguments(model=str(tmp_path / "ckpt")))[0])
+    refrozen, _ = build_model_and_processor(ModelArguments(model=str(tmp_path / "ckpt"), freeze_vision=True))
+    assert not _tower_trains(refrozen) and refrozen.config.freeze_vision is True
+
+
+# --- issue 9, item 10: LoRA trains the fresh cross-attention fully --------------------------------------------------------
+def test_lora_on_backbones_trains_fresh_cross_attention_fully(synth, backbones):
+    model, processor = build_model_and_processor(_backbone_args(backbones), max_caption_length=12)
+    fresh = set(model.fresh_parameter_names)
+    assert {f"decoder.transformer.h.{i}.{m}.weight" for i in range(2)
+            for m in ("crossattention.c_attn", "crossattention.q_attn", "crossattention.c_proj", "ln_cross_attn")} <= fresh
+    peft_model = apply_lora(model, LoraArguments(lora=True, lora_rank=4, lora_alpha=8, lora_dropout=0.0))
+    before = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
+    rows = list(load_captions_files(train_file=str(synth / "train.jsonl"))["train"].select(range(4)))
+    peft_model.train()
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(2):  # LoRA B starts at zero: A gets its first gradient on the second step
+        optimizer.zero_grad()
+        peft_model(**VideoCaptionCollator(processor)(rows)).loss.backward()
+        optimizer.step()
+
+    def plain(name: str) -> str:  # PEFT name of a trained copy -> the model's parameter name
+        return name.removeprefix("base_model.model.").replace("modules_to_save.default.", "")
+
+    trained = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert fresh <= {plain(n) for n in trained}, sorted(fresh - {plain(n) for n in trained})
+    for name, param in peft_model.named_parameters():
+        changed = not torch.equal(before[name], param.detach())
+        if param.requires_grad:
+            assert param.grad is not None and changed, f"{name} did not train"
+        else:
+            assert not changed, f"frozen {name} changed"
+    assert any(".attn.c_attn.lora_A" in n for n in trained)  # pretrained self-attention: adapters
+    assert not any("crossattention" in n and "lora" in n for n in trained)  # fresh: trained fully, no adapter
+
+    state = {plain(n): p.detach() for n, p in peft_model.named_parameters() if "modules_to_save" in n}
+    merged = peft_model.merge_and_unload().state_dict()
+    for name in fresh:
+        assert torch.equal(merged[name], state[name]), name
+
+
+def test_lora_target_and_source_errors(synth, backbones, config_file, tmp_path):
+    model, _ = build_model_and_processor(_backbone_args(backbones))
+    with pytest.raises(ValueError, match="--lora-target-modules .*train fully"):
+        apply_lora(model, LoraArguments(lora=True, lora_target_modules=r".*crossattention\.(q_attn|c_attn)$"))
+    with pytest.raises(ValueError, match="matches no module"):
+        apply_lora(model, LoraArguments(lora=True, lora_target_modules="nothing"))
+    with pytest.raises(ValueError, match="with --config every weight starts random"):
+        run_training(ModelArguments(config=str(config_file), build_tokenizer=True), _data(synth),
+                     LoraArguments(lora=True), _args(tmp_path))
+
+
+# --- issue 9, item 11: the card of a `vidgpt2 train` folder shows its hyperparameters -----------------------------------
+def test_push_of_a_train_output_folder_shows_its_hyperparameters(synth, config_file, tmp_path, monkeypatch):
+    import vidgpt2.hub
+    from tests.fake_hub import FakeHfApi
+
+    api = FakeHfApi(tmp_path / "hub")
+    monkeypatch.setattr(vidgpt2.hub, "_default_api", lambda token=None: api)
+    out = tmp_path / "run"
+    run_training(
+        ModelArguments(config=str(config_file), build_tokenizer=True),
+        _data(synth, validation_file=None, test_file=None),
+        LoraArguments(),
+        _args(out, max_steps=1, hub_token="secret-token"),
+    )
+    assert (out / "training_args.bin").is_file()
+    saved = json.loads((out / "training_args.json").read_text())
+    assert saved["learning_rate"] == 3e-3 and "secret-token" not in json.dumps(saved)
+    assert cli_main(["push", "--model", str(out), "--repo-id", "user/run"]) == 0
+    card = (api.repo_path("user/run") / "README.md").read_text()
+    assert "| learning_rate | 0.003 |" in card and "| per_device_train_batch_size | 8 |" in card
+    assert "| max_steps | 1 |" in card and "| seed | 0 |" in card
+    assert "pip install vidgpt2" not in card and "pypi.org" not in card

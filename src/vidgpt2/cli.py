@@ -188,17 +188,9 @@ def cmd_extract_features(argv: list[str]) -> int:
 
 # --- train ------------------------------------------------------------------------------------------------------------
 def cmd_train(argv: list[str]) -> int:
-    from transformers import HfArgumentParser, Seq2SeqTrainingArguments
+    from .training import parse_train_arguments, run_training
 
-    from .training import DataArguments, LoraArguments, ModelArguments, run_training
-
-    parser = HfArgumentParser(
-        (ModelArguments, DataArguments, LoraArguments, Seq2SeqTrainingArguments), prog="vidgpt2 train"
-    )
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        model_args, data_args, lora_args, training_args = parser.parse_json_file(argv[0])
-    else:
-        model_args, data_args, lora_args, training_args = parser.parse_args_into_dataclasses(argv)
+    model_args, data_args, lora_args, training_args = parse_train_arguments(argv)
     metrics = run_training(model_args, data_args, lora_args, training_args)
     if training_args.process_index == 0:
         print_metrics_table(metrics)

@@ -16,13 +16,13 @@ logger = logging.getLogger(__name__)
 
 DEMO_CONFIG: dict[str, Any] = {
     # a small ResNet (basic blocks) trained together with the decoder on 32x32 frames (the 64x64 synthetic clips
-    # downscaled: colours, sizes and order survive, and a step costs a quarter of the 64x64 one)
+    # downscaled: colours, sizes and order survive, and a step costs a quarter of the 64x64 one). It starts from
+    # random weights, so `run_training` trains it (freeze_vision defaults to off for --config).
     "vision_config": {"embedding_size": 16, "hidden_sizes": [16, 32, 64, 128], "depths": [1, 1, 1, 1], "layer_type": "basic"},
     "text_config": {"n_embd": 128, "n_layer": 2, "n_head": 4, "n_positions": 64},
     "image_size": 32,
     "visual_tokens": "pooled",
     "num_visual_layers": 1,
-    "freeze_vision": False,
     "visual_dropout": 0.1,
 }
 

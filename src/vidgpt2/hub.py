@@ -117,7 +117,8 @@ def push_to_hub(
     Args:
         model_or_dir: a `VidGPT2ForConditionalGeneration`, or a folder written by `save_pretrained` / training that
             holds the model and processor files (plus, optionally, `all_results.json` / `eval_results.json` /
-            `test_results.json` / `metrics.json`, `trainer_state.json` and `training_args.json`).
+            `test_results.json` / `metrics.json`, `trainer_state.json` and the `training_args.json` that
+            `vidgpt2 train` writes; the Trainer's pickled `training_args.bin` is not read).
         repo_id: `"namespace/name"` of the model repository, created if missing (a bare name goes to the token
             owner's namespace, as with `HfApi.create_repo`).
         processor: the `VidGPT2Processor`; required with a model object, optional (overrides) with a folder.
@@ -163,8 +164,8 @@ def push_to_hub(
                 processor = VidGPT2Processor.from_pretrained(folder)
         if metrics is None:
             metrics = read_metrics(folder)
-        if training_args is None and (folder / TRAINING_ARGS_FILE).is_file():
-            training_args = json.loads((folder / TRAINING_ARGS_FILE).read_text())
+        if training_args is None:
+            training_args = read_training_args(folder)
         result_files = [folder / name for name in RESULT_FILES if (folder / name).is_file()]
     else:
         model, result_files = model_or_dir, []
@@ -336,6 +337,23 @@ def read_metrics(folder: str | Path) -> dict[str, float]:
     return metrics
 
 
+def read_training_args(folder: str | Path) -> dict[str, Any] | None:
+    """The training arguments `vidgpt2 train` writes as `training_args.json` (every `Seq2SeqTrainingArguments`
+    field, plus the LoRA settings), or None. The Trainer's own `training_args.bin` is a pickle, which can run code
+    when loaded, so it is never read: a folder that has only that gets a card without hyperparameters (logged)."""
+    folder = Path(folder)
+    if (folder / TRAINING_ARGS_FILE).is_file():
+        return json.loads((folder / TRAINING_ARGS_FILE).read_text())
+    if (folder / "training_args.bin").is_file():
+        logger.info(
+            "%s has training_args.bin but no %s: the pickle is not loaded (unsafe), so the model card lists no "
+            "hyperparameters; pass `training_args=` to show them.",
+            folder,
+            TRAINING_ARGS_FILE,
+        )
+    return None
+
+
 def metric_rows(metrics: Mapping[str, float]) -> list[dict[str, Any]]:
     """Caption metrics -> rows `{split, subset, metric, name, value}` in a fixed order; other keys are ignored."""
     rows = []
@@ -481,4 +499,4 @@ def _human(count: int) -> str:
     return f"{count:,}"
 
 
-__all__ = ["PushToHubError", "metric_rows", "push_to_hub", "read_metrics", "render_model_card"]
+__all__ = ["PushToHubError", "metric_rows", "push_to_hub", "read_metrics", "read_training_args", "render_model_card"]

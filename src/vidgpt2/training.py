@@ -8,19 +8,31 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from datasets import Dataset, DatasetDict
-from transformers import AutoTokenizer, Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback, set_seed
+from torch import nn
+from transformers import (
+    AutoTokenizer,
+    HfArgumentParser,
+    SchedulerType,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    TrainerCallback,
+    set_seed,
+)
 
 from .configuration_vidgpt2 import VidGPT2Config
 from .data import load_captions_files, load_video_caption_dataset
 from .data.bddx import split_action_justification
 from .data.collator import VideoCaptionCollator
 from .data.feature_cache import FeatureCache, iter_samples
+from .hub import TRAINING_ARGS_FILE
 from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
 from .processing_vidgpt2 import VidGPT2Processor
 from .tokenization import build_word_level_tokenizer
@@ -58,7 +70,11 @@ class ModelArguments:
     image_size: int | None = field(default=None, metadata={"help": "Frame side in pixels (default: model's)."})
     visual_tokens: str | None = field(default=None, metadata={"help": "'pooled' or 'spatial' (new models only)."})
     freeze_vision: bool | None = field(
-        default=None, metadata={"help": "Freeze the vision tower (default: the config's setting, on)."}
+        default=None,
+        metadata={
+            "help": "Freeze the vision tower. Default: frozen for pretrained weights (--vision-model), trained for "
+            "random ones (--config, unless its JSON sets freeze_vision), as saved for --model; frozen under --lora."
+        },
     )
 
 
@@ -175,7 +191,12 @@ def check_data(
 def build_model_and_processor(
     args: ModelArguments, train_captions: list[str] | None = None, max_caption_length: int | None = None
 ) -> tuple[VidGPT2ForConditionalGeneration, VidGPT2Processor]:
-    """One of: a vidgpt2 checkpoint; pretrained backbones; a config trained from scratch."""
+    """One of: a vidgpt2 checkpoint; pretrained backbones; a config trained from scratch.
+
+    Whether the vision tower trains follows where its weights came from (`args.freeze_vision` overrides): a
+    pretrained ResNet (`--vision-model`) is frozen, a randomly initialised one (`--config`) trains unless the config
+    file sets `freeze_vision` itself, a checkpoint (`--model`) keeps its saved `freeze_vision`. The choice is logged.
+    """
     sources = [args.model is not None, args.vision_model is not None or args.text_model is not None, args.config is not None]
     if sum(sources) != 1:
         raise ValueError("Choose exactly one model source: --model, --vision-model + --text-model, or --config.")
@@ -185,21 +206,32 @@ def build_model_and_processor(
         processor = VidGPT2Processor.from_pretrained(args.model)
         if overrides:
             raise ValueError(f"{sorted(overrides)} cannot change for an existing checkpoint ({args.model}).")
+        freeze, origin = model.config.freeze_vision, f"weights and freeze_vision from the checkpoint {args.model}"
     elif args.config is None:
         if args.vision_model is None or args.text_model is None:
             raise ValueError("--vision-model and --text-model go together.")
         frames = args.num_frames or 8
         model = VidGPT2ForConditionalGeneration.from_backbones(args.vision_model, args.text_model, frames, **overrides)
         processor = VidGPT2Processor.from_backbones(args.vision_model, args.text_model, frames)
+        freeze, origin = True, f"pretrained weights from {args.vision_model}"
     else:
         model, processor = _from_config(args, overrides, train_captions)
+        freeze, origin = model.config.freeze_vision, "random initialisation (--config)"
     if args.num_frames is not None and args.num_frames != model.config.num_frames:
         raise ValueError(
             f"--num-frames {args.num_frames} differs from the model's num_frames={model.config.num_frames}."
         )
     if args.freeze_vision is not None:
-        model.config.freeze_vision = args.freeze_vision
-        model.encoder.vision_tower.requires_grad_(not args.freeze_vision)
+        freeze, origin = args.freeze_vision, f"--freeze-vision {str(args.freeze_vision).lower()}; {origin}"
+    set_vision_frozen(model, freeze)
+    if freeze and args.config is not None:
+        logger.warning(
+            "vision tower: frozen (%s): the model learns from fixed random features. "
+            "Drop freeze_vision from the config or pass --freeze-vision false to train it.",
+            origin,
+        )
+    else:
+        logger.info("vision tower: %s (%s)", "frozen" if freeze else "trains", origin)
     if max_caption_length is not None:
         processor.max_caption_length = max_caption_length
     if args.model is None or max_caption_length is not None:
@@ -209,16 +241,28 @@ def build_model_and_processor(
     return model, processor
 
 
+def set_vision_frozen(model: VidGPT2ForConditionalGeneration, frozen: bool) -> None:
+    """Freeze (or unfreeze) the vision tower and record it in `config.freeze_vision`, which travels with the
+    checkpoint and which the model card reports."""
+    model.config.freeze_vision = frozen
+    model.encoder.vision_tower.requires_grad_(not frozen)
+
+
 def _from_config(
     args: ModelArguments, overrides: dict[str, Any], train_captions: list[str] | None
 ) -> tuple[VidGPT2ForConditionalGeneration, VidGPT2Processor]:
     if isinstance(args.config, VidGPT2Config):
         config_dict = args.config.to_dict()
+        # a config object always has freeze_vision; only a value other than the class default counts as a choice
+        if config_dict.get("freeze_vision") == VidGPT2Config.freeze_vision:
+            config_dict.pop("freeze_vision")
     elif isinstance(args.config, dict):
         config_dict = dict(args.config)
     else:
         config_dict = json.loads(Path(args.config).read_text())
     config_dict.pop("model_type", None)
+    # the tower starts from random weights: it trains unless the config says otherwise
+    config_dict.setdefault("freeze_vision", False)
     if args.build_tokenizer == (args.tokenizer is not None):
         raise ValueError("With --config, pass exactly one of --tokenizer ID_OR_DIR or --build-tokenizer.")
     if args.build_tokenizer:
@@ -243,25 +287,95 @@ def _from_config(
     return VidGPT2ForConditionalGeneration(config), VidGPT2Processor.from_config(config, tokenizer)
 
 
-def apply_lora(model: VidGPT2ForConditionalGeneration, args: LoraArguments) -> Any:
-    """Wrap the model with LoRA adapters on GPT-2 attention; the visual-token layers train fully."""
+def apply_lora(
+    model: VidGPT2ForConditionalGeneration, args: LoraArguments, fresh_parameter_names: Iterable[str] | None = None
+) -> Any:
+    """Wrap the model with LoRA adapters on pretrained GPT-2 attention; everything new trains fully beside them.
+
+    Trained fully (PEFT `modules_to_save`, stored with the adapter and kept by `merge_and_unload`): the visual-token
+    layers, every module whose weights start from random initialisation (`fresh_parameter_names`, by default the
+    `model.fresh_parameter_names` that `from_backbones` records: the cross-attention `c_attn`, `q_attn`, `c_proj`
+    and `ln_cross_attn` of every block), and the vision tower when it is trainable in `model`. Modules trained
+    fully get no adapter, whatever `args.lora_target_modules` matches.
+
+    Raises:
+        ValueError: `args.lora_target_modules` matches no module, or only modules that train fully anyway.
+    """
     from peft import LoraConfig, get_peft_model
 
+    if fresh_parameter_names is None:
+        fresh_parameter_names = getattr(model, "fresh_parameter_names", ())
     present = {name for name, _ in model.named_modules()}
     # the visual-token layers are new (not pretrained): they train fully, beside the adapters
     visual = [f"encoder.layers.{i}" for i in range(len(model.encoder.layers))] + VISUAL_MODULES
+    full = {m for m in visual if m in present and m != "encoder.layers"}
+    full |= set(fresh_modules(model, fresh_parameter_names))
+    if not model.encoder.vision_frozen:
+        full.add("encoder.vision_tower")
+    _check_lora_targets(model, args.lora_target_modules, full)
     config = LoraConfig(
         r=args.lora_rank,
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,
         target_modules=args.lora_target_modules,
         fan_in_fan_out=True,  # GPT-2's Conv1D stores weights transposed
-        modules_to_save=[m for m in visual if m in present and m != "encoder.layers"],
+        # PEFT never puts an adapter on a module it saves whole (peft.tuners.tuners_utils.check_target_module_exists)
+        modules_to_save=sorted(full),
     )
     peft_model = get_peft_model(model, config)
     trainable, total = peft_model.get_nb_trainable_parameters()
     logger.info("LoRA: %d of %d parameters train (%.2f%%)", trainable, total, 100 * trainable / total)
+    logger.info("LoRA: trained fully beside the adapters: %s", ", ".join(sorted(full)))
     return peft_model
+
+
+def fresh_modules(model: nn.Module, fresh_parameter_names: Iterable[str]) -> list[str]:
+    """The fewest modules that hold exactly the given (randomly initialised) parameters: a module is taken whole when
+    all its parameters are fresh, climbing up to the largest such ancestor that is not a ModuleList/ModuleDict
+    (PEFT wraps modules that are called, and a container is not).
+
+    Raises:
+        ValueError: a fresh parameter shares its module with pretrained parameters (it could not be trained fully
+            without training those too), or names no parameter of `model`.
+    """
+    fresh = set(fresh_parameter_names)
+    modules = dict(model.named_modules())
+    parameters = {name for name, _ in model.named_parameters()}
+
+    def all_fresh(module_name: str) -> bool:
+        return all(f"{module_name}.{name}" in fresh for name, _ in modules[module_name].named_parameters())
+
+    chosen = set()
+    for parameter in sorted(fresh):
+        owner = parameter.rpartition(".")[0]
+        if parameter not in parameters or owner not in modules:
+            raise ValueError(f"fresh parameter {parameter!r} is not a parameter of the model.")
+        if not all_fresh(owner):
+            raise ValueError(
+                f"fresh parameter {parameter!r} shares module {owner!r} with pretrained parameters; LoRA can only "
+                "train whole modules fully."
+            )
+        while "." in owner:
+            parent = owner.rpartition(".")[0]
+            if isinstance(modules[parent], (nn.ModuleList, nn.ModuleDict)) or not all_fresh(parent):
+                break
+            owner = parent
+        chosen.add(owner)
+    return sorted(chosen)
+
+
+def _check_lora_targets(model: nn.Module, pattern: str, trained_fully: set[str]) -> None:
+    """PEFT matches a string `target_modules` with `re.fullmatch` on module names."""
+    matched = [name for name, _ in model.named_modules() if re.fullmatch(pattern, name)]
+    adapted = [n for n in matched if not any(n == m or n.startswith(f"{m}.") for m in trained_fully)]
+    if not matched:
+        raise ValueError(f"--lora-target-modules {pattern!r} matches no module of the model.")
+    if not adapted:
+        raise ValueError(
+            f"--lora-target-modules {pattern!r} matches only modules that start from random weights and train fully "
+            f"({', '.join(matched)}): target pretrained modules, e.g. the default {DEFAULT_LORA_TARGETS!r}, or train "
+            "without --lora."
+        )
 
 
 # --- metrics ---------------------------------------------------------------------------------------------------------
@@ -494,6 +608,50 @@ def _report_whole_run_loss(trainer: Seq2SeqTrainer, resumed_from: str, metrics: 
             break
 
 
+class CaptionTrainer(Seq2SeqTrainer):
+    """`Seq2SeqTrainer` whose generation flags take effect on a model that caps captions with `max_new_tokens`.
+
+    `Seq2SeqTrainer.evaluate` turns `--generation-max-length` into `generate(max_length=...)`; our generation config
+    sets `max_new_tokens` (the caption limit), which `generate` lets win over `max_length` with the warning "Both
+    `max_new_tokens` and `max_length` seem to have been set". Here the length becomes `max_new_tokens` instead:
+    `max_length` counts the decoder start token, so `max_new_tokens = max_length - 1`. `--generation-num-beams`
+    passes through as is; `--generation-config` replaces the model's generation config (transformers), and the
+    special token ids it leaves unset are filled in from the model's config.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if self.args.generation_config is not None:
+            config = self.model.generation_config
+            for name in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
+                if getattr(config, name, None) is None:
+                    setattr(config, name, getattr(self.model.config, name, None))
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", **gen_kwargs):
+        gen_kwargs = self._caption_length_kwargs(gen_kwargs)
+        return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs)
+
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test", **gen_kwargs):
+        gen_kwargs = self._caption_length_kwargs(gen_kwargs)
+        return super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix, **gen_kwargs)
+
+    def _caption_length_kwargs(self, gen_kwargs: dict[str, Any]) -> dict[str, Any]:
+        gen_kwargs = dict(gen_kwargs)
+        max_length = gen_kwargs.pop("max_length", None)
+        if max_length is not None and gen_kwargs.get("max_new_tokens") is not None:
+            raise ValueError("Pass max_length or max_new_tokens to evaluate/predict, not both.")
+        if max_length is None and gen_kwargs.get("max_new_tokens") is None:
+            max_length = self.args.generation_max_length
+        if max_length is not None:
+            if max_length < 2:
+                raise ValueError(
+                    f"--generation-max-length {max_length} leaves no room for a caption: it counts the decoder start "
+                    "token, so use 2 or more."
+                )
+            gen_kwargs["max_new_tokens"] = max_length - 1
+        return gen_kwargs
+
+
 def run_training(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -505,6 +663,11 @@ def run_training(
     data = load_data(data_args)
     if "train" not in data:
         raise ValueError("Training needs a train split (--train-file or --dataset).")
+    if lora_args.lora and model_args.config is not None:
+        raise ValueError(
+            "--lora adapts pretrained weights, but with --config every weight starts random and must train fully: "
+            "drop --lora, or start from pretrained weights (--model, or --vision-model with --text-model)."
+        )
     feature_cache = FeatureCache(Path(data_args.feature_cache)) if data_args.feature_cache else None
     show_progress = training_args.local_process_index == 0 and not training_args.disable_tqdm
     data = check_data(data, data_args, feature_cache, show_progress=show_progress)
@@ -514,6 +677,9 @@ def run_training(
         for split, rows in data.items():
             feature_cache.check_covers(iter_samples(rows), split)
     if lora_args.lora:
+        if not model.encoder.vision_frozen and model_args.freeze_vision is None:
+            set_vision_frozen(model, True)
+            logger.info("vision tower: frozen under --lora (pass --freeze-vision false to train it beside the adapters)")
         model = apply_lora(model, lora_args)
 
     eval_split = data.get("validation")
@@ -524,7 +690,7 @@ def run_training(
     collator = VideoCaptionCollator(
         processor, feature_cache, blank_video=data_args.blank_video, on_bad_video=data_args.on_bad_video
     )
-    trainer = Seq2SeqTrainer(
+    trainer = CaptionTrainer(
         model=model,
         args=training_args,
         train_dataset=data["train"],
@@ -543,12 +709,16 @@ def run_training(
     output_dir = Path(training_args.output_dir)
     trainer.save_model()
     trainer.save_state()
+    hyperparameters = training_hyperparameters(training_args, lora_args)
     if trainer.is_world_process_zero():
         processor.save_pretrained(output_dir)
+        # the Trainer's training_args.bin is a pickle; vidgpt2.hub reads this JSON for the model card
+        (output_dir / TRAINING_ARGS_FILE).write_text(json.dumps(hyperparameters, indent=2, sort_keys=True))
         if lora_args.lora and lora_args.merge_lora:
             merged = trainer.model.merge_and_unload()
             merged.save_pretrained(output_dir / "merged")
             processor.save_pretrained(output_dir / "merged")
+            (output_dir / "merged" / TRAINING_ARGS_FILE).write_text(json.dumps(hyperparameters, indent=2, sort_keys=True))
     if eval_split is not None:
         metrics.update(trainer.evaluate(metric_key_prefix="eval"))
     if "test" in data:
@@ -570,7 +740,7 @@ def run_training(
             training_args.hub_model_id or output_dir.name,
             private=bool(training_args.hub_private_repo),
             metrics=metrics,
-            training_args=training_args.to_dict(),
+            training_args=hyperparameters,
             token=training_args.hub_token,
         )
     return metrics
@@ -584,9 +754,63 @@ def _configure_args(args: Seq2SeqTrainingArguments, has_eval: bool) -> None:
     args.predict_with_generate = True
     # vidgpt2.hub pushes the complete set (weights, processor, code, model card) once training ends
     args.push_to_hub = False
-    if has_eval and args.metric_for_best_model is None:
+    if has_eval:
+        _default_best_metric(args)
+
+
+# schedulers that step on `metric_for_best_model` in "min" mode (transformers.Trainer._evaluate)
+_METRIC_SCHEDULERS = (SchedulerType.REDUCE_ON_PLATEAU, SchedulerType.GREEDY)
+
+
+def _default_best_metric(args: Seq2SeqTrainingArguments) -> None:
+    """The checkpoint is chosen by CIDEr unless the user chose a metric.
+
+    `TrainingArguments.__post_init__` fills in `metric_for_best_model="loss"` for `load_best_model_at_end`, so a
+    plain "loss" here counts as not chosen (to choose by loss, pass `eval_loss`, which the Trainer reads the same
+    way; `vidgpt2 train --metric-for-best-model loss` does that for you). A plateau scheduler keeps "loss": it steps
+    on that metric in "min" mode.
+    """
+    metric = args.metric_for_best_model
+    if metric == "loss" and args.lr_scheduler_type in _METRIC_SCHEDULERS:
+        logger.info("metric_for_best_model: eval_loss (the %s scheduler steps on it)", args.lr_scheduler_type.value)
+        return
+    if metric is None or metric == "loss":
         args.metric_for_best_model = "cider"
         args.greater_is_better = True
+        if args.load_best_model_at_end or args.save_strategy == "best":
+            logger.info("metric_for_best_model: eval_cider, greater is better (pass eval_loss to choose by loss)")
+
+
+def parse_train_arguments(
+    argv: list[str],
+) -> tuple[ModelArguments, DataArguments, LoraArguments, Seq2SeqTrainingArguments]:
+    """`vidgpt2 train` arguments from the command line, or from one JSON file (`vidgpt2 train args.json`).
+
+    An explicit `--metric-for-best-model loss` (or `"metric_for_best_model": "loss"` in the JSON file) becomes
+    `eval_loss`, so that it is not mistaken for the default transformers fills in (see `_default_best_metric`).
+    """
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, LoraArguments, Seq2SeqTrainingArguments), prog="vidgpt2 train"
+    )
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        explicit = "metric_for_best_model" in json.loads(Path(argv[0]).read_text())
+        model_args, data_args, lora_args, training_args = parser.parse_json_file(argv[0])
+    else:
+        flags = {arg.split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
+        explicit = "__metric_for_best_model" in flags
+        model_args, data_args, lora_args, training_args = parser.parse_args_into_dataclasses(argv)
+    if explicit and training_args.metric_for_best_model == "loss":
+        training_args.metric_for_best_model = "eval_loss"
+    return model_args, data_args, lora_args, training_args
+
+
+def training_hyperparameters(training_args: Seq2SeqTrainingArguments, lora_args: LoraArguments) -> dict[str, Any]:
+    """What `run_training` writes to `training_args.json`: every `Seq2SeqTrainingArguments` field (tokens hidden by
+    `to_dict`), plus the LoRA settings when LoRA was used."""
+    values = json.loads(training_args.to_json_string())
+    if lora_args.lora:
+        values.update(asdict(lora_args))
+    return values
 
 
 def plot_loss_curve(log_history: list[dict[str, Any]], path: str | Path | None = None) -> Any:
@@ -616,6 +840,7 @@ def plot_loss_curve(log_history: list[dict[str, Any]], path: str | Path | None =
 
 
 __all__ = [
+    "CaptionTrainer",
     "DataArguments",
     "LoraArguments",
     "ModelArguments",
@@ -623,8 +848,12 @@ __all__ = [
     "build_model_and_processor",
     "check_data",
     "evaluate_dataset",
+    "fresh_modules",
     "generate_captions",
     "load_data",
+    "parse_train_arguments",
     "plot_loss_curve",
     "run_training",
+    "set_vision_frozen",
+    "training_hyperparameters",
 ]
