@@ -39,8 +39,7 @@ from transformers import ResNetConfig
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from tests.tiny import TINY_VISION, tiny_config, tiny_pixels
-from vidgpt2 import VidGPT2Config, VidGPT2ForConditionalGeneration
-from vidgpt2 import modeling_vidgpt2
+from vidgpt2 import VidGPT2Config, VidGPT2ForConditionalGeneration, modeling_vidgpt2
 
 VISUAL_TOKENS = ["pooled", "spatial"]
 
