@@ -163,6 +163,9 @@ def test_return_dict_false_gives_the_tuple_of_non_none_outputs(tester, from_conf
     assert torch.equal(loss, as_dict.loss) and torch.equal(logits, as_dict.logits)
     encoder_tuple = model.encoder(pixel_values_videos=inputs["pixel_values_videos"], return_dict=False)
     assert type(encoder_tuple) is tuple and torch.equal(encoder_tuple[0], as_dict.encoder_last_hidden_state)
+    # generate still gets dicts from the model it calls (transformers#39120: inner calls must not turn into tuples)
+    generated = model.generate(pixel_values_videos=inputs["pixel_values_videos"], max_new_tokens=2, min_new_tokens=2)
+    assert generated.shape == (tester.batch_size, 3)
 
 
 # --- arguments: legacy cache name and unknown names ---------------------------------------------------------------
