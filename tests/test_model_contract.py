@@ -426,6 +426,21 @@ def test_visual_layer_is_a_drop_in_for_nn_transformer_encoder_layer():
         assert (weights is not None) == output_attentions
     with torch.no_grad():  # torch's fused inference path for the old layer
         assert torch.allclose(new(tokens)[0], old(tokens), atol=1e-5)
+    # training with a seed draws the same dropout masks (the demo's numbers stay the same)
+    old.train(), new.train()
+    torch.manual_seed(5)
+    expected = old(tokens)
+    torch.manual_seed(5)
+    assert torch.allclose(new(tokens)[0], expected, atol=1e-6)
+
+
+def test_a_seeded_model_starts_from_the_same_weights_as_before():
+    # the visual attention draws torch's MultiheadAttention init in its order, so the random stream is unchanged
+    torch.manual_seed(0)
+    old = OldVisualLayer(32, 2).layer
+    torch.manual_seed(0)
+    new = modeling_vidgpt2.VidGPT2VisualLayer(32, 2, dropout=0.1)
+    assert different_tensors(old, new) == []
 
 
 def test_a_checkpoint_with_nn_transformer_encoder_layers_gives_the_same_logits(tester, tmp_path):

@@ -108,6 +108,11 @@ class VidGPT2VisualAttention(nn.Module):
         self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * width))
         self.out_proj = nn.Linear(width, width)
+        # torch's own init of `nn.MultiheadAttention` (`_reset_parameters`), in its order: the model's `_init_weights`
+        # redraws these, and drawing the same random numbers as before keeps a seeded model (the demo's) unchanged
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.in_proj_bias)
+        nn.init.zeros_(self.out_proj.bias)
 
     def forward(
         self, hidden_states: torch.Tensor, output_attentions: bool = False
@@ -125,8 +130,11 @@ class VidGPT2VisualAttention(nn.Module):
         else:
             weights = None
             context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
-        context = context.transpose(1, 2).reshape(batch, tokens, width)  # (B, heads, N, d/h) -> (B, N, d)
-        return self.out_proj(context), weights
+        # (B, heads, N, d/h) -> (N, B, heads, d/h) -> (N*B, d) -> (N, B, d) -> a (B, N, d) view: torch's MHA layout.
+        # The values do not depend on it, but the dropout masks drawn on the result do; keeping it makes training
+        # with a given seed draw the same masks as the `nn.TransformerEncoderLayer` these layers replace.
+        context = context.permute(2, 0, 1, 3).reshape(tokens * batch, width)
+        return self.out_proj(context).view(tokens, batch, width).transpose(0, 1), weights
 
 
 class VidGPT2VisualLayer(GradientCheckpointingLayer):
