@@ -61,7 +61,7 @@ def bench_backbone(model, batch: int, frames: int, repeats: int) -> tuple[list[l
     n = flat.shape[0]
 
     with torch.inference_mode():
-        ours = model.get_video_features(pixels)  # (B, T, 2048)
+        ours = model.get_video_features(pixels).pooler_output  # (B, T, 2048)
         reference = bare(flat).pooler_output.flatten(1).view(batch, frames, -1)
         max_diff = (ours - reference).abs().max().item()
     if max_diff > 1e-3:
@@ -83,7 +83,7 @@ def bench_backbone(model, batch: int, frames: int, repeats: int) -> tuple[list[l
             "bare ResNetModel (channels_last)": run(
                 lambda: bare_cl(flat.contiguous(memory_format=torch.channels_last)).pooler_output
             ),
-            "ours get_video_features": run(lambda: model.get_video_features(pixels)),
+            "ours get_video_features": run(lambda: model.get_video_features(pixels).pooler_output),
         }
         times = interleaved_times(fns, repeats=repeats, warmup=1)
         ours_t = times["ours get_video_features"]
@@ -238,7 +238,7 @@ def bench_generate(model, repeats: int, new_tokens: int, num_frames: int) -> tup
 
     pixels = torch.randn(1, num_frames, 3, 224, 224)
     with torch.inference_mode():
-        features = model.get_video_features(pixels)  # (1, T, 2048)
+        features = model.get_video_features(pixels).pooler_output  # (1, T, 2048)
     kwargs = dict(do_sample=False, num_beams=1, max_new_tokens=new_tokens, min_new_tokens=new_tokens)
 
     def caption(use_cache: bool, from_pixels: bool):

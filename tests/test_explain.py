@@ -220,7 +220,7 @@ def toy():
     generator = torch.Generator().manual_seed(0)
     pixels, classes = _toy_clips(256, generator)
     with torch.no_grad():
-        features = model.get_video_features(pixels)  # frozen tower: cache once
+        features = model.get_video_features(pixels).pooler_output  # frozen tower: cache once
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
     model.train()
     for _ in range(120):

@@ -79,7 +79,7 @@ def test_forward_shapes_and_scalar_loss(visual_tokens):
     assert out.logits.shape == (2, 4, model.config.text_config.vocab_size)
     tokens = model.config.num_frames * model.config.tokens_per_frame
     assert out.encoder_last_hidden_state.shape == (2, tokens, 32)
-    features = model.get_video_features(pixels)
+    features = model.get_video_features(pixels).pooler_output
     expected = (2, 4, 32) if visual_tokens == "pooled" else (2, 4, 4, 32)
     assert features.shape == expected
 
@@ -98,7 +98,7 @@ def test_loss_ignores_padding_and_uses_num_items_in_batch():
 def test_features_path_equals_pixel_path():
     model = tiny_model(visual_tokens="spatial", image_size=64)
     pixels = tiny_pixels(model.config)
-    features = model.get_video_features(pixels)
+    features = model.get_video_features(pixels).pooler_output
     from_pixels = model(pixel_values_videos=pixels, labels=LABELS)
     from_features = model(video_features=features, labels=LABELS)
     assert torch.allclose(from_pixels.loss, from_features.loss, atol=1e-6)
@@ -124,7 +124,7 @@ def test_temporal_embeddings_make_the_model_order_aware():
 
 def test_position_embeddings_start_at_the_scale_of_the_normalised_features():
     model = tiny_model(visual_tokens="spatial", image_size=64)
-    features = model.get_video_features(tiny_pixels(model.config))
+    features = model.get_video_features(tiny_pixels(model.config)).pooler_output
     projected = model.encoder.projection_norm(model.encoder.projection(features))  # (B, T, h*w, d)
     assert projected.std().item() == pytest.approx(1.0, abs=0.05)
     for embedding in (model.encoder.temporal_embedding, model.encoder.spatial_embedding):

@@ -188,7 +188,7 @@ class _Runner:
             for _ in range(repeats):
                 _sync(self.device)
                 start, cpu_start = time.perf_counter(), time.process_time()
-                features = encoder.get_video_features(pixels)
+                features = encoder.get_video_features(pixels).pooler_output
                 _sync(self.device)
                 times.append(time.perf_counter() - start)
                 cpu_times.append(time.process_time() - cpu_start)

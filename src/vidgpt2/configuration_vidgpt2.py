@@ -87,7 +87,20 @@ class VidGPT2Config(PreTrainedConfig):
         if self.decoder_start_token_id is None:
             self.decoder_start_token_id = self.bos_token_id
         self.text_config.pad_token_id = self.pad_token_id
+        self._drop_classification_labels()
         self._check_values()
+
+    def _drop_classification_labels(self) -> None:
+        """Forget the sub-models' classification labels: a captioner never uses them.
+
+        A ResNet built from ``microsoft/resnet-50`` carries the 1,000 ImageNet names (about 50 KB in every saved
+        ``config.json``). Resetting to the 2 default labels leaves them out of the saved diff; configs saved with
+        them still load (the labels are dropped then).
+        """
+        for sub_config in (self.vision_config, self.text_config):
+            if sub_config.id2label is not None and len(sub_config.id2label) != 2:
+                sub_config.id2label = None
+                sub_config.num_labels = 2  # the default `{0: "LABEL_0", 1: "LABEL_1"}`, which is never saved
 
     def _check_values(self) -> None:
         def bad(field: str, value: object, expected: str) -> ValueError:

@@ -303,15 +303,7 @@ def _shown_positions(caption_ids: torch.Tensor, eos_token_id: int | None) -> lis
 def _vision_feature_map(model: Any, pixels: torch.Tensor) -> torch.Tensor:
     """The vision tower's last feature map, computed without gradients: (B, T, 3, H, W) -> (B*T, C, h, w)."""
     with torch.no_grad():
-        return model.encoder.vision_tower(pixels.flatten(0, 1), return_dict=True).last_hidden_state
-
-
-def _features_from_map(model: Any, feature_map: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
-    """Lay a feature map out as `get_video_features` does: (B, T, C) pooled or (B, T, h*w, C) spatial."""
-    if model.config.visual_tokens == "pooled":
-        return feature_map.mean(dim=(2, 3)).view(batch, frames, -1)  # (B*T, C, h, w) -> (B, T, C)
-    cells = feature_map.flatten(2).transpose(1, 2)  # (B*T, C, h, w) -> (B*T, h*w, C)
-    return cells.reshape(batch, frames, cells.shape[1], cells.shape[2])  # -> (B, T, h*w, C)
+        return model.get_video_features(pixels, output_hidden_states=False).last_hidden_state
 
 
 def caption_logprobs(model: Any, labels: torch.Tensor, **inputs: Any) -> torch.Tensor:
@@ -319,7 +311,7 @@ def caption_logprobs(model: Any, labels: torch.Tensor, **inputs: Any) -> torch.T
 
     `inputs` are `pixel_values_videos=` or `video_features=`; gradients follow the caller's grad mode.
     """
-    logits = model(labels=labels, **inputs).logits.float()  # (B, L, V)
+    logits = model(labels=labels, return_dict=True, **inputs).logits.float()  # (B, L, V)
     return _token_logprobs(logits, labels)
 
 
@@ -344,8 +336,8 @@ def _score_with_attention(
     labels = caption_ids[None].to(pixels.device)  # (1, L)
     with torch.enable_grad() if grad_cam else torch.no_grad():
         feature_map.requires_grad_(grad_cam)
-        features = _features_from_map(model, feature_map, batch, frames)
-        out = model(video_features=features, labels=labels, output_attentions=True)
+        features = model.encoder.pool_feature_map(feature_map, batch, frames)  # as get_video_features
+        out = model(video_features=features, labels=labels, output_attentions=True, return_dict=True)
         token_logprobs = _token_logprobs(out.logits, labels)[0]  # (L,)
         result: dict[str, Any] = {
             "cross_attentions": [a.detach().float().cpu() for a in out.cross_attentions],

@@ -4,7 +4,7 @@ Data flow (shapes for the default config: B videos, T=8 frames, 224x224, ResNet-
 
     pixel_values_videos (B, T, 3, 224, 224)
       -> vision tower on (B*T, 3, 224, 224)             [ResNet; frozen by default]
-      -> video features (B, T, 2048) pooled | (B, T, 49, 2048) spatial   <- what `get_video_features` returns
+      -> video features (B, T, 2048) pooled | (B, T, 49, 2048) spatial   <- `get_video_features(...).pooler_output`
       -> linear projection + LayerNorm, + temporal (+ spatial) position embeddings
       -> `num_visual_layers` self-attention layers   -> visual tokens (B, N, 768), N = T or T*49
       -> GPT-2 decoder cross-attending to the visual tokens -> logits (B, L, vocab)
@@ -15,6 +15,8 @@ This module imports only torch, transformers and `.configuration_vidgpt2` so it 
 from __future__ import annotations
 
 import contextlib
+import difflib
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,8 +25,10 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import GenerationMixin, GPT2LMHeadModel, PreTrainedModel, ResNetModel
 from transformers import initialization as init
-from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
-from transformers.utils import logging
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling, Seq2SeqLMOutput
+from transformers.utils import TransformersKwargs, logging
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_vidgpt2 import VidGPT2Config
 
@@ -47,22 +51,119 @@ class VidGPT2PreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values_videos"
     input_modalities = ("video", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["GPT2Block", "ResNetStage"]
+    _no_split_modules = ["GPT2Block", "ResNetStage", "VidGPT2VisualLayer"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
+    # `forward` takes `num_items_in_batch` (the Trainer then leaves the loss unscaled by gradient accumulation)
+    accepts_loss_kwargs = True
 
     def _init_weights(self, module: nn.Module) -> None:
-        # transformers initialises module by module, children first, and only modules that own parameters: so the
-        # cases here are leaves. Linear, LayerNorm and plain Embedding layers get the default (normal with
-        # `initializer_range`, LayerNorm ones/zeros); GPT-2 and the ResNet are sub-models with their own init.
+        # `initialize_weights` visits every module, children first. Linear, LayerNorm and plain Embedding layers get
+        # the default (normal with `initializer_range`, LayerNorm ones/zeros); GPT-2 and the ResNet are sub-models
+        # with their own `_init_weights` (GPT-2 rescales `c_proj` in `GPT2Attention`/`GPT2MLP`, parents of Conv1D).
         if isinstance(module, VidGPT2PositionEmbedding):
             init.normal_(module.weight, std=POSITION_EMBEDDING_STD)
-        elif isinstance(module, nn.MultiheadAttention):  # inside the visual layers; out_proj is a Linear
+        elif isinstance(module, VidGPT2VisualAttention):  # out_proj is a Linear
             init.normal_(module.in_proj_weight, std=self.config.initializer_range)
             init.zeros_(module.in_proj_bias)
         else:
             super()._init_weights(module)
+
+    @torch.no_grad()
+    @init.guard_torch_init_functions()
+    def initialize_weights(self) -> None:
+        """Initialise every weight not loaded from a checkpoint exactly as `__init__` does.
+
+        `PreTrainedModel.initialize_weights` treats any class outside the `transformers` package as "custom code"
+        and then skips every module that owns no parameter directly, assuming its `_init_weights` might overwrite
+        loaded weights. That skips GPT-2's `GPT2Attention`/`GPT2MLP`, whose `_init_weights` gives `c_proj` the
+        scaled std 0.02/sqrt(2 * n_layer): weights missing from a checkpoint (a new cross-attention) came back 2x
+        (2 layers) to 5x (12 layers) too large. Every `_init_weights` here (ours, GPT-2's, the ResNet's) writes through
+        `transformers.initialization`, which leaves loaded (`_is_hf_initialized`) tensors alone, so the walk below
+        visits all modules, dispatching to each sub-model's own `_initialize_weights` as transformers does.
+        """
+
+        def visit(module: nn.Module, initialize: Any) -> None:
+            for child in module.children():
+                visit(child, child._initialize_weights if isinstance(child, PreTrainedModel) else initialize)
+            initialize(module, is_custom_code=False)
+
+        visit(self, self._initialize_weights)
+
+
+class VidGPT2VisualAttention(nn.Module):
+    """Multi-head self-attention over the visual tokens.
+
+    The parameters carry the names of `nn.MultiheadAttention` (`in_proj_weight` (3d, d), `in_proj_bias` (3d,),
+    `out_proj`) so checkpoints saved when the visual layers were `nn.TransformerEncoderLayer` load unchanged. Unlike
+    it, this returns per-head attention weights: eager attention when they are asked for, SDPA otherwise.
+    """
+
+    def __init__(self, width: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = width // num_heads
+        self.dropout = dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * width))
+        self.out_proj = nn.Linear(width, width)
+        # torch's own init of `nn.MultiheadAttention` (`_reset_parameters`), in its order: the model's `_init_weights`
+        # redraws these, and drawing the same random numbers as before keeps a seeded model (the demo's) unchanged
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.in_proj_bias)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, N, d) -> (B, N, d), and the weights (B, heads, N, N) when `output_attentions`."""
+        batch, tokens, width = hidden_states.shape
+        qkv = F.linear(hidden_states, self.in_proj_weight, self.in_proj_bias)  # (B, N, 3d)
+        # (B, N, 3d) -> (B, N, 3, heads, d/heads) -> 3 x (B, heads, N, d/heads)
+        query, key, value = qkv.view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        dropout = self.dropout if self.training else 0.0
+        if output_attentions:
+            scores = (query @ key.transpose(-2, -1)) * self.head_dim**-0.5  # (B, heads, N, N)
+            weights = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+            context = F.dropout(weights, p=dropout, training=self.training) @ value  # (B, heads, N, d/heads)
+        else:
+            weights = None
+            context = F.scaled_dot_product_attention(query, key, value, dropout_p=dropout)
+        # (B, heads, N, d/h) -> (N, B, heads, d/h) -> (N*B, d) -> (N, B, d) -> a (B, N, d) view: torch's MHA layout.
+        # The values do not depend on it, but the dropout masks drawn on the result do; keeping it makes training
+        # with a given seed draw the same masks as the `nn.TransformerEncoderLayer` these layers replace.
+        context = context.permute(2, 0, 1, 3).reshape(tokens * batch, width)
+        return self.out_proj(context).view(tokens, batch, width).transpose(0, 1), weights
+
+
+class VidGPT2VisualLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer layer over the visual tokens: x + attn(norm1(x)), then x + mlp(norm2(x)).
+
+    The same computation and state-dict keys as ``nn.TransformerEncoderLayer(norm_first=True, activation="gelu",
+    batch_first=True)`` (``self_attn.*``, ``linear1``, ``linear2``, ``norm1``, ``norm2``), which this replaces
+    because it cannot return attention weights. The LayerNorm eps stays that layer's default, 1e-5.
+    """
+
+    def __init__(self, width: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.self_attn = VidGPT2VisualAttention(width, num_heads, dropout)
+        self.linear1 = nn.Linear(width, 4 * width)
+        self.linear2 = nn.Linear(4 * width, width)
+        self.norm1 = nn.LayerNorm(width, eps=1e-5)
+        self.norm2 = nn.LayerNorm(width, eps=1e-5)
+        self.dropout = nn.Dropout(dropout)  # inside the MLP
+        self.dropout1 = nn.Dropout(dropout)  # on the attention branch
+        self.dropout2 = nn.Dropout(dropout)  # on the MLP branch
+
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, N, d) -> (B, N, d), and the attention weights (B, heads, N, N) when `output_attentions`."""
+        attended, weights = self.self_attn(self.norm1(hidden_states), output_attentions)
+        hidden_states = hidden_states + self.dropout1(attended)
+        mlp = self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(hidden_states)))))
+        return hidden_states + self.dropout2(mlp), weights
 
 
 # Position embeddings start at the scale of the features they are added to: the projection is layer-normalised, so
@@ -96,15 +197,7 @@ class VidGPT2VideoEncoder(nn.Module):
         )
         self.dropout = nn.Dropout(config.visual_dropout)
         self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(
-                d_model=width,
-                nhead=config.visual_heads,
-                dim_feedforward=4 * width,
-                dropout=config.visual_dropout,
-                activation="gelu",
-                batch_first=True,
-                norm_first=True,
-            )
+            VidGPT2VisualLayer(width, config.visual_heads, config.visual_dropout)
             for _ in range(config.num_visual_layers)
         )
         self.layer_norm = nn.LayerNorm(width, eps=config.text_config.layer_norm_epsilon)
@@ -122,19 +215,42 @@ class VidGPT2VideoEncoder(nn.Module):
             self.vision_tower.eval()
         return self
 
-    def get_video_features(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
-        """Backbone features, exactly as `forward(video_features=...)` takes them.
+    def get_video_features(
+        self, pixel_values_videos: torch.Tensor, output_hidden_states: bool | None = None
+    ) -> BaseModelOutputWithPooling:
+        """Run the vision tower on every frame.
 
-        Returns (B, T, C) for ``visual_tokens="pooled"`` and (B, T, h*w, C) for ``"spatial"``.
+        Returns a `BaseModelOutputWithPooling` (the transformers 5.x `get_*_features` contract):
+            pooler_output: the backbone features exactly as `forward(video_features=...)` takes them (and the feature
+                cache stores them): (B, T, C) for ``visual_tokens="pooled"``, (B, T, h*w, C) for ``"spatial"``.
+            last_hidden_state: the tower's last feature map, (B*T, C, h, w).
+            hidden_states: the tower's stage outputs when `output_hidden_states` (default: the config's flag).
+            attentions: always `None`; a ResNet has no attention.
+
+        Raises:
+            ValueError: `pixel_values_videos` is not (B, T, 3, H, W), or not `image_size` square in spatial mode.
         """
         self._check_pixels(pixel_values_videos)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
         batch, frames = pixel_values_videos.shape[:2]
         # (B, T, 3, H, W) -> (B*T, 3, H, W): every frame of every video in one backbone batch
         flat = pixel_values_videos.flatten(0, 1)
         flat = flat.to(self.vision_tower.dtype).contiguous(memory_format=torch.channels_last)
         grad = torch.is_grad_enabled() and not self.vision_frozen
         with torch.set_grad_enabled(grad):
-            feature_map = self.vision_tower(flat, return_dict=True).last_hidden_state  # (B*T, C, h, w)
+            tower = self.vision_tower(flat, output_hidden_states=bool(output_hidden_states), return_dict=True)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=tower.last_hidden_state,
+            pooler_output=self.pool_feature_map(tower.last_hidden_state, batch, frames),
+            hidden_states=tower.hidden_states,
+        )
+
+    def pool_feature_map(self, feature_map: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
+        """Lay the tower's last feature map out as the visual tokens use it.
+
+        (B*T, C, h, w) -> (B, T, C) mean over cells for ``visual_tokens="pooled"``, (B, T, h*w, C) for ``"spatial"``.
+        """
         if self.config.visual_tokens == "pooled":
             # (B*T, C, h, w) -> (B*T, C) -> (B, T, C)
             return feature_map.mean(dim=(2, 3)).view(batch, frames, -1)
@@ -149,15 +265,28 @@ class VidGPT2VideoEncoder(nn.Module):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
-        **kwargs: Any,
-    ) -> BaseModelOutput:
+    ) -> BaseModelOutput | tuple:
+        """Frames (B, T, 3, H, W) or cached features (`get_video_features(...).pooler_output`) -> visual tokens.
+
+        Returns `BaseModelOutput` (a tuple of its non-None fields when `return_dict=False`):
+            last_hidden_state: (B, N, d) visual tokens, N = T (pooled) or T*h*w (spatial), after the final LayerNorm.
+            hidden_states: when `output_hidden_states`, `num_visual_layers + 1` tensors (B, N, d): the tokens before
+                the first visual layer and after each one (the last one before the final LayerNorm).
+            attentions: when `output_attentions`, one (B, heads, N, N) tensor per visual layer.
+        Flags left `None` take the config's values.
+        """
         if (pixel_values_videos is None) == (video_features is None):
             raise ValueError(
                 "VidGPT2 needs exactly one of `pixel_values_videos` (B, T, 3, H, W) or `video_features` "
-                "(from `get_video_features`)."
+                "(from `get_video_features(...).pooler_output`)."
             )
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         if video_features is None:
-            video_features = self.get_video_features(pixel_values_videos)
+            video_features = self.get_video_features(pixel_values_videos, output_hidden_states=False).pooler_output
         self._check_features(video_features)
         tokens = self.projection(video_features.to(self.projection.weight.dtype))  # (B, T, [h*w,] C) -> (..., d)
         tokens = self.projection_norm(tokens)
@@ -171,14 +300,20 @@ class VidGPT2VideoEncoder(nn.Module):
         # (B, T, h*w, d) -> (B, T*h*w, d); pooled tokens already are (B, T, d)
         tokens = self.dropout(tokens.flatten(1, -2))
         hidden_states = [tokens] if output_hidden_states else None
+        attentions = [] if output_attentions else None
         for layer in self.layers:
-            tokens = layer(tokens)
+            tokens, weights = layer(tokens, bool(output_attentions))
             if hidden_states is not None:
                 hidden_states.append(tokens)
+            if attentions is not None:
+                attentions.append(weights)
         tokens = self.layer_norm(tokens)
-        return BaseModelOutput(
-            last_hidden_state=tokens, hidden_states=tuple(hidden_states) if hidden_states is not None else None
+        output = BaseModelOutput(
+            last_hidden_state=tokens,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None,
         )
+        return output if return_dict else output.to_tuple()
 
     def _check_pixels(self, pixel_values_videos: torch.Tensor) -> None:
         if pixel_values_videos.dim() != 5 or pixel_values_videos.shape[2] != self.config.vision_config.num_channels:
@@ -206,7 +341,8 @@ class VidGPT2VideoEncoder(nn.Module):
         if not ok or video_features.shape[-1] != channels:
             raise ValueError(
                 f"`video_features` must have shape {expected} for visual_tokens={self.config.visual_tokens!r}; "
-                f"got {tuple(video_features.shape)}. Compute them with `model.get_video_features(pixel_values_videos)`."
+                f"got {tuple(video_features.shape)}. Compute them with "
+                "`model.get_video_features(pixel_values_videos).pooler_output`."
             )
         if video_features.shape[1] > self.config.num_frames:
             raise ValueError(
@@ -243,9 +379,12 @@ class VidGPT2ForConditionalGeneration(VidGPT2PreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         self.decoder.set_output_embeddings(new_embeddings)
 
-    def get_video_features(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
-        """Vision-tower features for caching: (B, T, C) pooled or (B, T, h*w, C) spatial."""
-        return self.encoder.get_video_features(pixel_values_videos)
+    def get_video_features(
+        self, pixel_values_videos: torch.Tensor, output_hidden_states: bool | None = None
+    ) -> BaseModelOutputWithPooling:
+        """Vision-tower outputs; `.pooler_output` is what `forward(video_features=...)` takes and the feature cache
+        stores: (B, T, C) pooled or (B, T, h*w, C) spatial. See `VidGPT2VideoEncoder.get_video_features`."""
+        return self.encoder.get_video_features(pixel_values_videos, output_hidden_states=output_hidden_states)
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
@@ -282,6 +421,7 @@ class VidGPT2ForConditionalGeneration(VidGPT2PreTrainedModel, GenerationMixin):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     # --- forward ---------------------------------------------------------------------------------------------------
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")  # as GPT2LMHeadModel.forward: same name, warning
     def forward(
         self,
         pixel_values_videos: torch.Tensor | None = None,
@@ -298,22 +438,42 @@ class VidGPT2ForConditionalGeneration(VidGPT2PreTrainedModel, GenerationMixin):
         num_items_in_batch: torch.Tensor | int | None = None,
         return_dict: bool | None = None,
         **kwargs: Any,
-    ) -> Seq2SeqLMOutput:
+    ) -> Seq2SeqLMOutput | tuple:
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(B, T, 3, H, W)`): frames from `VidGPT2VideoProcessor`.
-        video_features (`torch.FloatTensor`): cached output of `get_video_features`, instead of pixels.
+        video_features (`torch.FloatTensor`): cached `get_video_features(...).pooler_output`, instead of pixels.
         attention_mask (`torch.Tensor` of shape `(B, N)`, *optional*): mask over the N visual tokens (all ones
-            unless videos were padded); `generate` fills it in.
+            unless videos were padded).
+        encoder_outputs: visual tokens from `self.encoder`, instead of pixels or features.
         labels (`torch.LongTensor` of shape `(B, L)`): target token ids, -100 where ignored. Teacher-forcing
             inputs are derived from them (start token prepended) when `decoder_input_ids` is not given.
+        cache: the decoder's key/value cache (`past_key_values=` still works, with a deprecation warning).
         num_items_in_batch: number of target tokens across gradient-accumulation steps (passed by the Trainer);
             the loss is then the token sum divided by it.
+        output_attentions / output_hidden_states / return_dict: `None` takes the config's value. With
+            `return_dict=False` the result is the tuple of the non-None `Seq2SeqLMOutput` fields, in field order.
+
+        Raises:
+            TypeError: an argument no part of the model takes (a typo such as `input_ids=`).
+            ValueError: no or two visual inputs, or neither `labels` nor `decoder_input_ids`.
         """
+        self._check_unused_kwargs(kwargs)
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        return_dict = self.config.return_dict if return_dict is None else return_dict
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
                 pixel_values_videos=pixel_values_videos,
                 video_features=video_features,
+                output_attentions=output_attentions,
                 output_hidden_states=output_hidden_states,
+                return_dict=True,
+            )
+        elif pixel_values_videos is not None or video_features is not None:
+            raise ValueError(
+                "Pass `encoder_outputs` or `pixel_values_videos` / `video_features`, not both: one would be ignored."
             )
         elif isinstance(encoder_outputs, tuple):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
@@ -341,8 +501,9 @@ class VidGPT2ForConditionalGeneration(VidGPT2PreTrainedModel, GenerationMixin):
                 encoder_attention_mask=attention_mask,
                 cache=cache,
                 use_cache=use_cache,
-                output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states,
+                # explicit booleans: GPT-2 reads a `None` flag as "off", not as its config's value
+                output_attentions=bool(output_attentions),
+                output_hidden_states=bool(output_hidden_states),
                 return_dict=True,
             )
         logits = decoder_outputs.logits  # (B, L, vocab)
@@ -351,7 +512,7 @@ class VidGPT2ForConditionalGeneration(VidGPT2PreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = self.caption_loss(logits, labels, num_items_in_batch)
 
-        return Seq2SeqLMOutput(
+        output = Seq2SeqLMOutput(
             loss=loss,
             logits=logits,
             cache=decoder_outputs.cache,
@@ -360,7 +521,31 @@ class VidGPT2ForConditionalGeneration(VidGPT2PreTrainedModel, GenerationMixin):
             cross_attentions=decoder_outputs.cross_attentions,
             encoder_last_hidden_state=visual_tokens,
             encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
         )
+        return output if return_dict else output.to_tuple()
+
+    def _check_unused_kwargs(self, kwargs: dict[str, Any]) -> None:
+        """Refuse or report keyword arguments that no part of the model uses, instead of dropping them silently.
+
+        The model-agnostic arguments transformers callers may pass to any model (`TransformersKwargs`: packed-sequence
+        lengths, `position_ids`, `is_causal`, ...) mean nothing to this captioner: each is named in a warning once.
+        Anything else is a caller's mistake (e.g. `input_ids=` for `decoder_input_ids=`): `TypeError`.
+        """
+        for name in kwargs:
+            if name in TransformersKwargs.__optional_keys__:
+                logger.warning_once(
+                    f"{type(self).__name__}.forward ignores `{name}`: VidGPT2 has no use for it (the decoder makes its "
+                    "own positions and causal mask)."
+                )
+                continue
+            known = [p for p in inspect_parameters(self.forward) if p != "kwargs"]
+            close = difflib.get_close_matches(name, known + ["past_key_values"], n=1)
+            hint = f" Did you mean `{close[0]}`?" if close else ""
+            raise TypeError(
+                f"{type(self).__name__}.forward() got an unexpected keyword argument `{name}`.{hint} "
+                f"It takes: {', '.join(known)}."
+            )
 
     @staticmethod
     def caption_loss(
@@ -387,34 +572,97 @@ class VidGPT2ForConditionalGeneration(VidGPT2PreTrainedModel, GenerationMixin):
     ) -> Any:
         """Caption videos from pixels or cached features. The vision tower runs once per call.
 
-        All `GenerationMixin.generate` arguments apply (`num_beams`, `do_sample`, `max_new_tokens`, ...). With
-        `output_attentions=True, return_dict_in_generate=True` the result holds `cross_attentions`: per generated
-        step, per decoder layer, (B*beams, heads, step_len, N visual tokens).
+        All `GenerationMixin.generate` arguments apply (`num_beams`, `do_sample`, `max_new_tokens`,
+        `assistant_model`, `prompt_lookup_num_tokens`, ...). With `return_dict_in_generate=True` and
+        `output_attentions=True` the result holds `cross_attentions` (per generated step, per decoder layer,
+        (B*beams, heads, step_len, N visual tokens)) and `encoder_attentions` (per visual layer, (B*beams, heads, N,
+        N)); with `output_hidden_states=True`, `encoder_hidden_states` and `decoder_hidden_states`.
         """
-        if kwargs.get("encoder_outputs") is None:
-            if (pixel_values_videos is None) == (video_features is None):
-                raise ValueError("generate() needs exactly one of `pixel_values_videos` or `video_features`.")
-            kwargs["encoder_outputs"] = self.encoder(
-                pixel_values_videos=pixel_values_videos, video_features=video_features
-            )
+        if kwargs.get("encoder_outputs") is None and (pixel_values_videos is None) == (video_features is None):
+            raise ValueError("generate() needs exactly one of `pixel_values_videos` or `video_features`.")
+        if video_features is not None:
+            # kept in the generation kwargs (not encoded here) so that an assistant model can encode them too
+            kwargs["video_features"] = video_features
         if kwargs.get("decoder_attention_mask") is None:
             # the start token doubles as pad/eos for GPT-2: say explicitly that the prompt is not padding
             prompt = kwargs.get("decoder_input_ids")
-            batch = kwargs["encoder_outputs"].last_hidden_state.shape[0]
+            encoded = getattr(kwargs.get("encoder_outputs"), "last_hidden_state", None)
+            source = next(t for t in (pixel_values_videos, video_features, encoded, prompt) if t is not None)
             length = 1 if prompt is None else prompt.shape[1]
-            device = kwargs["encoder_outputs"].last_hidden_state.device
-            kwargs["decoder_attention_mask"] = torch.ones(batch, length, dtype=torch.long, device=device)
+            kwargs["decoder_attention_mask"] = torch.ones(
+                source.shape[0], length, dtype=torch.long, device=source.device
+            )
         if kwargs.get("attention_mask") is None:
-            # every visual token is real: an explicit mask keeps generate from guessing one from token ids
-            visual_tokens = kwargs["encoder_outputs"].last_hidden_state  # (B, N, d)
-            kwargs["attention_mask"] = torch.ones(visual_tokens.shape[:2], dtype=torch.long, device=visual_tokens.device)
+            # every visual token is real; saying so keeps generate from warning that a batch has no mask
+            kwargs["attention_mask"] = self._all_visual_tokens_mask(
+                pixel_values_videos, video_features, kwargs.get("encoder_outputs")
+            )
         kwargs.pop("labels", None)  # Seq2SeqTrainer passes them along; generation does not use them
         generation_config = kwargs.get("generation_config")
         wants_attentions = bool(
             kwargs.get("output_attentions") or getattr(generation_config, "output_attentions", False)
         )
         with self.eager_attention(wants_attentions):
-            return super().generate(**kwargs)
+            return super().generate(pixel_values_videos, **kwargs)
+
+    def _maybe_prepare_encoder_kwargs_for_generation(
+        self,
+        inputs_tensor: torch.Tensor,
+        model_kwargs: dict[str, Any],
+        model_input_name: str | None,
+        generation_config: Any,
+    ) -> dict[str, Any]:
+        """Run the video encoder once, before decoding, into `model_kwargs["encoder_outputs"]`.
+
+        `generate` calls this for this model, and assisted decoding calls it for an encoder-decoder assistant with the
+        main model's inputs: `inputs_tensor` is then the pixels (B, T, 3, H, W), or a placeholder of token ids when
+        the videos came as `video_features` (kept in `model_kwargs` for that reason). transformers' default would
+        feed the placeholder to the encoder as pixels. Encoder attentions and hidden states follow the generation
+        config, so `return_dict_in_generate=True` outputs carry them.
+        """
+        if model_kwargs.get("encoder_outputs") is not None:
+            return model_kwargs
+        video_features = model_kwargs.get("video_features")
+        model_kwargs["encoder_outputs"] = self.encoder(
+            pixel_values_videos=inputs_tensor if video_features is None else None,
+            video_features=video_features,
+            output_attentions=bool(generation_config.output_attentions),
+            output_hidden_states=bool(generation_config.output_hidden_states),
+            return_dict=True,
+        )
+        mask = model_kwargs.get("attention_mask")
+        tokens = model_kwargs["encoder_outputs"].last_hidden_state.shape[:2]  # (B, N)
+        if mask is not None and tuple(mask.shape) != tuple(tokens):
+            # an assistant model with another visual-token layout gets the main model's mask
+            if not bool(mask.all()):
+                raise ValueError(
+                    f"`attention_mask` has shape {tuple(mask.shape)} but this model makes {tuple(tokens)} visual "
+                    "tokens; a mask that hides tokens only fits a model with the same visual-token layout."
+                )
+            model_kwargs["attention_mask"] = mask.new_ones(tokens)
+        return model_kwargs
+
+    def _all_visual_tokens_mask(
+        self,
+        pixel_values_videos: torch.Tensor | None,
+        video_features: torch.Tensor | None,
+        encoder_outputs: BaseModelOutput | None,
+    ) -> torch.Tensor:
+        """An all-ones (B, N) mask over the visual tokens the inputs make, N = frames * `tokens_per_frame`."""
+        if encoder_outputs is not None:
+            source, shape = encoder_outputs.last_hidden_state, encoder_outputs.last_hidden_state.shape[:2]
+        else:
+            source = pixel_values_videos if pixel_values_videos is not None else video_features
+            shape = (source.shape[0], source.shape[1] * self.config.tokens_per_frame)
+        return torch.ones(shape, dtype=torch.long, device=source.device)
+
+    def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """GenerationMixin's step inputs, without the visual inputs once `encoder_outputs` hold them."""
+        model_inputs = super().prepare_inputs_for_generation(*args, **kwargs)
+        if model_inputs.get("encoder_outputs") is not None:
+            model_inputs.pop("video_features", None)
+            model_inputs.pop("pixel_values_videos", None)
+        return model_inputs
 
     # --- building from pretrained parts ----------------------------------------------------------------------------
     @classmethod
@@ -455,4 +703,15 @@ class VidGPT2ForConditionalGeneration(VidGPT2PreTrainedModel, GenerationMixin):
         return model
 
 
-__all__ = ["VidGPT2ForConditionalGeneration", "VidGPT2PreTrainedModel", "VidGPT2VideoEncoder"]
+def inspect_parameters(function: Any) -> list[str]:
+    """Parameter names of `function` (through decorators that keep `__wrapped__`)."""
+    return list(inspect.signature(function).parameters)
+
+
+__all__ = [
+    "VidGPT2ForConditionalGeneration",
+    "VidGPT2PreTrainedModel",
+    "VidGPT2VideoEncoder",
+    "VidGPT2VisualAttention",
+    "VidGPT2VisualLayer",
+]

@@ -247,7 +247,7 @@ def extract_features(
             return_tensors="pt",
         )
         with torch.no_grad():
-            features = model.get_video_features(inputs["pixel_values_videos"].to(device))
+            features = model.get_video_features(inputs["pixel_values_videos"].to(device)).pooler_output
         for sample, feature in zip(batch, features):
             cache.write(sample["video"], sample.get("start"), sample.get("end"), feature)
         progress.update(len(batch))
