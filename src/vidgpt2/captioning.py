@@ -325,11 +325,9 @@ def caption_videos(
         ValueError: bad inputs (see `resolve_inputs`), formats, dtype, `batch_size`, or subtitles for URLs without
             `subtitle_dir`, or `csv` without an `output`.
     """
-    from accelerate import PartialState
-
     formats = _check_formats(formats, output, batch_size)
     model, processor = _load(model, processor)
-    state = PartialState(cpu=device is not None and torch.device(device).type == "cpu")
+    state = process_state(device)
     device = torch.device(device) if device is not None else _default_device(state)
     amp_dtype = autocast_dtype(device, dtype)
     model = model.to(device).eval()
@@ -409,6 +407,19 @@ def caption_videos(
     if "csv" in formats and state.is_main_process:
         write_csv(rows, Path(output).with_suffix(".csv"))
     return rows
+
+
+def process_state(device: str | torch.device | None = None) -> Any:
+    """accelerate's `PartialState` of this process (rank, world size, device), set up from what `accelerate launch`
+    or `torchrun` put in the environment.
+
+    Asks for CPU processes (gloo) when `device` is a CPU or the machine has no accelerator: accelerate otherwise
+    leaves torchrun's processes unconnected on a machine without GPUs (each one thinks it is alone).
+    """
+    from accelerate import PartialState
+
+    cpu = (device is not None and torch.device(device).type == "cpu") or not torch.accelerator.is_available()
+    return PartialState(cpu=cpu)
 
 
 def _check_formats(formats: Sequence[str], output: Any, batch_size: int) -> list[str]:
@@ -670,6 +681,7 @@ __all__ = [
     "autocast_dtype",
     "caption_videos",
     "collate_clips",
+    "process_state",
     "default_num_workers",
     "expand_segments",
     "format_timestamp",

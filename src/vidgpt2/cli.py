@@ -125,9 +125,7 @@ def cmd_evaluate(argv: list[str]) -> int:
         help="Skip Java: Python PTB-equivalent tokenisation, METEOR not reported (faster; default uses Java if installed).",
     )
     args = parser.parse_args(argv)
-    from accelerate import PartialState
-
-    from .captioning import Clip, caption_videos
+    from .captioning import Clip, caption_videos, process_state
     from .data import load_captions_files
     from .data.feature_cache import FeatureCache
     from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
@@ -144,7 +142,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     rows = caption_videos(
         clips, model, processor, feature_cache=cache, **_engine_kwargs(args), **_generate_kwargs(args),
     )
-    is_main = PartialState().is_main_process
+    is_main = process_state(args.device).is_main_process
     failed = [r for r in rows if "error" in r]
     if failed:
         if is_main:
@@ -236,11 +234,10 @@ def cmd_caption(argv: list[str]) -> int:
         parser.error("--stride needs --segment-seconds")
     if args.formats and "csv" in args.formats and not args.output:
         parser.error("--format csv needs --output FILE.jsonl (the CSV is written next to it)")
-    from accelerate import PartialState
+    from .captioning import caption_videos, process_state
 
-    from .captioning import caption_videos
-
-    single = PartialState().num_processes == 1
+    state = process_state(args.device)
+    single = state.num_processes == 1
 
     def show(rows: list[dict[str, Any]]) -> None:
         for row in rows:
@@ -262,7 +259,7 @@ def cmd_caption(argv: list[str]) -> int:
         print(f"vidgpt2 caption: {error}", file=sys.stderr)
         return 2
     failures = sum("error" in row for row in rows)
-    if PartialState().is_main_process:
+    if state.is_main_process:
         if not single and not args.output:
             show(rows)
         if args.output:
