@@ -49,6 +49,7 @@ SEGMENT_SECONDS = 10.0
 def _extra(parser) -> None:
     parser.add_argument("--clips", type=int, default=None, help="Corpus size (default 64; 8 with --quick).")
     parser.add_argument("--batch-size", type=int, default=8, help="Clips per generate (default 8).")
+    parser.add_argument("--rounds", type=int, default=None, help="Interleaved rounds over the corpus (default 2; 1 quick).")
     parser.add_argument("--windows", type=int, default=None, help="Windows timed in part 2 (default all 360; 48 quick).")
 
 
@@ -103,7 +104,7 @@ def full_size_model_and_processor():
 
 
 # --- 1. corpus ----------------------------------------------------------------------------------------------------------
-def bench_corpus(clips: list[str], batch_size: int) -> tuple[list[list[Any]], dict[str, Any]]:
+def bench_corpus(clips: list[str], batch_size: int, per_round: int) -> tuple[list[list[Any]], dict[str, Any]]:
     import torch
 
     from vidgpt2 import caption_videos
@@ -113,49 +114,63 @@ def bench_corpus(clips: list[str], batch_size: int) -> tuple[list[list[Any]], di
     generate_kwargs = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "num_beams": 1, "do_sample": False}
     workers = default_num_workers()
 
-    def one_by_one() -> None:  # the loop `vidgpt2 caption` ran before
-        for clip in clips:
-            pixels = processor(videos=[clip])["pixel_values_videos"]
+    def one_by_one(part: list[int]) -> None:  # the loop `vidgpt2 caption` ran before
+        for i in part:
+            pixels = processor(videos=[clips[i]])["pixel_values_videos"]
             with torch.inference_mode():
                 processor.batch_decode(model.generate(pixel_values_videos=pixels, **generate_kwargs))
 
-    def engine() -> None:
+    def engine(part: list[int]) -> None:
         with tempfile.TemporaryDirectory() as folder:
             rows = caption_videos(
-                clips, model, processor, output=Path(folder) / "out.jsonl", batch_size=batch_size,
+                [clips[i] for i in part], model, processor, output=Path(folder) / "out.jsonl", batch_size=batch_size,
                 num_workers=workers, device="cpu", show_progress=False, **generate_kwargs,
             )
-        if len(rows) != len(clips) or any("error" in r for r in rows):
+        if len(rows) != len(part) or any("error" in r for r in rows):
             raise RuntimeError(f"the engine failed on some clips: {[r for r in rows if 'error' in r][:2]}")
 
     print("  decoding the batches for the model-alone run (untimed) ...", file=sys.stderr, flush=True)
-    batches = [
-        processor(videos=clips[i : i + batch_size])["pixel_values_videos"] for i in range(0, len(clips), batch_size)
-    ]  # each (B, 8, 3, 224, 224)
+    decoded = {
+        i: processor(videos=clips[i : i + batch_size])["pixel_values_videos"] for i in range(0, len(clips), batch_size)
+    }  # batch start -> (B, 8, 3, 224, 224); rounds hold whole batches
 
-    def model_alone() -> None:
-        for pixels in batches:
+    def model_alone(part: list[int]) -> None:
+        for pixels in (decoded[i] for i in part if i in decoded):
             with torch.inference_mode():
                 processor.batch_decode(model.generate(pixel_values_videos=pixels, **generate_kwargs))
 
     # warm-up (first generate, first worker start) on one batch, untimed
     caption_videos(clips[:batch_size], model, processor, batch_size=batch_size, num_workers=workers, device="cpu",
                    show_progress=False, **generate_kwargs)
-    times: dict[str, float] = {}
-    for name, fn in (("model alone, pre-decoded batches", model_alone), ("caption_videos (engine)", engine),
-                     ("one by one (before)", one_by_one)):
-        print(f"  {name} on {len(clips)} clips ...", file=sys.stderr, flush=True)
-        times[name], _ = timed(fn)
-        print(f"  ... {times[name]:.0f} s", file=sys.stderr, flush=True)
+    variants = {
+        "model alone, pre-decoded batches": model_alone,
+        "caption_videos (engine)": engine,
+        "one by one (before)": one_by_one,
+    }
+    # rounds over disjoint parts of the corpus, the variants interleaved in each (A B C A B C): load drift hits all
+    parts = [list(range(i, min(i + per_round, len(clips)))) for i in range(0, len(clips), per_round)]
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for number, part in enumerate(parts, start=1):
+        for name, fn in variants.items():
+            print(f"  round {number}/{len(parts)}: {name} on {len(part)} clips ...", file=sys.stderr, flush=True)
+            seconds, _ = timed(lambda fn=fn, part=part: fn(part))
+            times[name].append(seconds)
+            print(f"  ... {seconds:.0f} s", file=sys.stderr, flush=True)
     alone = times["model alone, pre-decoded batches"]
-    rows = []
-    for name, seconds in times.items():
-        rows.append([name, f"{seconds:.0f}", f"{len(clips) / seconds:.3f}", f"{alone / seconds:.2f}"])
-    ratio = alone / times["caption_videos (engine)"]
+    ratios = {name: per_round_ratios(alone, t) for name, t in times.items()}  # clips/s relative to model alone
+    rows = [
+        [name, f"{sum(t):.0f}", f"{len(clips) / sum(t):.3f}", f"{statistics.median(ratios[name]):.2f}",
+         ", ".join(f"{r:.2f}" for r in ratios[name])]
+        for name, t in times.items()
+    ]
+    ratio = statistics.median(ratios["caption_videos (engine)"])
     results = {
-        "clips": len(clips), "batch_size": batch_size, "num_workers": workers, "new_tokens": NEW_TOKENS,
-        "seconds": times, "clips_per_s": {k: len(clips) / v for k, v in times.items()},
-        "engine_vs_model_alone": ratio, "engine_vs_one_by_one": times["one by one (before)"] / times["caption_videos (engine)"],
+        "clips": len(clips), "rounds": len(parts), "batch_size": batch_size, "num_workers": workers,
+        "new_tokens": NEW_TOKENS, "seconds_per_round": times,
+        "clips_per_s": {k: len(clips) / sum(v) for k, v in times.items()},
+        "ratios_vs_model_alone_per_round": ratios,
+        "engine_vs_model_alone": ratio,
+        "engine_vs_one_by_one": statistics.median(per_round_ratios(times["one by one (before)"], times["caption_videos (engine)"])),
         "target_met": ratio >= CORPUS_TARGET,
     }
     return rows, results
@@ -223,8 +238,10 @@ def main() -> int:
     batch = min(args.batch_size, n)
 
     print(f"\n## Corpus: {n} clips of 10 s 640x360 H.264, full-size model, batch {batch}, {NEW_TOKENS} new tokens\n")
-    rows, results["corpus"] = bench_corpus(clips, batch)
-    print(markdown_table(["variant", "seconds", "clips/s", "vs model alone"], rows))
+    rounds = args.rounds or (1 if args.quick else 2)
+    per_round = -(-n // rounds // batch) * batch  # whole batches per round
+    rows, results["corpus"] = bench_corpus(clips, batch, per_round)
+    print(markdown_table(["variant", "seconds", "clips/s", "clips/s vs model alone (median of rounds)", "per round"], rows))
     r = results["corpus"]
     print(
         f"\nEngine / model alone = {r['engine_vs_model_alone']:.2f} (target >= {CORPUS_TARGET}: "
