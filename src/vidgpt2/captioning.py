@@ -380,8 +380,8 @@ def caption_videos(
                                  [share[i] for i in batch["indices"]])
             rows += [_row(share[i], caption=c) for i, c in zip(batch["indices"], captions, strict=True)]
         failures += len(batch["failed"])
-        for _, reason in batch["failed"]:
-            logger.debug("failed: %s", reason)
+        for i, reason in batch["failed"]:
+            logger.warning("Could not caption %s: %s", share[i].video if share[i].start is None else share[i], reason)
         if ledger is not None:
             ledger.append(rows)
         if on_rows is not None:
