@@ -8,6 +8,7 @@ Training-only dependencies (datasets, peft, evaluate, matplotlib) are not import
 
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM, AutoProcessor, AutoVideoProcessor
 
+from .captioning import caption_videos
 from .configuration_vidgpt2 import VidGPT2Config
 from .explanations import Explanation, explain
 from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration, VidGPT2PreTrainedModel
@@ -43,6 +44,7 @@ __all__ = [
     "VidGPT2PreTrainedModel",
     "VidGPT2Processor",
     "VidGPT2VideoProcessor",
+    "caption_videos",
     "explain",
     "read_video",
 ]

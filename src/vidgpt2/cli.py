@@ -5,7 +5,7 @@
     vidgpt2 extract-features ...           run the frozen vision tower once into a feature cache
     vidgpt2 train ...                      Seq2SeqTrainer; every Seq2SeqTrainingArguments flag passes through
     vidgpt2 evaluate --model M --test-file F
-    vidgpt2 caption VIDEO... --model M
+    vidgpt2 caption VIDEO|FOLDER|GLOB|MANIFEST... --model M [--output out.jsonl] [--segment-seconds S]
     vidgpt2 push --model DIR --repo-id ID
     vidgpt2 demo                           the README's main job
 
@@ -204,7 +204,7 @@ def cmd_evaluate(argv: list[str]) -> int:
     parser.add_argument("--test-file", required=True, help="Captions file (JSONL/CSV) with references.")
     parser.add_argument("--num-beams", type=int, default=1, help="Beam width.")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="Caption length limit.")
-    parser.add_argument("--batch-size", type=int, default=8, help="Videos per batch.")
+    _add_engine_arguments(parser)
     parser.add_argument("--feature-cache", help="Read features from this cache instead of decoding videos.")
     parser.add_argument("--output", help="Write metrics JSON here.")
     parser.add_argument("--predictions", help="Write predictions JSONL (video, prediction, references) here.")
@@ -214,28 +214,45 @@ def cmd_evaluate(argv: list[str]) -> int:
         help="Skip Java: Python PTB-equivalent tokenisation, METEOR not reported (faster; default uses Java if installed).",
     )
     args = parser.parse_args(argv)
+    from .captioning import Clip, caption_videos, process_state
     from .data import load_captions_files
     from .data.feature_cache import FeatureCache
     from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
     from .processing_vidgpt2 import VidGPT2Processor
-    from .training import evaluate_dataset
+    from .training import score_split
 
     test = load_captions_files(test_file=args.test_file)["test"]
     cache = FeatureCache(Path(args.feature_cache)) if args.feature_cache else None
     test = _checked({"test": test}, args, feature_cache=cache)["test"]
     model = VidGPT2ForConditionalGeneration.from_pretrained(args.model)
     processor = VidGPT2Processor.from_pretrained(args.model)
-    generate_kwargs: dict[str, Any] = {"num_beams": args.num_beams}
-    if args.max_new_tokens:
-        generate_kwargs["max_new_tokens"] = args.max_new_tokens
     if cache is not None:
         cache.check_compatible(model)
-    rows, metrics = evaluate_dataset(
-        model, processor, test, batch_size=args.batch_size, feature_cache=cache,
-        use_java=False if args.no_java else None, **generate_kwargs,
+    clips = [Clip(v, s, e) for v, s, e in zip(test["video"], test["start"], test["end"], strict=True)]
+    rows = caption_videos(
+        clips, model, processor, feature_cache=cache, **_engine_kwargs(args), **_generate_kwargs(args),
     )
+    is_main = process_state(args.device).is_main_process
+    failed = [r for r in rows if "error" in r]
+    if failed:
+        if is_main:
+            for row in failed:
+                print(f"FAILED {_clip_name(row)}: {row['error']}", file=sys.stderr)
+            print(f"{len(failed)} of {len(rows)} test clips could not be captioned: no metrics.", file=sys.stderr)
+        return 1
+    captions = {(r["video"], r["start"], r["end"]): r["caption"] for r in rows}
+    predictions = [captions[clip.key] for clip in clips]
+    metrics = score_split(predictions, test, False if args.no_java else None)
+    if not is_main:
+        return 0
     if args.predictions:
-        _write_jsonl(Path(args.predictions), rows)
+        _write_jsonl(
+            Path(args.predictions),
+            [
+                {"video": c.video, "start": c.start, "end": c.end, "prediction": p, "references": list(r)}
+                for c, p, r in zip(clips, predictions, test["references"], strict=True)
+            ],
+        )
     if args.output:
         _write_json(Path(args.output), metrics)
     print_metrics_table(metrics)
@@ -243,55 +260,102 @@ def cmd_evaluate(argv: list[str]) -> int:
 
 
 # --- caption ----------------------------------------------------------------------------------------------------------
-def cmd_caption(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vidgpt2 caption", description="Caption video files.")
-    parser.add_argument("videos", nargs="+", help="Video files (mp4, avi, mov, webm, mkv) or http(s) URLs.")
-    parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (Hub id or folder).")
-    parser.add_argument("--num-beams", type=int, default=1, help="Beam width (1 = greedy).")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="Caption length limit in tokens.")
-    parser.add_argument("--explain", metavar="DIR", help="Also write an explanation figure (PNG, HTML, JSON) per video here.")
-    parser.add_argument("--json", action="store_true", help="Print one JSON object per video instead of text.")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: cuda if available, else cpu).")
-    args = parser.parse_args(argv)
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Batching, decoding workers, device and precision: shared by `caption` and `evaluate`."""
+    parser.add_argument("--batch-size", type=int, default=8, help="Clips per generate call.")
+    parser.add_argument(
+        "--num-workers", type=int, default=None,
+        help="Processes decoding videos beside the model (default: the CPU cores of this process, minus one, at most 8; 0 = decode in the main process).",
+    )
+    parser.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: this process's GPU if any, else cpu).")
+    parser.add_argument(
+        "--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+        help="Autocast precision; auto = bf16 (else fp16) on GPUs, fp32 on CPU.",
+    )
 
-    import torch
-    from tqdm.auto import tqdm
 
-    from .explanations import explain, save_explanation
-    from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
-    from .pipeline_vidgpt2 import _is_url, fetch_video
-    from .processing_vidgpt2 import VidGPT2Processor
+def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"batch_size": args.batch_size, "num_workers": args.num_workers, "device": args.device, "dtype": args.dtype}
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = VidGPT2ForConditionalGeneration.from_pretrained(args.model).to(device).eval()
-    processor = VidGPT2Processor.from_pretrained(args.model)
+
+def _generate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     generate_kwargs: dict[str, Any] = {"num_beams": args.num_beams}
     if args.max_new_tokens:
         generate_kwargs["max_new_tokens"] = args.max_new_tokens
+    return generate_kwargs
 
-    failures = 0
-    for index, video in enumerate(tqdm(args.videos, desc="captioning", unit="video", disable=len(args.videos) < 3)):
-        try:
-            path = fetch_video(video) if _is_url(video) else video
-            pixels = processor(videos=[path])["pixel_values_videos"].to(device)
-            if args.explain:
-                explanation = explain(model, processor, pixel_values_videos=pixels, **generate_kwargs)
-                caption = explanation.caption
-                stem = f"{index:03d}_{Path(video).stem}"
-                save_explanation(explanation, args.explain, stem)
-            else:
-                caption = processor.batch_decode(model.generate(pixel_values_videos=pixels, **generate_kwargs))[0]
-        except (OSError, ValueError, RuntimeError) as error:
-            failures += 1
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+
+def _clip_name(row: dict[str, Any]) -> str:
+    if row.get("start") is None and row.get("end") is None:
+        return row["video"]
+    end = "" if row.get("end") is None else f"{row['end']:.3f}"
+    return f"{row['video']} [{row.get('start') or 0:.3f}-{end}]"
+
+
+def cmd_caption(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vidgpt2 caption",
+        description="Caption videos: files, folders, glob patterns, manifests or URLs; whole or in windows.",
+    )
+    parser.add_argument(
+        "videos", nargs="+",
+        help="Video files, folders (searched recursively for video files), glob patterns (quoted, ** recurses), "
+        "captions/manifest files (.jsonl/.json/.csv with a video column, as train reads) or http(s) URLs.",
+    )
+    parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (Hub id or folder).")
+    parser.add_argument("--num-beams", type=int, default=1, help="Beam width (1 = greedy).")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="Caption length limit in tokens.")
+    parser.add_argument(
+        "--output", metavar="FILE.jsonl",
+        help="Write one JSON row per clip here as it goes; rerun with the same file to skip what is done.",
+    )
+    parser.add_argument(
+        "--format", action="append", choices=["jsonl", "csv", "srt", "vtt"], dest="formats",
+        help="Also write CSV (next to --output) or SRT/WebVTT subtitles (one per video, beside it); repeatable.",
+    )
+    parser.add_argument("--subtitle-dir", help="Write the subtitle files here instead of beside the videos.")
+    parser.add_argument("--segment-seconds", type=float, help="Caption consecutive windows of this many seconds.")
+    parser.add_argument("--stride", type=float, help="Seconds between window starts (default: --segment-seconds).")
+    _add_engine_arguments(parser)
+    parser.add_argument("--explain", metavar="DIR", help="Also write an explanation figure (PNG, HTML, JSON) per clip here.")
+    parser.add_argument("--json", action="store_true", help="Print one JSON object per clip instead of text.")
+    args = parser.parse_args(argv)
+    if args.stride is not None and args.segment_seconds is None:
+        parser.error("--stride needs --segment-seconds")
+    if args.formats and "csv" in args.formats and not args.output:
+        parser.error("--format csv needs --output FILE.jsonl (the CSV is written next to it)")
+    from .captioning import caption_videos, process_state
+
+    state = process_state(args.device)
+    single = state.num_processes == 1
+
+    def show(rows: list[dict[str, Any]]) -> None:
+        for row in rows:
             if args.json:
-                print(json.dumps({"video": video, "error": message}))
+                print(json.dumps(row, ensure_ascii=False), flush=True)
+            elif "error" in row:
+                print(f"FAILED {_clip_name(row)}: {row['error']}", file=sys.stderr, flush=True)
             else:
-                print(f"FAILED {video}: {message}", file=sys.stderr)
-            continue
-        print(json.dumps({"video": video, "caption": caption}) if args.json else f"{video}: {caption}")
-    if args.explain and failures < len(args.videos):
-        print(f"explanations written to {args.explain}", file=sys.stderr)
+                print(f"{_clip_name(row)}: {row['caption']}", flush=True)
+
+    try:
+        rows = caption_videos(
+            args.videos, args.model, output=args.output, formats=args.formats or ["jsonl"],
+            subtitle_dir=args.subtitle_dir, segment_seconds=args.segment_seconds, stride=args.stride,
+            explain_dir=args.explain, on_rows=show if single and not args.output else None,
+            **_engine_kwargs(args), **_generate_kwargs(args),
+        )
+    except ValueError as error:  # bad inputs or settings, before anything is captioned
+        print(f"vidgpt2 caption: {error}", file=sys.stderr)
+        return 2
+    failures = sum("error" in row for row in rows)
+    if state.is_main_process:
+        if not single and not args.output:
+            show(rows)
+        if args.output:
+            print(f"{len(rows) - failures} clips captioned, {failures} failed: {args.output}", file=sys.stderr)
+        if args.explain and failures < len(rows):
+            print(f"explanations written to {args.explain}", file=sys.stderr)
     return 1 if failures else 0
 
 

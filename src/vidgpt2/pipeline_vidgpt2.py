@@ -17,6 +17,8 @@ from transformers import AutoModelForSeq2SeqLM, GenerationConfig, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils import logging
 
+from .video_io import segment_windows, video_duration
+
 logger = logging.get_logger(__name__)
 
 TASK = "video-captioning"
@@ -50,13 +52,18 @@ def _is_frame(item: Any) -> bool:
 class VideoCaptioningPipeline(Pipeline):
     """Caption videos with a VidGPT2 model.
 
-    Inputs: a path, a URL, a numpy array / torch tensor (T, H, W, C), a list of frames (one video), or a list of
-    any of these (a batch). Parameters: `num_frames`, `start`/`end` (seconds), `generate_kwargs` (`num_beams`,
+    Inputs: a path, a URL, a numpy array / torch tensor (T, H, W, C), a list of frames (one video), a dict
+    `{"video": path, "start": s, "end": e}`, a list of any of these (a batch), or a `datasets.Dataset` with a
+    `video` column (and optional `start`/`end` columns). Parameters: `num_frames`, `start`/`end` (seconds),
+    `segment_seconds`/`stride` (caption consecutive windows of a long video file), `generate_kwargs` (`num_beams`,
     `max_new_tokens`, ...) or the same generation parameters given directly, `return_explanation`, plus
-    `batch_size`, `device` and `dtype` as in any pipeline.
+    `batch_size`, `num_workers` (DataLoader processes decoding beside the model), `device` and `dtype` as in any
+    pipeline.
 
     Output: `[{"generated_text": str}]` per video (a list of those for a list of inputs); with
-    `return_explanation=True` each dict also holds `"explanation"` (see `vidgpt2.explanations.explain`).
+    `return_explanation=True` each dict also holds `"explanation"` (see `vidgpt2.explanations.explain`). With
+    `segment_seconds`, the list per video has one `{"start", "end", "generated_text"}` per window (seconds; the
+    windows of `video_io.segment_windows`, the same as `vidgpt2 caption --segment-seconds`).
     """
 
     _pipeline_calls_generate = True
@@ -70,12 +77,45 @@ class VideoCaptioningPipeline(Pipeline):
             inputs = kwargs.pop("videos", None)
         if inputs is None:
             raise ValueError("Pass a video (path, URL, array, tensor, list of frames) or a list of videos.")
+        segment_seconds, stride = kwargs.pop("segment_seconds", None), kwargs.pop("stride", None)
+        if hasattr(inputs, "column_names") and hasattr(inputs, "__getitem__"):  # a datasets.Dataset
+            if "video" not in inputs.column_names:
+                raise ValueError(f"A dataset to caption needs a 'video' column; it has {inputs.column_names}.")
+            inputs = [{"video": r["video"], "start": r.get("start"), "end": r.get("end")} for r in inputs]
+        if segment_seconds is not None:
+            return self._caption_windows(inputs, segment_seconds, stride, **kwargs)
+        if stride is not None:
+            raise ValueError("stride needs segment_seconds (the window length).")
         if isinstance(inputs, (list, tuple)) and inputs and all(_is_frame(f) for f in inputs):
             # a list of frames is ONE video
             return super().__call__([list(inputs)], **kwargs)[0]
         if isinstance(inputs, tuple):
             inputs = list(inputs)
         return super().__call__(inputs, **kwargs)
+
+    def _caption_windows(self, inputs: Any, segment_seconds: float, stride: float | None, **kwargs: Any) -> Any:
+        """Cut each video file into windows, caption them all as one batched list, and regroup per video."""
+        single = not isinstance(inputs, (list, tuple))
+        items, owners = [], []
+        for n, video in enumerate([inputs] if single else inputs):
+            path, start, end = (video.get("video"), video.get("start"), video.get("end")) if isinstance(video, dict) else (video, None, None)
+            if not isinstance(path, (str, os.PathLike)):
+                raise ValueError(f"segment_seconds needs video files or URLs; got {type(path).__name__} for input {n}.")
+            if _is_url(path):
+                path = fetch_video(path, timeout=kwargs.get("timeout"))
+            offset = float(start or 0.0)
+            duration = video_duration(path)
+            length = (min(end, duration) if end is not None else duration) - offset
+            if length <= 0:
+                raise ValueError(f"start={offset} is beyond the end of '{path}' ({duration:.3f} s).")
+            for window_start, window_end in segment_windows(length, segment_seconds, stride):
+                items.append({"video": path, "start": round(offset + window_start, 3), "end": round(offset + window_end, 3)})
+                owners.append(n)
+        results = super().__call__(items, **kwargs)  # one [{"generated_text": ...}] per window, batched
+        per_video: list[list[dict[str, Any]]] = [[] for _ in range(1 if single else len(inputs))]
+        for owner, item, result in zip(owners, items, results, strict=True):
+            per_video[owner].append({"start": item["start"], "end": item["end"], **result[0]})
+        return per_video[0] if single else per_video
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
         """Model, processor and this pipeline's code: `pipeline(model=folder, trust_remote_code=True)` loads it."""
@@ -116,6 +156,12 @@ class VideoCaptioningPipeline(Pipeline):
         end: float | None = None,
         timeout: float | None = None,
     ) -> dict[str, torch.Tensor]:
+        if isinstance(video, dict):  # {"video": path, "start": s, "end": e}: a segment of a file
+            if "video" not in video:
+                raise ValueError(f"A dict input needs a 'video' key (and optional 'start'/'end'); got {sorted(video)}.")
+            start = video["start"] if video.get("start") is not None else start
+            end = video["end"] if video.get("end") is not None else end
+            video = video["video"]
         if _is_url(video):
             video = fetch_video(video, timeout=timeout)
         kwargs = {k: v for k, v in (("num_frames", num_frames), ("start", start), ("end", end)) if v is not None}

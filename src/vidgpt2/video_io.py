@@ -190,6 +190,76 @@ def to_frames_array(video) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def video_duration(path: str | os.PathLike) -> float:
+    """Duration of a video file's video stream in seconds, read from its headers without decoding any frame.
+
+    The duration is what `read_video` samples from: where the video stream's last presented frame ends (found by
+    seeking near the end the headers give, see `_stream_timing`). Files whose headers give no duration (some WebM/MKV
+    written live) are demuxed, not decoded: the end of the last packet is the duration.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        VideoDecodeError: not a video, no video stream, or no timing information at all.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Video file not found: '{path}'" + (" (it is a directory)" if path.is_dir() else ""))
+    try:
+        with _open(path) as container:
+            stream = _video_stream(container, path)
+            try:
+                _, duration = _stream_timing(container, stream, path)
+            except _SeekFailed:
+                duration = None
+            if duration is not None:
+                return duration
+            container.seek(0)  # back from the end that `_stream_timing` read
+            start = stream.start_time or 0
+            ends = [
+                packet.pts + (packet.duration or 0)
+                for packet in container.demux(stream)
+                if packet.pts is not None and packet.size
+            ]
+            if not ends or stream.time_base is None:
+                raise VideoDecodeError(f"'{path}' gives no duration and its packets carry no timestamps.")
+            return float((max(ends) - start) * stream.time_base)
+    except av.FFmpegError as e:
+        raise VideoDecodeError(f"Could not read the duration of '{path}': {e}") from e
+
+
+def segment_windows(duration: float, segment_seconds: float, stride: float | None = None) -> list[tuple[float, float]]:
+    """Consecutive windows `[start, end)` in seconds covering `[0, duration)`: `segment_seconds` long, one every
+    `stride` seconds (default `segment_seconds`: back to back; smaller overlaps, larger leaves gaps).
+
+    The last window is cut at `duration` (a partial window), and no window starts once one has reached the end.
+    Times are rounded to milliseconds (the precision of SRT/WebVTT timestamps).
+
+    Example: `segment_windows(25, 10) -> [(0, 10), (10, 20), (20, 25)]`, `segment_windows(25, 10, 5)` ->
+    `[(0, 10), (5, 15), (10, 20), (15, 25)]`.
+
+    Raises:
+        ValueError: `segment_seconds` or `stride` not a positive number, or `duration` not positive.
+    """
+    for name, value in (("segment_seconds", segment_seconds), ("stride", stride)):
+        if value is None and name == "stride":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or math.isinf(value):
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}.")
+    if not duration > 0:
+        raise ValueError(f"Cannot cut a video of duration {duration!r} s into windows.")
+    stride = segment_seconds if stride is None else stride
+    windows = []
+    for k in range(math.ceil(duration / stride) + 1):
+        start = float(round(k * stride, 3))
+        if start >= duration:
+            break
+        end = float(round(min(k * stride + segment_seconds, duration), 3))
+        windows.append((start, end))
+        if end >= duration:
+            break
+    return windows
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Helpers
 
@@ -548,4 +618,11 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     raise ValueError(f"Unsupported frame dtype {array.dtype}; use uint8 in [0, 255] or float in [0, 1].")
 
 
-__all__ = ["VideoDecodeError", "read_video", "sample_frame_indices", "to_frames_array"]
+__all__ = [
+    "VideoDecodeError",
+    "read_video",
+    "sample_frame_indices",
+    "segment_windows",
+    "to_frames_array",
+    "video_duration",
+]

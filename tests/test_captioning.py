@@ -1,0 +1,322 @@
+"""Captioning at corpus scale (`vidgpt2.captioning`, `vidgpt2 caption`): inputs, resume, failures, workers, windows of
+long videos, subtitles, the pipeline's `segment_seconds`, and two processes merging one output."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import pipeline
+
+import vidgpt2
+from tests.tiny import tiny_model, tiny_tokenizer
+from tests.video_fixtures import frame_index, write_test_clip
+from vidgpt2 import VidGPT2Processor, VidGPT2VideoProcessor
+from vidgpt2.captioning import (
+    Clip,
+    ClipDataset,
+    autocast_dtype,
+    caption_videos,
+    format_timestamp,
+    resolve_inputs,
+    subtitle_text,
+)
+from vidgpt2.cli import main as cli_main
+from vidgpt2.video_io import segment_windows, video_duration
+
+FPS = 8
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("model")
+    video_processor = VidGPT2VideoProcessor(num_frames=4, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    VidGPT2Processor(video_processor=video_processor, tokenizer=tiny_tokenizer()).save_pretrained(folder)
+    model = tiny_model()
+    with torch.no_grad():  # eos gets a strong negative bias so captions are long enough to differ
+        model.decoder.lm_head.weight[0].fill_(0.0)
+        model.decoder.transformer.wte.weight[0].fill_(0.0)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """clips/a.mp4 (3 s), clips/sub/b.avi (2 s), clips/sub/deeper/c.mkv (1 s), clips/notes.txt; long.mp4 (2.5 s)."""
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "clips" / "sub" / "deeper").mkdir(parents=True)
+    write_test_clip(root / "clips" / "a.mp4", num_frames=3 * FPS, fps=FPS)
+    write_test_clip(root / "clips" / "sub" / "b.avi", num_frames=2 * FPS, fps=FPS)
+    write_test_clip(root / "clips" / "sub" / "deeper" / "c.mkv", num_frames=FPS, fps=FPS)
+    (root / "clips" / "notes.txt").write_text("not a video")
+    write_test_clip(root / "long.mp4", num_frames=20, fps=FPS)  # 2.5 s: windows of 1 s end with a half window
+    return root
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# --- inputs -----------------------------------------------------------------------------------------------------------
+def test_inputs_folders_globs_and_manifests(corpus, tmp_path):
+    clips = corpus / "clips"
+    from_folder = [c.video for c in resolve_inputs([clips])]
+    assert from_folder == sorted(str(p) for p in (clips / "a.mp4", clips / "sub" / "b.avi", clips / "sub" / "deeper" / "c.mkv"))
+    assert [c.video for c in resolve_inputs(str(clips / "**" / "*.avi"))] == [str(clips / "sub" / "b.avi")]
+    # a train-format captions file: one row per reference, relative paths, segments, other fields ignored
+    manifest = clips / "list.jsonl"
+    manifest.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"video": "a.mp4", "caption": "one"},
+                {"video": "a.mp4", "caption": "two"},  # same clip, second reference
+                {"video": "sub/b.avi", "start": 0.5, "end": 1.5},
+                {"file_name": "sub/deeper/c.mkv", "family": "x"},
+            ]
+        )
+    )
+    listed = resolve_inputs([manifest, clips / "a.mp4"])  # the explicit file repeats a manifest clip: kept once
+    assert [c.key for c in listed] == [
+        (str(clips / "a.mp4"), None, None),
+        (str(clips / "sub" / "b.avi"), 0.5, 1.5),
+        (str(clips / "sub" / "deeper" / "c.mkv"), None, None),
+    ]
+    table = tmp_path / "list.csv"
+    table.write_text(f"video,start,end\n{clips / 'a.mp4'},1,2\n")
+    assert [c.key for c in resolve_inputs(table)] == [(str(clips / "a.mp4"), 1.0, 2.0)]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no video files"):
+        resolve_inputs(tmp_path / "empty")
+    with pytest.raises(ValueError, match="matches no files"):
+        resolve_inputs(str(tmp_path / "*.mp4"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"video": "a.mp4"}\n{"caption": "no video"}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl line 2.*video"):
+        resolve_inputs(bad)
+
+
+# --- the engine -------------------------------------------------------------------------------------------------------
+def test_batched_with_workers_equals_one_by_one(model_dir, corpus):
+    model = vidgpt2.VidGPT2ForConditionalGeneration.from_pretrained(model_dir)
+    processor = VidGPT2Processor.from_pretrained(model_dir)
+    rows = caption_videos(corpus / "clips", model, processor, batch_size=2, num_workers=2, max_new_tokens=6, show_progress=False)
+    assert [r["video"] for r in rows] == [c.video for c in resolve_inputs(corpus / "clips")]
+    for row in rows:  # decoding in worker processes and batching change nothing
+        pixels = processor(videos=[row["video"]])["pixel_values_videos"]
+        alone = processor.batch_decode(model.generate(pixel_values_videos=pixels, max_new_tokens=6))[0]
+        assert row == {"video": row["video"], "start": None, "end": None, "caption": alone}
+    # each row gets its own clip's caption: a generate that names the clip it was given (by its pixels)
+    videos = [r["video"] for r in rows]
+    expected = [processor(videos=[v])["pixel_values_videos"][0] for v in videos]  # (T, 3, H, W) each
+    words = ["red", "green", "blue"]
+    word_ids = processor.tokenizer.convert_tokens_to_ids(words)
+
+    def naming_generate(pixel_values_videos, **kwargs):
+        found = [next(k for k, e in enumerate(expected) if torch.equal(px, e)) for px in pixel_values_videos]
+        return torch.tensor([[word_ids[k]] for k in found])
+
+    model.generate = naming_generate
+    named = caption_videos(corpus / "clips", model, processor, batch_size=2, num_workers=2, show_progress=False)
+    assert [r["caption"] for r in named] == words
+    # a checkpoint name loads model and processor; bf16 autocast runs on CPU
+    again = caption_videos(corpus / "clips", str(model_dir), num_workers=0, dtype="bf16", max_new_tokens=6, show_progress=False)
+    assert [r["video"] for r in again] == [r["video"] for r in rows] and all(isinstance(r["caption"], str) for r in again)
+
+
+def test_autocast_dtype_choices():
+    cpu = torch.device("cpu")
+    assert autocast_dtype(cpu, "auto") is None and autocast_dtype(cpu, "fp32") is None
+    assert autocast_dtype(cpu, "bf16") is torch.bfloat16
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        autocast_dtype(cpu, "float8")
+
+
+def test_resume_skips_done_clips_and_retries_failures(model_dir, corpus, tmp_path, monkeypatch):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name in ("a.mp4", "sub/b.avi"):
+        (videos / Path(name).name).write_bytes((corpus / "clips" / name).read_bytes())
+    broken = videos / "broken.mp4"
+    broken.write_text("not a video")
+    out = tmp_path / "out" / "captions.jsonl"
+    decoded: list[str] = []
+    original = ClipDataset.__getitem__
+
+    def counting(self, index):
+        decoded.append(Path(self.clips[index].video).name)
+        return original(self, index)
+
+    monkeypatch.setattr(ClipDataset, "__getitem__", counting)
+    kwargs = dict(output=out, num_workers=0, batch_size=2, max_new_tokens=5, show_progress=False)
+    first = caption_videos(videos, str(model_dir), **kwargs)
+    assert sorted(decoded) == ["a.mp4", "b.avi", "broken.mp4"]
+    assert [("error" in r) for r in first] == [False, False, True]  # a.mp4, b.avi, broken.mp4 in input order
+    assert "VideoDecodeError" in first[2]["error"]
+    assert _rows(out) == first
+    # an interrupted write leaves half a line; the rerun ignores it, skips the captioned clips and retries the failure
+    with open(out, "a") as file:
+        file.write('{"video": "x", "cap')
+    decoded.clear()
+    second = caption_videos(videos, str(model_dir), **kwargs)
+    assert decoded == ["broken.mp4"]
+    assert second == first and _rows(out) == first
+    # fixed in the meantime: now it is captioned, and the stale error row is gone
+    broken.write_bytes((corpus / "clips" / "a.mp4").read_bytes())
+    decoded.clear()
+    third = caption_videos(videos, str(model_dir), **kwargs)
+    assert decoded == ["broken.mp4"] and all("caption" in r for r in third) and _rows(out) == third
+
+
+def test_caption_cli_output_failures_csv_and_exit_status(model_dir, corpus, tmp_path, capsys):
+    missing = tmp_path / "missing.mp4"
+    out = tmp_path / "run.jsonl"
+    code = cli_main(
+        ["caption", str(corpus / "clips" / "a.mp4"), str(missing), "--model", str(model_dir), "--output", str(out),
+         "--format", "csv", "--max-new-tokens", "4", "--num-workers", "1"]
+    )
+    assert code == 1  # something failed; the rest was captioned
+    rows = _rows(out)
+    assert [r["video"] for r in rows] == [str(corpus / "clips" / "a.mp4"), str(missing)]
+    assert isinstance(rows[0]["caption"], str) and rows[1]["error"].startswith("FileNotFoundError")
+    with open(tmp_path / "run.csv", newline="") as file:
+        table = list(csv.DictReader(file))
+    assert [(t["video"], t["caption"], t["error"]) for t in table] == [
+        (rows[0]["video"], rows[0]["caption"], ""), (str(missing), "", rows[1]["error"])
+    ]
+    assert "1 clips captioned, 1 failed" in capsys.readouterr().err
+    # bad input is refused up front with exit status 2 and a message naming it
+    assert cli_main(["caption", str(tmp_path / "*.webm"), "--model", str(model_dir)]) == 2
+    assert "matches no files" in capsys.readouterr().err
+
+
+# --- long videos ------------------------------------------------------------------------------------------------------
+def test_segment_windows_cover_the_video():
+    assert segment_windows(25, 10) == [(0.0, 10.0), (10.0, 20.0), (20.0, 25.0)]
+    assert segment_windows(20, 10) == [(0.0, 10.0), (10.0, 20.0)]  # no empty window at the end
+    assert segment_windows(25, 10, stride=5) == [(0.0, 10.0), (5.0, 15.0), (10.0, 20.0), (15.0, 25.0)]
+    assert segment_windows(3, 10) == [(0.0, 3.0)]
+    assert segment_windows(1.0, 0.3)[-1] == (0.9, 1.0)  # float steps rounded to milliseconds
+    with pytest.raises(ValueError, match="segment_seconds must be a positive"):
+        segment_windows(10, 0)
+
+
+def test_windows_sample_frames_inside_each_window(corpus):
+    # a processor that only converts, so the frames' drawn indices can be read back
+    raw = VidGPT2VideoProcessor(num_frames=4, do_resize=False, do_center_crop=False, do_rescale=False, do_normalize=False)
+    assert video_duration(corpus / "long.mp4") == pytest.approx(2.5)
+    windows = [Clip(str(corpus / "long.mp4"), s, e) for s, e in segment_windows(2.5, 1.0)]
+    dataset = ClipDataset(windows, raw)
+    for i, clip in enumerate(windows):
+        frames = dataset[i]["pixel_values_videos"].permute(0, 2, 3, 1).numpy().astype(np.uint8)  # (T, H, W, 3)
+        indices = [frame_index(f) for f in frames]
+        assert all(clip.start * FPS <= k < clip.end * FPS for k in indices), (clip, indices)
+    assert [w.end for w in windows] == [1.0, 2.0, 2.5]
+
+
+def test_segments_rows_and_subtitles(model_dir, corpus, tmp_path):
+    import srt
+    import webvtt
+
+    video = tmp_path / "long.mp4"
+    video.write_bytes((corpus / "long.mp4").read_bytes())
+    out = tmp_path / "segments.jsonl"
+    code = cli_main(
+        ["caption", str(video), "--model", str(model_dir), "--segment-seconds", "1", "--output", str(out),
+         "--format", "srt", "--format", "vtt", "--max-new-tokens", "5", "--num-workers", "0"]
+    )
+    assert code == 0
+    rows = _rows(out)
+    assert [(r["start"], r["end"]) for r in rows] == [(0.0, 1.0), (1.0, 2.0), (2.0, 2.5)]  # the last one partial
+    # subtitle files beside the video, readable by independent parsers, cues = rows
+    cues = list(srt.parse((tmp_path / "long.srt").read_text()))
+    assert [(c.start.total_seconds(), c.end.total_seconds(), c.content) for c in cues] == [
+        (r["start"], r["end"], r["caption"]) for r in rows
+    ]
+    vtt_text = (tmp_path / "long.vtt").read_text()
+    assert vtt_text.startswith("WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n")
+    vtt = webvtt.from_string(vtt_text, strict=True)
+    assert [(c.start_in_seconds, c.end, c.text) for c in vtt] == [
+        (int(r["start"]), format_timestamp(r["end"], "vtt"), r["caption"]) for r in rows
+    ]
+    # stride: overlapping windows
+    overlapping = caption_videos(video, str(model_dir), segment_seconds=1.0, stride=0.5, num_workers=0, max_new_tokens=3, show_progress=False)
+    assert [(r["start"], r["end"]) for r in overlapping] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0), (1.5, 2.5)]
+
+
+def test_subtitle_text_escapes_and_hours():
+    assert format_timestamp(3725.5, "srt") == "01:02:05,500" and format_timestamp(36000.0004, "vtt") == "10:00:00.000"
+    rows = [
+        {"video": "v.mp4", "start": 3600.0, "end": 3610.0, "caption": "a <b> & c --> d\n\nnext"},
+        {"video": "v.mp4", "start": 0.0, "end": 10.0, "caption": "first"},
+        {"video": "v.mp4", "start": 10.0, "end": 20.0, "error": "ValueError: x"},
+    ]
+    vtt = subtitle_text(rows, "vtt")
+    assert vtt.split("\n\n")[2] == "01:00:00.000 --> 01:00:10.000\na &lt;b&gt; &amp; c --&gt; d next\n"
+    import webvtt
+
+    assert len(webvtt.from_string(vtt, strict=True)) == 2  # the failed row is not a cue
+    assert subtitle_text(rows, "srt").startswith("1\n00:00:00,000 --> 00:00:10,000\nfirst\n\n2\n01:00:00,000")
+
+
+# --- pipeline and Python API ------------------------------------------------------------------------------------------
+def test_pipeline_segment_seconds_matches_the_engine(model_dir, corpus):
+    captioner = pipeline("video-captioning", model=str(model_dir))
+    video = str(corpus / "long.mp4")
+    windows = captioner(video, segment_seconds=1.0, max_new_tokens=5, batch_size=2)
+    engine = caption_videos(video, str(model_dir), segment_seconds=1.0, num_workers=0, max_new_tokens=5, show_progress=False)
+    assert windows == [{"start": r["start"], "end": r["end"], "generated_text": r["caption"]} for r in engine]
+    # a list of videos: one list of windows each; a window equals the same segment asked for directly
+    both = captioner([video, {"video": video, "start": 1.0, "end": 2.5}], segment_seconds=1.0, max_new_tokens=5)
+    assert both[0] == windows and [(w["start"], w["end"]) for w in both[1]] == [(1.0, 2.0), (2.0, 2.5)]
+    assert both[1][0]["generated_text"] == captioner(video, start=1.0, end=2.0, max_new_tokens=5)[0]["generated_text"]
+    with pytest.raises(ValueError, match="segment_seconds needs video files"):
+        captioner(np.zeros((4, 32, 32, 3), np.uint8), segment_seconds=1.0)
+
+
+def test_pipeline_accepts_a_dataset(model_dir, corpus):
+    from datasets import Dataset
+
+    captioner = pipeline("video-captioning", model=str(model_dir))
+    video = str(corpus / "clips" / "a.mp4")
+    dataset = Dataset.from_list([{"video": video, "start": None, "end": None}, {"video": video, "start": 1.0, "end": 2.0}])
+    results = captioner(dataset, max_new_tokens=5, batch_size=2, num_workers=1)
+    assert results == [captioner(video, max_new_tokens=5), captioner(video, start=1.0, end=2.0, max_new_tokens=5)]
+
+
+# --- several processes ------------------------------------------------------------------------------------------------
+def test_two_processes_share_the_clips_and_merge_one_output(model_dir, corpus, tmp_path):
+    clips = corpus / "clips"
+    videos = [str(clips / "a.mp4"), str(clips / "sub" / "b.avi"), str(clips / "sub" / "deeper" / "c.mkv"), str(corpus / "long.mp4")]
+    missing = str(tmp_path / "missing.mp4")
+    out = tmp_path / "ddp.jsonl"
+    common = ["--model", str(model_dir), "--output", str(out), "--segment-seconds", "1", "--max-new-tokens", "4", "--num-workers", "0"]
+    # an earlier run captioned the 3 windows of a.mp4; the two processes share the other 6 windows (3 s + 2 + 1 + 2.5)
+    assert cli_main(["caption", videos[0], *common]) == 0
+    first = _rows(out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+        "-m", "vidgpt2.cli", "caption", *videos, missing, *common, "--device", "cpu",
+    ]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0, "the missing video must make the run fail"
+    assert "]: Traceback" not in result.stderr, result.stderr[-3000:]  # no process crashed: torchrun only reports exit 1
+    shares = sorted(line.split("Captioning ")[1] for line in result.stderr.splitlines() if "Captioning " in line)
+    assert shares == [f"3 clips on process {rank}/2 (3 of 9 already done)" for rank in (0, 1)], result.stderr[-3000:]
+    rows = _rows(out)
+    assert rows[:3] == first  # kept, not redone
+    assert [(Path(r["video"]).name, r["start"], r["end"]) for r in rows] == [
+        ("a.mp4", 0.0, 1.0), ("a.mp4", 1.0, 2.0), ("a.mp4", 2.0, 3.0), ("b.avi", 0.0, 1.0), ("b.avi", 1.0, 2.0),
+        ("c.mkv", 0.0, 1.0), ("long.mp4", 0.0, 1.0), ("long.mp4", 1.0, 2.0), ("long.mp4", 2.0, 2.5),
+        ("missing.mp4", None, None),
+    ]  # each clip once, in input order, from both shares
+    assert rows[-1]["error"].startswith("FileNotFoundError") and all("caption" in r for r in rows[:-1])
+    assert not list(tmp_path.glob("ddp.jsonl.part-*")), "part files are merged and removed"
