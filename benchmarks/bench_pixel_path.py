@@ -63,7 +63,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="Timed steps per variant and round (default 8).")
     parser.add_argument("--rounds", type=int, default=None, help="Rounds over the variants (default 3).")
     parser.add_argument(
-        "--workers", type=int, nargs="+", default=None, help="dataloader_num_workers from files (default 0 1 2)."
+        "--workers", type=int, nargs="*", default=None,
+        help="dataloader_num_workers of the from-files variants (default 0 1 2; none: caches only)."
     )
 
 
@@ -141,8 +142,8 @@ def main() -> int:
 
     from vidgpt2.data import load_captions_files
     from vidgpt2.data.collator import VideoCaptionCollator
-    from vidgpt2.data.frame_cache import extract_frames
     from vidgpt2.data.feature_cache import iter_samples
+    from vidgpt2.data.frame_cache import extract_frames
     from vidgpt2.training import ModelArguments, build_model_and_processor
 
     steps = args.steps or (3 if args.quick else 8)
