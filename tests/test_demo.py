@@ -8,13 +8,17 @@ from vidgpt2.data import CAPTION_FAMILIES
 
 def test_demo_runs_end_to_end_and_writes_its_results(tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--output-dir", str(out), "--num-train", "16", "--num-test", "8", "--epochs", "1"]
+    args = ["demo", "--output-dir", str(out), "--num-train", "16", "--num-test", "8", "--epochs", "1", "--image-size", "32"]
     assert main(args) == 0
 
     printed = capsys.readouterr().out
     for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]"):
         assert step in printed
     assert "order-word accuracy" in printed and "predicted:" in printed
+
+    # the video model trained from the frame cache: every clip of every split decoded once, at the model's size
+    frames = list((out / "frames_32px" / "frames").glob("*.npy"))
+    assert len(frames) == 16 + 8 + 16  # train, test, validation (max(16, num_test // 4))
 
     results = json.loads((out / "demo_results.json").read_text())
     for name in ("vidgpt2", "text_only"):

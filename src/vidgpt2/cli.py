@@ -3,6 +3,7 @@
     vidgpt2 synth OUT_DIR                  procedural clips + captions files
     vidgpt2 check-data ...                 open every video and segment of a dataset, list the bad rows
     vidgpt2 extract-features ...           run the frozen vision tower once into a feature cache
+    vidgpt2 extract-frames ...             decode every clip once into a frame cache (for a tower that trains)
     vidgpt2 train ...                      Seq2SeqTrainer; every Seq2SeqTrainingArguments flag passes through
     vidgpt2 evaluate --model M --test-file F
     vidgpt2 caption VIDEO|FOLDER|GLOB|MANIFEST... --model M [--output out.jsonl] [--segment-seconds S]
@@ -186,15 +187,75 @@ def cmd_extract_features(argv: list[str]) -> int:
     return 0
 
 
+# --- extract-frames -------------------------------------------------------------------------------------------------
+def cmd_extract_frames(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vidgpt2 extract-frames",
+        description="Decode every clip once into a frame cache (uint8 frames at the processor's size) that "
+        "`vidgpt2 train --frame-cache DIR` reads; resumable.",
+    )
+    parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (id or folder) whose processor to use.")
+    parser.add_argument("--data-file", action="append", default=[], help="Captions file(s) (JSONL/CSV); repeatable.")
+    parser.add_argument("--dataset", choices=_dataset_names(), help="A named dataset in --data-dir.")
+    parser.add_argument("--data-dir", help="Folder of the named dataset.")
+    parser.add_argument("--output", required=True, help="Frame-cache folder (created; resumable).")
+    parser.add_argument("--num-workers", type=int, default=None, help="Decoding threads (default: CPU count, at most 8).")
+    _add_data_check_arguments(parser)
+    args = parser.parse_args(argv)
+    from .data import load_captions_files, load_video_caption_dataset
+    from .data.feature_cache import iter_samples
+    from .data.frame_cache import extract_frames
+    from .processing_vidgpt2 import VidGPT2Processor
+
+    if bool(args.data_file) == bool(args.dataset):
+        parser.error("pass --data-file (one or more) or --dataset with --data-dir")
+    if args.dataset:
+        if not args.data_dir:
+            parser.error("--dataset needs --data-dir")
+        splits = dict(load_video_caption_dataset(args.dataset, args.data_dir))
+    else:
+        splits = {f: load_captions_files(train_file=f)["train"] for f in args.data_file}
+    samples = [s for split in _checked(splits, args).values() for s in iter_samples(split)]
+    processor = VidGPT2Processor.from_pretrained(args.model)
+    cache = extract_frames(
+        processor.video_processor, samples, args.output, num_workers=args.num_workers, on_bad_video=args.on_bad_video
+    )
+    missing = cache.missing(samples)
+    failed = f"; {len(missing)} clips failed to decode and are not cached" if missing else ""
+    print(f"frames of {len(samples)} samples in {cache.root}{failed}")
+    return 0
+
+
 # --- train ------------------------------------------------------------------------------------------------------------
 def cmd_train(argv: list[str]) -> int:
     from .training import parse_train_arguments, run_training
 
     model_args, data_args, lora_args, training_args = parse_train_arguments(argv)
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        given = set(json.loads(Path(argv[0]).read_text()))
+    else:
+        given = {arg.split("=", 1)[0].lstrip("-").replace("-", "_") for arg in argv if arg.startswith("--")}
+    _default_dataloader_workers(training_args, data_args, given)
     metrics = run_training(model_args, data_args, lora_args, training_args)
     if training_args.process_index == 0:
         print_metrics_table(metrics)
     return 0
+
+
+def _default_dataloader_workers(training_args: Any, data_args: Any, given: set[str]) -> None:
+    """Decode videos in DataLoader workers unless the user chose `--dataloader_num_workers` (see
+    `training.default_dataloader_num_workers`); workers then persist across epochs unless chosen otherwise."""
+    from .training import default_dataloader_num_workers
+
+    if "dataloader_num_workers" in given:
+        return
+    training_args.dataloader_num_workers = default_dataloader_num_workers(data_args)
+    if training_args.dataloader_num_workers > 0 and "dataloader_persistent_workers" not in given:
+        training_args.dataloader_persistent_workers = True
+    logger.info(
+        "dataloader_num_workers=%d (vidgpt2's default for this input; pass --dataloader_num_workers to choose)",
+        training_args.dataloader_num_workers,
+    )
 
 
 # --- evaluate ---------------------------------------------------------------------------------------------------------
@@ -421,6 +482,7 @@ COMMANDS = {
     "synth": cmd_synth,
     "check-data": cmd_check_data,
     "extract-features": cmd_extract_features,
+    "extract-frames": cmd_extract_frames,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
     "caption": cmd_caption,

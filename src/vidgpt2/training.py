@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ from .data import load_captions_files, load_video_caption_dataset
 from .data.bddx import split_action_justification
 from .data.collator import VideoCaptionCollator
 from .data.feature_cache import FeatureCache, iter_samples
+from .data.frame_cache import FrameCache, extract_frames
 from .hub import TRAINING_ARGS_FILE
 from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
 from .processing_vidgpt2 import VidGPT2Processor
@@ -97,6 +99,14 @@ class DataArguments:
     )
     feature_cache: str | None = field(
         default=None, metadata={"help": "Read video features from this `vidgpt2 extract-features` folder."}
+    )
+    frame_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "Decode every clip once into this folder (uint8 frames at the processor's size, memory-mapped; "
+            "built or completed on first use, like `vidgpt2 extract-frames`) and train from it: for a vision tower "
+            "that trains, where --feature-cache cannot help. A processor with other settings refuses the folder."
+        },
     )
     blank_video: bool = field(
         default=False,
@@ -185,6 +195,46 @@ def check_data(
         num_workers=args.check_data_workers,
         show_progress=show_progress,
     )
+
+
+def check_frame_cache_options(args: DataArguments) -> None:
+    """Raise ValueError for options that cannot go with --frame-cache (before any data is read)."""
+    if args.frame_cache is None:
+        return
+    if args.feature_cache is not None:
+        raise ValueError("--frame-cache (decoded frames, tower trains) and --feature-cache (tower frozen) exclude each other.")
+    if args.blank_video:
+        raise ValueError("--frame-cache with --blank-video: blank frames read no video; drop --frame-cache.")
+
+
+def prepare_frame_cache(
+    data: DatasetDict, args: DataArguments, processor: VidGPT2Processor, show_progress: bool = True
+) -> FrameCache | None:
+    """With `args.frame_cache`: decode the clips of every split that are not cached yet (resumable) and return the
+    cache; None without it. Run it under `training_args.main_process_first()` when several processes train.
+
+    Raises:
+        ValueError: combined with `feature_cache` or `blank_video`, or the folder holds frames of other settings.
+    """
+    if args.frame_cache is None:
+        return None
+    check_frame_cache_options(args)
+    samples = [sample for split in data.values() for sample in iter_samples(split)]
+    return extract_frames(
+        processor.video_processor, samples, args.frame_cache, on_bad_video=args.on_bad_video, show_progress=show_progress
+    )
+
+
+# DataLoader worker processes for decoding video files in `vidgpt2 train` when --dataloader_num_workers is not given,
+# measured with benchmarks/bench_pixel_path.py (BENCHMARKS.md, "pixel path"); caches and blank frames need none.
+def default_dataloader_num_workers(args: DataArguments, cpu_count: int | None = None) -> int:
+    """`dataloader_num_workers` for `vidgpt2 train` when the user passes none: 0 when no video is decoded per step
+    (--feature-cache, --frame-cache, --blank-video: reading is cheaper than handing batches between processes),
+    else one worker per two CPUs, at least 1 and at most 4 (decoding overlaps the training step)."""
+    if args.feature_cache or args.frame_cache or args.blank_video:
+        return 0
+    cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    return max(1, min(4, cpus // 2))
 
 
 # --- model -----------------------------------------------------------------------------------------------------------
@@ -660,6 +710,7 @@ def run_training(
 ) -> dict[str, Any]:
     """parse -> model -> data -> train -> save; returns the final metrics."""
     set_seed(training_args.seed)
+    check_frame_cache_options(data_args)
     data = load_data(data_args)
     if "train" not in data:
         raise ValueError("Training needs a train split (--train-file or --dataset).")
@@ -676,6 +727,8 @@ def run_training(
         feature_cache.check_compatible(model)
         for split, rows in data.items():
             feature_cache.check_covers(iter_samples(rows), split)
+    with training_args.main_process_first(desc="frame cache"):
+        frame_cache = prepare_frame_cache(data, data_args, processor, show_progress=show_progress)
     if lora_args.lora:
         if not model.encoder.vision_frozen and model_args.freeze_vision is None:
             set_vision_frozen(model, True)
@@ -688,7 +741,11 @@ def run_training(
         raise ValueError("--push-to-hub with --lora needs --merge-lora: the Hub repository holds the merged model.")
     _configure_args(training_args, has_eval=eval_split is not None)
     collator = VideoCaptionCollator(
-        processor, feature_cache, blank_video=data_args.blank_video, on_bad_video=data_args.on_bad_video
+        processor,
+        feature_cache,
+        frame_cache=frame_cache,
+        blank_video=data_args.blank_video,
+        on_bad_video=data_args.on_bad_video,
     )
     trainer = CaptionTrainer(
         model=model,
@@ -847,12 +904,14 @@ __all__ = [
     "apply_lora",
     "build_model_and_processor",
     "check_data",
+    "default_dataloader_num_workers",
     "evaluate_dataset",
     "fresh_modules",
     "generate_captions",
     "load_data",
     "parse_train_arguments",
     "plot_loss_curve",
+    "prepare_frame_cache",
     "run_training",
     "set_vision_frozen",
     "training_hyperparameters",

@@ -10,10 +10,12 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 
 from .feature_cache import FeatureCache
+from .frame_cache import FrameCache, normalize_frames
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +32,8 @@ class VideoCaptionCollator:
     Args:
         processor: a `VidGPT2Processor` (video processor + tokenizer).
         feature_cache: read `video_features` from this cache instead of decoding videos.
+        frame_cache: read decoded uint8 frames from this cache (`vidgpt2 extract-frames`) instead of decoding
+            videos, and rescale/normalise them here: the same `pixel_values_videos` as decoding, for a tower that trains.
         caption_column: the row field holding the training target.
         blank_video: give the model all-zero frames (in normalised space: the dataset mean) instead of the video;
             the text-only baseline. Videos are not decoded at all.
@@ -43,6 +47,7 @@ class VideoCaptionCollator:
 
     processor: Any
     feature_cache: FeatureCache | None = None
+    frame_cache: FrameCache | None = None
     caption_column: str = "caption"
     blank_video: bool = False
     on_bad_video: str = "error"
@@ -51,6 +56,8 @@ class VideoCaptionCollator:
     def __post_init__(self) -> None:
         if self.on_bad_video not in ("error", "skip"):
             raise ValueError(f"on_bad_video must be 'error' or 'skip', got {self.on_bad_video!r}")
+        if self.feature_cache is not None and self.frame_cache is not None:
+            raise ValueError("Pass feature_cache (frozen tower) or frame_cache (tower trains), not both.")
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {}
@@ -62,6 +69,11 @@ class VideoCaptionCollator:
         elif self.feature_cache is not None:
             # (B, T, C) or (B, T, h*w, C)
             batch["video_features"] = self._per_row(rows, self._read_features, failed)
+        elif self.frame_cache is not None:
+            frames = self._per_row(rows, self._read_frames, failed)  # (B, T, H, W, 3) uint8
+            pixels = normalize_frames(frames, self.processor.video_processor)  # (B, T, 3, H, W) float32
+            pixels[failed] = 0.0  # skipped samples: zero frames, as when decoding
+            batch["pixel_values_videos"] = pixels
         else:
             try:
                 batch["pixel_values_videos"] = self._decode(rows)  # (B, T, 3, H, W)
@@ -87,6 +99,10 @@ class VideoCaptionCollator:
 
     def _read_features(self, row: dict[str, Any]) -> torch.Tensor:
         return self.feature_cache.read(row["video"], row.get("start"), row.get("end"))
+
+    def _read_frames(self, row: dict[str, Any]) -> torch.Tensor:
+        # a copy: the memory-mapped file is read-only, and torch wants writable arrays
+        return torch.from_numpy(np.array(self.frame_cache.read(row["video"], row.get("start"), row.get("end"))))
 
     def _per_row(self, rows: list[dict[str, Any]], load: Any, failed: list[int]) -> torch.Tensor:
         """Stack `load(row)` over the rows; with ``on_bad_video="skip"`` a failing row is recorded in `failed`,
