@@ -15,7 +15,7 @@ from vidgpt2 import VidGPT2VideoProcessor
 from vidgpt2.cli import _default_dataloader_workers
 from vidgpt2.cli import main as cli_main
 from vidgpt2.data import load_captions_files, write_synthetic_dataset
-from vidgpt2.data.collator import VideoCaptionCollator
+from vidgpt2.data.collator import VideoCaptionCollator, worker_start_method
 from vidgpt2.data.feature_cache import iter_samples
 from vidgpt2.data.frame_cache import FrameCache, decode_clip, extract_frames
 from vidgpt2.processing_vidgpt2 import video_processor_settings
@@ -172,7 +172,9 @@ def test_dataloader_workers_decode_in_parallel_with_both_collators(processor, tr
     rows = list(train)
     for collator in (VideoCaptionCollator(processor), VideoCaptionCollator(processor, frame_cache=cache)):
         serial = [b["pixel_values_videos"] for b in DataLoader(rows, batch_size=4, collate_fn=collator)]
-        loader = DataLoader(rows, batch_size=4, collate_fn=collator, num_workers=2)
+        loader = DataLoader(
+            rows, batch_size=4, collate_fn=collator, num_workers=2, multiprocessing_context=worker_start_method(2)
+        )
         parallel = [b["pixel_values_videos"] for b in loader]
         assert len(parallel) == 3 and all(torch.equal(a, b) for a, b in zip(serial, parallel))
 

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .data.collator import worker_start_method
 from .pipeline_vidgpt2 import _is_url, fetch_video
 from .video_io import segment_windows, video_duration
 
@@ -360,6 +361,7 @@ def caption_videos(
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=collate_clips,
+        multiprocessing_context=worker_start_method(num_workers),
     )
     new_rows: list[dict[str, Any]] = [r for r in failed_probes if state.is_main_process]
     if ledger is not None:

@@ -31,7 +31,7 @@ from transformers import (
 from .configuration_vidgpt2 import VidGPT2Config
 from .data import load_captions_files, load_video_caption_dataset
 from .data.bddx import split_action_justification
-from .data.collator import VideoCaptionCollator
+from .data.collator import VideoCaptionCollator, worker_start_method
 from .data.feature_cache import FeatureCache, iter_samples
 from .data.frame_cache import FrameCache, extract_frames
 from .hub import TRAINING_ARGS_FILE
@@ -658,6 +658,15 @@ def _report_whole_run_loss(trainer: Seq2SeqTrainer, resumed_from: str, metrics: 
             break
 
 
+def _start_workers_safely(loader: Any) -> Any:
+    """Start the loader's worker processes from a fork server, not by forking the trainer (see
+    `vidgpt2.data.collator.worker_start_method`); a loader without workers, or already iterated, is left as it is."""
+    method = worker_start_method(getattr(loader, "num_workers", 0))
+    if method is not None and getattr(loader, "multiprocessing_context", None) is None:
+        loader.multiprocessing_context = method
+    return loader
+
+
 class CaptionTrainer(Seq2SeqTrainer):
     """`Seq2SeqTrainer` whose generation flags take effect on a model that caps captions with `max_new_tokens`.
 
@@ -676,6 +685,15 @@ class CaptionTrainer(Seq2SeqTrainer):
             for name in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
                 if getattr(config, name, None) is None:
                     setattr(config, name, getattr(self.model.config, name, None))
+
+    def get_train_dataloader(self) -> Any:
+        return _start_workers_safely(super().get_train_dataloader())
+
+    def get_eval_dataloader(self, eval_dataset=None) -> Any:
+        return _start_workers_safely(super().get_eval_dataloader(eval_dataset))
+
+    def get_test_dataloader(self, test_dataset) -> Any:
+        return _start_workers_safely(super().get_test_dataloader(test_dataset))
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", **gen_kwargs):
         gen_kwargs = self._caption_length_kwargs(gen_kwargs)
