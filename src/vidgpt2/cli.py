@@ -7,6 +7,7 @@
     vidgpt2 evaluate --model M --test-file F
     vidgpt2 caption VIDEO... --model M
     vidgpt2 push --model DIR --repo-id ID
+    vidgpt2 export onnx --model M --output DIR   ONNX graphs + onnxruntime captioner
     vidgpt2 demo                           the README's main job
 
 A mistake (a missing file, an unknown dataset, no network) prints one line "vidgpt2 <command>: error: ..." and exits
@@ -337,6 +338,46 @@ def cmd_push(argv: list[str]) -> int:
     return 0
 
 
+# --- export -----------------------------------------------------------------------------------------------------------
+def cmd_export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vidgpt2 export",
+        description="Export a model for another runtime. `onnx`: the video encoder, the decoder and the decoder with "
+        "past key values (optimum's split and names), checked against PyTorch, plus the processor; caption with "
+        "vidgpt2.onnx.OnnxVidGPT2Captioner.",
+    )
+    parser.add_argument("format", choices=["onnx"], help="Export format.")
+    parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (Hub id or folder).")
+    parser.add_argument("--output", required=True, help="Folder for the .onnx files, config and processor.")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18).")
+    parser.add_argument(
+        "--atol", type=float, default=None,
+        help="Largest allowed |PyTorch - onnxruntime| on visual tokens and logits (default 1e-4).",
+    )
+    parser.add_argument("--no-validate", action="store_true", help="Skip the comparison with PyTorch.")
+    parser.add_argument(
+        "--int8", metavar="DIR",
+        help="Also write a copy whose decoders are dynamically quantised to int8 (onnxruntime) to DIR.",
+    )
+    args = parser.parse_args(argv)
+    from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
+    from .onnx import DEFAULT_ATOL, DEFAULT_OPSET, export_onnx, quantize_onnx
+    from .processing_vidgpt2 import VidGPT2Processor
+
+    model = VidGPT2ForConditionalGeneration.from_pretrained(args.model).eval()
+    processor = VidGPT2Processor.from_pretrained(args.model)
+    report = export_onnx(
+        model, args.output, processor, opset=args.opset or DEFAULT_OPSET, atol=args.atol or DEFAULT_ATOL,
+        validate=not args.no_validate,
+    )
+    print(f"ONNX graphs in {report.output_dir}: {', '.join(report.files)}")
+    if report.max_abs_diff:
+        print(f"max |PyTorch - onnxruntime|: {report.max_abs_diff} (atol {report.atol}); greedy tokens identical")
+    if args.int8:
+        print(f"int8 decoders in {quantize_onnx(args.output, args.int8)}")
+    return 0
+
+
 # --- shared output helpers --------------------------------------------------------------------------------------------
 def print_metrics_table(metrics: dict[str, Any], title: str | None = None) -> None:
     if title:
@@ -369,6 +410,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "caption": cmd_caption,
     "push": cmd_push,
+    "export": cmd_export,
 }
 
 
