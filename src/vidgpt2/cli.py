@@ -8,6 +8,7 @@
     vidgpt2 caption VIDEO... --model M
     vidgpt2 push --model DIR --repo-id ID
     vidgpt2 export onnx --model M --output DIR   ONNX graphs + onnxruntime captioner
+    vidgpt2 app --model M                  Gradio page: caption + word-by-word explanation (extra `app`)
     vidgpt2 demo                           the README's main job
 
 A mistake (a missing file, an unknown dataset, no network) prints one line "vidgpt2 <command>: error: ..." and exits
@@ -378,6 +379,39 @@ def cmd_export(argv: list[str]) -> int:
     return 0
 
 
+# --- app ----------------------------------------------------------------------------------------------------------------
+def cmd_app(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vidgpt2 app",
+        description="Serve a Gradio page that captions an uploaded video and explains the caption word by word "
+        "(needs the `app` extra: pip install 'vidgpt2[app]').",
+    )
+    parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (Hub id or folder).")
+    parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 for every interface).")
+    parser.add_argument("--port", type=int, default=None, help="Port (default: Gradio's, 7860 or the next free one).")
+    parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link.")
+    parser.add_argument(
+        "--precision", choices=["float32", "bfloat16", "int8"], default=None,
+        help="Precision of the caption step on CPU (default float32; see BENCHMARKS.md). Explanations run in fp32.",
+    )
+    parser.add_argument(
+        "--write-space", metavar="DIR",
+        help="Do not serve: write a Hugging Face Space (app.py, requirements.txt, README.md) for --model (a Hub id) "
+        "to DIR, then upload it with `huggingface-cli upload --repo-type space USER/SPACE DIR`.",
+    )
+    args = parser.parse_args(argv)
+    try:
+        from . import app
+    except ImportError as error:  # gradio missing
+        raise RuntimeError(f"vidgpt2 app needs Gradio: pip install 'vidgpt2[app]' ({error})") from error
+    if args.write_space:
+        for path in app.write_space(args.model, args.write_space):
+            print(path)
+        return 0
+    app.launch(args.model, host=args.host, port=args.port, share=args.share, precision=args.precision or app.DEFAULT_PRECISION)
+    return 0
+
+
 # --- shared output helpers --------------------------------------------------------------------------------------------
 def print_metrics_table(metrics: dict[str, Any], title: str | None = None) -> None:
     if title:
@@ -411,6 +445,7 @@ COMMANDS = {
     "caption": cmd_caption,
     "push": cmd_push,
     "export": cmd_export,
+    "app": cmd_app,
 }
 
 
