@@ -157,6 +157,10 @@ def cmd_extract_features(argv: list[str]) -> int:
     parser.add_argument("--data-dir", help="Folder of the named dataset.")
     parser.add_argument("--output", required=True, help="Feature-cache folder (created; resumable).")
     parser.add_argument("--batch-size", type=int, default=8, help="Clips per vision-tower batch.")
+    parser.add_argument(
+        "--bf16", action="store_true",
+        help="Run the vision tower under bfloat16 autocast (faster on CPUs with bf16 instructions; the cache records it).",
+    )
     _add_data_check_arguments(parser)
     args = parser.parse_args(argv)
     from accelerate import Accelerator
@@ -181,7 +185,7 @@ def cmd_extract_features(argv: list[str]) -> int:
     processor = VidGPT2Processor.from_pretrained(args.model)
     cache = extract_features(
         model, processor, samples, args.output, batch_size=args.batch_size, accelerator=accelerator,
-        show_progress=accelerator.is_local_main_process,
+        show_progress=accelerator.is_local_main_process, dtype="bfloat16" if args.bf16 else "float32",
     )
     if accelerator.is_main_process:
         print(f"features of {len(samples)} samples in {cache.root}")
