@@ -109,8 +109,9 @@ def test_unreadable_and_unsupported_files_give_readable_errors(engine, tmp_path)
         engine.run(str(text))
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00" * 512)
-    with pytest.raises(AppInputError, match="Could not read broken.mp4 as a video"):
+    with pytest.raises(AppInputError, match="Could not read broken.mp4 as a video") as caught:
         engine.run(str(broken))
+    assert str(tmp_path) not in str(caught.value), "the message names the file, not its temporary path"
     with pytest.raises(AppInputError, match="No video"):
         engine.run(None)
 

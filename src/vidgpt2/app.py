@@ -80,6 +80,8 @@ class CaptionEngine:
             return self.processor(videos=[str(path)], return_tensors="pt")["pixel_values_videos"]
         except (OSError, ValueError, RuntimeError) as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            # the upload's temporary path means nothing to the user: name the file only
+            reason = reason.replace(f"'{path}'", path.name).replace(str(path), path.name)
             raise AppInputError(f"Could not read {path.name} as a video: {reason}") from error
 
     def run(self, path: str | Path | None, num_beams: int = 1, max_new_tokens: int = 24) -> CaptionResult:
