@@ -71,7 +71,7 @@ def build_variants(model: Any, onnx_dir: Path, threads: int) -> dict[str, Any]:
 
     int8_model = quantize_dynamic_int8(model)
     started = time.perf_counter()
-    export_onnx(model, onnx_dir / "fp32", validate=True)
+    report = export_onnx(model, onnx_dir / "fp32", validate=True)
     export_seconds = time.perf_counter() - started
     quantize_onnx(onnx_dir / "fp32", onnx_dir / "int8")
     ort_fp32 = OnnxVidGPT2Captioner(onnx_dir / "fp32", num_threads=threads)
@@ -94,7 +94,7 @@ def build_variants(model: Any, onnx_dir: Path, threads: int) -> dict[str, Any]:
         "ort_fp32": ort_variant(ort_fp32),
         "ort_int8": ort_variant(ort_int8),
     }
-    return {"variants": variants, "onnx_export_s": export_seconds}
+    return {"variants": variants, "onnx_export_s": export_seconds, "onnx_max_abs_diff": report.max_abs_diff}
 
 
 def agreement(outputs: dict[str, Any]) -> dict[str, float]:
@@ -158,7 +158,10 @@ def bench_latency(args: argparse.Namespace, work: Path, data_dir: Path) -> tuple
     pixels_all, _ = test_pixels(data_dir, config.image_size, 16)
     new_tokens = args.new_tokens or (8 if args.quick else 20)
     repeats = args.repeats or (2 if args.quick else 3)
-    results: dict[str, Any] = {"params_m": params, "new_tokens": new_tokens, "onnx_export_s": built["onnx_export_s"]}
+    results: dict[str, Any] = {
+        "params_m": params, "new_tokens": new_tokens, "onnx_export_s": built["onnx_export_s"],
+        "onnx_max_abs_diff": built["onnx_max_abs_diff"],
+    }
     rows = []
     for batch in (1, 16):
         pixels = pixels_all[:batch]
@@ -189,7 +192,8 @@ def bench_latency(args: argparse.Namespace, work: Path, data_dir: Path) -> tuple
     header = (
         f"### Latency, {size}, {params:.0f} M parameters; 8 frames of {config.image_size}x{config.image_size}, "
         f"{new_tokens} new tokens per caption (greedy), median of {repeats} rounds\n\n"
-        f"ONNX export + validation of this model took {built['onnx_export_s']:.0f} s.\n\n"
+        f"ONNX export + validation of this model took {built['onnx_export_s']:.0f} s; max |PyTorch - onnxruntime|: "
+        f"{built['onnx_max_abs_diff']}.\n\n"
     )
     return header + table, results
 
