@@ -8,6 +8,8 @@
     vidgpt2 evaluate --model M --test-file F
     vidgpt2 caption VIDEO|FOLDER|GLOB|MANIFEST... --model M [--output out.jsonl] [--segment-seconds S]
     vidgpt2 push --model DIR --repo-id ID
+    vidgpt2 export onnx --model M --output DIR   ONNX graphs + onnxruntime captioner
+    vidgpt2 app --model M                  Gradio page: caption + word-by-word explanation (extra `app`)
     vidgpt2 demo                           the README's main job
 
 A mistake (a missing file, an unknown dataset, no network) prints one line "vidgpt2 <command>: error: ..." and exits
@@ -156,6 +158,10 @@ def cmd_extract_features(argv: list[str]) -> int:
     parser.add_argument("--data-dir", help="Folder of the named dataset.")
     parser.add_argument("--output", required=True, help="Feature-cache folder (created; resumable).")
     parser.add_argument("--batch-size", type=int, default=8, help="Clips per vision-tower batch.")
+    parser.add_argument(
+        "--bf16", action="store_true",
+        help="Run the vision tower under bfloat16 autocast (faster on CPUs with bf16 instructions; the cache records it).",
+    )
     _add_data_check_arguments(parser)
     args = parser.parse_args(argv)
     from accelerate import Accelerator
@@ -180,7 +186,7 @@ def cmd_extract_features(argv: list[str]) -> int:
     processor = VidGPT2Processor.from_pretrained(args.model)
     cache = extract_features(
         model, processor, samples, args.output, batch_size=args.batch_size, accelerator=accelerator,
-        show_progress=accelerator.is_local_main_process,
+        show_progress=accelerator.is_local_main_process, dtype="bfloat16" if args.bf16 else "float32",
     )
     if accelerator.is_main_process:
         print(f"features of {len(samples)} samples in {cache.root}")
@@ -454,6 +460,79 @@ def cmd_push(argv: list[str]) -> int:
     return 0
 
 
+# --- export -----------------------------------------------------------------------------------------------------------
+def cmd_export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vidgpt2 export",
+        description="Export a model for another runtime. `onnx`: the video encoder, the decoder and the decoder with "
+        "past key values (optimum's split and names), checked against PyTorch, plus the processor; caption with "
+        "vidgpt2.onnx.OnnxVidGPT2Captioner.",
+    )
+    parser.add_argument("format", choices=["onnx"], help="Export format.")
+    parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (Hub id or folder).")
+    parser.add_argument("--output", required=True, help="Folder for the .onnx files, config and processor.")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18).")
+    parser.add_argument(
+        "--atol", type=float, default=None,
+        help="Largest allowed |PyTorch - onnxruntime| on visual tokens and logits (default 1e-4).",
+    )
+    parser.add_argument("--no-validate", action="store_true", help="Skip the comparison with PyTorch.")
+    parser.add_argument(
+        "--int8", metavar="DIR",
+        help="Also write a copy whose decoders are dynamically quantised to int8 (onnxruntime) to DIR.",
+    )
+    args = parser.parse_args(argv)
+    from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
+    from .onnx import DEFAULT_ATOL, DEFAULT_OPSET, export_onnx, quantize_onnx
+    from .processing_vidgpt2 import VidGPT2Processor
+
+    model = VidGPT2ForConditionalGeneration.from_pretrained(args.model).eval()
+    processor = VidGPT2Processor.from_pretrained(args.model)
+    report = export_onnx(
+        model, args.output, processor, opset=args.opset or DEFAULT_OPSET, atol=args.atol or DEFAULT_ATOL,
+        validate=not args.no_validate,
+    )
+    print(f"ONNX graphs in {report.output_dir}: {', '.join(report.files)}")
+    if report.max_abs_diff:
+        print(f"max |PyTorch - onnxruntime|: {report.max_abs_diff} (atol {report.atol}); greedy tokens identical")
+    if args.int8:
+        print(f"int8 decoders in {quantize_onnx(args.output, args.int8)}")
+    return 0
+
+
+# --- app ----------------------------------------------------------------------------------------------------------------
+def cmd_app(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="vidgpt2 app",
+        description="Serve a Gradio page that captions an uploaded video and explains the caption word by word "
+        "(needs the `app` extra: pip install 'vidgpt2[app]').",
+    )
+    parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (Hub id or folder).")
+    parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 for every interface).")
+    parser.add_argument("--port", type=int, default=None, help="Port (default: Gradio's, 7860 or the next free one).")
+    parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link.")
+    parser.add_argument(
+        "--precision", choices=["float32", "bfloat16", "int8"], default=None,
+        help="Precision of the caption step on CPU (default float32; see BENCHMARKS.md). Explanations run in fp32.",
+    )
+    parser.add_argument(
+        "--write-space", metavar="DIR",
+        help="Do not serve: write a Hugging Face Space (app.py, requirements.txt, README.md) for --model (a Hub id) "
+        "to DIR, then upload it with `huggingface-cli upload --repo-type space USER/SPACE DIR`.",
+    )
+    args = parser.parse_args(argv)
+    try:
+        from . import app
+    except ImportError as error:  # gradio missing
+        raise RuntimeError(f"vidgpt2 app needs Gradio: pip install 'vidgpt2[app]' ({error})") from error
+    if args.write_space:
+        for path in app.write_space(args.model, args.write_space):
+            print(path)
+        return 0
+    app.launch(args.model, host=args.host, port=args.port, share=args.share, precision=args.precision or app.DEFAULT_PRECISION)
+    return 0
+
+
 # --- shared output helpers --------------------------------------------------------------------------------------------
 def print_metrics_table(metrics: dict[str, Any], title: str | None = None) -> None:
     if title:
@@ -487,6 +566,8 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "caption": cmd_caption,
     "push": cmd_push,
+    "export": cmd_export,
+    "app": cmd_app,
 }
 
 

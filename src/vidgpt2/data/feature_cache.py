@@ -41,11 +41,15 @@ def segment_key(video: str, start: float | None = None, end: float | None = None
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
-def vision_fingerprint(model: Any) -> str:
-    """A hash of the vision tower's weights and the token settings: features are only valid for the same tower."""
+def vision_fingerprint(model: Any, dtype: str = "float32") -> str:
+    """A hash of the vision tower's weights, the token settings and the compute dtype ("float32", or "bfloat16" for
+    features extracted under bf16 autocast): features are only valid for the same tower, and a cache holds one dtype.
+    float32 adds nothing to the hash, so caches written before the dtype was recorded keep their fingerprint."""
     digest = hashlib.sha1()
     config = model.config
     digest.update(f"{config.visual_tokens}|{config.image_size}".encode())
+    if dtype != "float32":
+        digest.update(f"|dtype={dtype}".encode())
     for name, tensor in sorted(model.encoder.vision_tower.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
@@ -175,7 +179,8 @@ class FeatureCache:
             existing = json.loads(path.read_text())
             if existing.get("fingerprint") != metadata.get("fingerprint"):
                 raise ValueError(
-                    f"{self.root} holds features of another vision tower or token setting "
+                    f"{self.root} holds features of another vision tower, token setting or dtype "
+                    f"({existing.get('dtype', 'float32')} vs {metadata.get('dtype', 'float32')}) "
                     f"(fingerprint {existing.get('fingerprint', '?')[:12]} != {metadata['fingerprint'][:12]}). "
                     "Use a new --output folder or delete the old cache."
                 )
@@ -186,8 +191,9 @@ class FeatureCache:
 
     def check_compatible(self, model: Any) -> None:
         """Raise if this cache was not produced by `model`'s vision tower and token settings."""
-        expected = vision_fingerprint(model)
-        found = self.metadata().get("fingerprint")
+        metadata = self.metadata()
+        expected = vision_fingerprint(model, metadata.get("dtype", "float32"))
+        found = metadata.get("fingerprint")
         if found != expected:
             raise ValueError(
                 f"The feature cache {self.root} was extracted with a different vision tower or token setting "
@@ -204,12 +210,17 @@ def extract_features(
     batch_size: int = 8,
     accelerator: Any = None,
     show_progress: bool = True,
+    dtype: str = "float32",
 ) -> FeatureCache:
     """Run the vision tower once over `samples` (dicts with `video`, optional `start`/`end`) into a cache folder.
 
     Resumable (existing entries are skipped) and distributable: with an `accelerate.Accelerator`, each process takes
-    every n-th clip. Returns the cache.
+    every n-th clip. `dtype="bfloat16"` runs the vision tower under `torch.autocast(bfloat16)` (features are stored
+    as float32 either way); the dtype is recorded in the metadata and the fingerprint, so an fp32 cache is never
+    resumed in bf16 or the other way round. Returns the cache.
     """
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"extract_features: dtype must be 'float32' or 'bfloat16'; got {dtype!r}.")
     from tqdm.auto import tqdm
 
     cache = FeatureCache(Path(output_dir))
@@ -221,7 +232,8 @@ def extract_features(
         cache.remove_partial_files()
         cache.write_metadata(
             {
-                "fingerprint": vision_fingerprint(model),
+                "fingerprint": vision_fingerprint(model, dtype),
+                "dtype": dtype,
                 "num_frames": model.config.num_frames,
                 "visual_tokens": model.config.visual_tokens,
                 "image_size": model.config.image_size,
@@ -246,7 +258,7 @@ def extract_features(
             end=[s.get("end") for s in batch],
             return_tensors="pt",
         )
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
             features = model.get_video_features(inputs["pixel_values_videos"].to(device)).pooler_output
         for sample, feature in zip(batch, features):
             cache.write(sample["video"], sample.get("start"), sample.get("end"), feature)
