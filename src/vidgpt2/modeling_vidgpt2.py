@@ -92,7 +92,7 @@ class VidGPT2VideoEncoder(nn.Module):
             VidGPT2PositionEmbedding(config.num_frames, width) if config.temporal_embeddings else None
         )
         self.spatial_embedding = (
-            VidGPT2PositionEmbedding(config.tokens_per_frame, width) if config.visual_tokens == "spatial" else None
+            VidGPT2PositionEmbedding(config.tokens_per_frame, width) if config.visual_tokens != "pooled" else None
         )
         self.dropout = nn.Dropout(config.visual_dropout)
         self.layers = nn.ModuleList(
@@ -125,7 +125,8 @@ class VidGPT2VideoEncoder(nn.Module):
     def get_video_features(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
         """Backbone features, exactly as `forward(video_features=...)` takes them.
 
-        Returns (B, T, C) for ``visual_tokens="pooled"`` and (B, T, h*w, C) for ``"spatial"``.
+        Returns (B, T, C) for ``visual_tokens="pooled"``, (B, T, h*w, C) for ``"spatial"`` and (B, T, g*g, C) for
+        ``"grid"`` (g = ``grid_size``).
         """
         self._check_pixels(pixel_values_videos)
         batch, frames = pixel_values_videos.shape[:2]
@@ -138,6 +139,9 @@ class VidGPT2VideoEncoder(nn.Module):
         if self.config.visual_tokens == "pooled":
             # (B*T, C, h, w) -> (B*T, C) -> (B, T, C)
             return feature_map.mean(dim=(2, 3)).view(batch, frames, -1)
+        if self.config.visual_tokens == "grid":
+            # (B*T, C, h, w) -> (B*T, C, g, g): mean over each of g x g near-equal blocks of cells
+            feature_map = F.adaptive_avg_pool2d(feature_map, self.config.grid_size)
         # (B*T, C, h, w) -> (B*T, h*w, C) -> (B, T, h*w, C)
         cells = feature_map.flatten(2).transpose(1, 2)
         return cells.reshape(batch, frames, cells.shape[1], cells.shape[2])

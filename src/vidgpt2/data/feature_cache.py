@@ -45,7 +45,8 @@ def vision_fingerprint(model: Any) -> str:
     """A hash of the vision tower's weights and the token settings: features are only valid for the same tower."""
     digest = hashlib.sha1()
     config = model.config
-    digest.update(f"{config.visual_tokens}|{config.image_size}".encode())
+    tokens = f"grid{config.grid_size}" if config.visual_tokens == "grid" else config.visual_tokens
+    digest.update(f"{tokens}|{config.image_size}".encode())
     for name, tensor in sorted(model.encoder.vision_tower.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
