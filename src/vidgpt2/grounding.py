@@ -340,8 +340,56 @@ def evaluate_grounding(
     return records, summarize_grounding(records)
 
 
+def plot_grounding(
+    frames: np.ndarray, maps: TokenMaps, truth: dict[str, Any], path: str | None = None, *, title: str = ""
+) -> Any:
+    """Figure: the frames, each method's heatmap over them (one row per method that has one), the true cause box
+    (green) on every cause frame, and each method's per-frame score above its row (a star on its top frame).
+
+    Args:
+        frames: (T, H, W, 3) uint8, as the model saw them (`explanations.denormalize_frames`).
+        maps: `token_maps` of the cause words.
+        truth: the clip's ``read_ground_truth`` record (boxes in the generated frame's pixels, rescaled here).
+        path: where to save a PNG; the figure is returned either way.
+    """
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    methods = [m for m in METHODS if maps.heatmaps(m) is not None]
+    count, height, width = frames.shape[0], frames.shape[1], frames.shape[2]
+    scale_y, scale_x = height / truth["frame_size"][0], width / truth["frame_size"][1]
+    boxes = {int(t): box for t, box in truth["boxes"].items()}
+    figure, axes = plt.subplots(len(methods), count, figsize=(1.4 * count, 1.6 * len(methods) + 0.4), squeeze=False)
+    for row, method in enumerate(methods):
+        heatmaps, scores = maps.heatmaps(method), maps.frames(method)
+        top = int(np.argmax(scores))
+        for t in range(count):
+            ax = axes[row, t]
+            ax.imshow(frames[t])
+            ax.imshow(heatmaps[t] / max(float(heatmaps.max()), 1e-12), cmap="jet", alpha=0.4, vmin=0, vmax=1)
+            if t in boxes:
+                x0, y0, x1, y1 = boxes[t]
+                ax.add_patch(Rectangle((x0 * scale_x - 0.5, y0 * scale_y - 0.5), (x1 - x0) * scale_x,
+                                       (y1 - y0) * scale_y, fill=False, edgecolor="lime", linewidth=1.2))
+            ax.set_title(f"{'*' if t == top else ''}{scores[t] / max(float(scores.sum()), 1e-12):.2f}", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row, 0].set_ylabel(method, fontsize=8)
+    figure.suptitle(title, fontsize=8)
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+    return figure
+
+
 __all__ = [
     "METHODS",
+    "plot_grounding",
     "TokenMaps",
     "box_fraction",
     "cause_deletion",

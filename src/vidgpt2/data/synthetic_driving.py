@@ -256,9 +256,9 @@ def generate_driving_clip(
         raise ValueError(f"generate_driving_clip: size must be even and >= 32, got {size}")
     T = num_frames
     # every draw happens here, before `with_cause` is looked at, so both versions share the scene
-    # the cause starts at this frame (at most frame 4, so that the objects placed for it are still ahead of the car);
-    # the ego reacts from onset + 1
-    onset = int(rng.integers(1, min(T - 4, 4) + 1))
+    # the cause starts in the second half (frame T//2 .. T-2), so that most frames do not show it and the pointing
+    # game's chance rate stays below one half; the ego reacts from onset + 1
+    onset = int(rng.integers(T // 2, T - 1))
     ego_lane = 1 if rng.random() < 0.5 else -1  # +1 right lane, -1 left lane
     side = 1 if rng.random() < 0.5 else -1  # bend direction
     salt = int(rng.integers(1 << 20))
@@ -267,30 +267,30 @@ def generate_driving_clip(
         for sign in (-1, 1)
         for z in np.arange(rng.uniform(2, 7), 40.0, rng.uniform(6, 9))
     ]
-    light_distance = float(rng.uniform(13.0, 15.0))
+    light_ahead = float(rng.uniform(6.0, 8.0))  # the light's distance at the onset
     lead_gap = float(rng.uniform(8.0, 10.0))
     jitter = rng.normal(0, 3.0, size=(T, size, size, 3))
 
+    cruise = CRUISE_SPEED * 8 / T  # a clip covers the same distance whatever its frame count
     zeros = np.zeros(T)
-    speed, yaw, lateral = _speeds(T, CRUISE_SPEED, CRUISE_SPEED, onset), zeros.copy(), zeros.copy()
+    speed, yaw, lateral = _speeds(T, cruise, cruise, onset), zeros.copy(), zeros.copy()
     bend_start, bend = 1e9, 0.0
     objects: list[list[_Billboard]] = [[] for _ in range(T)]
     words = CAUSE_WORDS[kind] if with_cause else ()
     x_ego = ego_lane * LANE_WIDTH / 2
 
     if kind in ("red_light", "green_light"):
-        light_z = light_distance
         if kind == "red_light":
             before, after = "green", "red" if with_cause else "green"
-            speed = _speeds(T, CRUISE_SPEED, 0.35, onset) if with_cause else speed
+            speed = _speeds(T, cruise, 0.2 * cruise, onset) if with_cause else speed
             action = "the car slows down" if with_cause else "the car drives forward"
             justification = "because the light turns red" if with_cause else "because the light is green"
         else:
             before, after = "red", "green" if with_cause else "red"
-            speed = _speeds(T, 0.0, CRUISE_SPEED, onset) if with_cause else zeros.copy()
-            light_z = light_distance * 0.7
+            speed = _speeds(T, 0.0, cruise, onset) if with_cause else zeros.copy()
             action = "the car accelerates" if with_cause else "the car is stopped"
             justification = "because the light turns green" if with_cause else "because the light is red"
+        light_z = float(np.sum(speed[1 : onset + 1])) + light_ahead
         for t in range(T):
             color = _LIGHT_COLORS[before if t < onset else after]
             # a pole on the verge of the ego's side and the light hanging over the ego's lane
@@ -298,17 +298,18 @@ def generate_driving_clip(
             cause = with_cause and t >= onset
             objects[t].append(_Billboard(x_ego + ego_lane * 1.0, light_z, 1.1, 1.6, color, lift=3.0, cause=cause))
     elif kind == "pedestrian":
-        speed = _speeds(T, CRUISE_SPEED, 0.0, onset) if with_cause else speed
+        speed = _speeds(T, cruise, 0.0, onset) if with_cause else speed
         action = "the car stops" if with_cause else "the car drives forward"
         justification = "because a pedestrian is crossing" if with_cause else "because the road is clear"
         if with_cause:
             start_z = float(np.sum(speed[1 : onset + 1])) + 9.0
             for t in range(onset, T):
-                x = LANE_WIDTH + 1.0 - 1.6 * (t - onset)  # from the right verge across both lanes
+                # from the verge on the ego's side across both lanes
+                x = ego_lane * (LANE_WIDTH + 0.5 - 1.6 * 8 / T * (t - onset))
                 objects[t].append(_Billboard(x, start_z, 0.9, 1.8, (200, 60, 160), cause=True))
     elif kind == "lead_brakes":
-        lead_speed = _speeds(T, CRUISE_SPEED, 0.1, onset) if with_cause else speed
-        speed = _speeds(T, CRUISE_SPEED, 0.8, onset) if with_cause else speed
+        lead_speed = _speeds(T, cruise, 0.05 * cruise, onset) if with_cause else speed
+        speed = _speeds(T, cruise, 0.5 * cruise, onset) if with_cause else speed
         action = "the car slows down" if with_cause else "the car drives forward"
         justification = "because the car ahead is braking" if with_cause else "because traffic is moving"
         lead_z = lead_gap
@@ -335,7 +336,7 @@ def generate_driving_clip(
             bend_start = float(np.sum(speed[1 : onset + 1])) + HAZE_DISTANCE - 2.0
             bend = side * 0.05
             for t in range(onset + 1, T):
-                yaw[t] = side * 0.07 * (t - onset)
+                yaw[t] = side * 0.07 * 8 / T * (t - onset)
     poses = _poses(speed, yaw, lateral, x_ego)
 
     frames = np.empty((T, size, size, 3), dtype=np.uint8)
