@@ -105,3 +105,17 @@ def test_cross_attention_explanation_on_grid_cells():
     assert explanation.heatmaps.shape == (4, 96, 96)
     grad_cam = explain(model, pixel_values_videos=tiny_pixels(model.config, batch=1), max_new_tokens=3, method="grad-cam")
     assert grad_cam.heatmap_grid.shape == (4, 3, 3)  # Grad-CAM stays at the tower's resolution
+
+
+def test_grid_pooling_of_a_channels_last_map_matches_contiguous_forward_and_backward():
+    """The tower runs channels_last (get_video_features); adaptive pooling backward on channels_last inputs has been
+    wrong on some backends (pytorch/pytorch#189233, MPS): the grid's gradients must match the contiguous ones."""
+    x = torch.randn(3, 8, 3, 3)
+    a = x.clone().requires_grad_(True)
+    b = x.clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    grad_out = torch.randn(3, 8, 2, 2)
+    out_a, out_b = F.adaptive_avg_pool2d(a, 2), F.adaptive_avg_pool2d(b, 2)
+    torch.testing.assert_close(out_a, out_b)
+    (out_a * grad_out).sum().backward()
+    (out_b * grad_out).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad)

@@ -128,3 +128,17 @@ def test_written_folder_is_read_by_the_bddx_loader_end_to_end(tmp_path):
     first = generate_driving_clip(record["kind"], rng, record["with_cause"])
     assert first.caption == row["caption"]
     assert np.abs(frames.astype(int) - first.frames.astype(int)).mean() < 6
+
+
+def test_cli_synth_kind_driving_writes_a_bddx_folder_and_order_stays_the_default(tmp_path, capsys):
+    from vidgpt2.cli import main
+
+    assert main(["synth", str(tmp_path / "drive"), "--kind", "driving", "--num-train", "2", "--num-validation", "0",
+                 "--num-test", "1", "--size", "48"]) == 0
+    assert "--dataset bddx" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "drive" / "videos").iterdir()) == [
+        "drive-test-00000.mov", "drive-train-00000.mov", "drive-train-00001.mov"]
+    assert len(load_bddx(tmp_path / "drive")["train"]) == 2
+    assert main(["synth", str(tmp_path / "order"), "--num-train", "1", "--num-validation", "0", "--num-test", "0",
+                 "--size", "32"]) == 0
+    assert (tmp_path / "order" / "train.jsonl").is_file()
