@@ -59,12 +59,12 @@ FIGURES_DIR = RESULTS_DIR / "driving_figures"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--num-train", type=int, default=None, help="Training clips (default 480; quick 48).")
-    parser.add_argument("--num-test", type=int, default=None, help="Test clips (default 96; quick 24).")
+    parser.add_argument("--num-train", type=int, default=None, help="Training clips (default 480; quick 32).")
+    parser.add_argument("--num-test", type=int, default=None, help="Test clips (default 96; quick 12).")
     parser.add_argument("--epochs", type=float, default=None, help="Epochs (default 8; quick 1).")
     parser.add_argument("--meteor", action=argparse.BooleanOptionalAction, default=None,
                         help="Java for METEOR and PTB tokens (default: on; off with --quick).")
-    parser.add_argument("--figures", type=int, default=3, help="Explanation figures per variant (clips with a cause).")
+    parser.add_argument("--figures", type=int, default=None, help="Explanation figures per variant (default 3; quick 1).")
 
 
 def train_variant(name: str, overrides: dict, blank: bool, data_dir: Path, run_dir: Path, sizes: dict, args) -> dict:
@@ -132,17 +132,19 @@ def train_variant(name: str, overrides: dict, blank: bool, data_dir: Path, run_d
         result["grounding"] = summary
         result["grounding_records"] = records
         result["grounding_s"] = time.perf_counter() - start
-        result["figures"] = save_figures(name, model, processor, test, truth, args.figures)
+        result["figures"] = save_figures(name, model, processor, test, truth, args.figures, args.quick)
     return result
 
 
-def save_figures(name: str, model, processor, test, truth: dict, count: int) -> list[str]:
-    """Explanation figures of the first `count` test clips with a cause, one per cause kind where possible."""
+def save_figures(name: str, model, processor, test, truth: dict, count: int, quick: bool) -> list[str]:
+    """Explanation figures of the first `count` test clips with a cause, one per cause kind where possible, in
+    `results/driving_figures/` (`driving_figures_quick/` with --quick)."""
     from vidgpt2.data.collator import VideoCaptionCollator
     from vidgpt2.explanations import _mean_std, denormalize_frames
     from vidgpt2.grounding import cause_token_positions, plot_grounding, token_maps
 
-    FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+    folder = FIGURES_DIR.with_name(FIGURES_DIR.name + "_quick") if quick else FIGURES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
     collator = VideoCaptionCollator(processor, caption_column="__none__")
     slug = "".join(c if c.isalnum() else "_" for c in name.split(" (")[0])
     paths, kinds = [], set()
@@ -155,7 +157,7 @@ def save_figures(name: str, model, processor, test, truth: dict, count: int) -> 
         ids = [i for i in processor.tokenize_captions(row["caption"])[0] if i != -100]
         positions = cause_token_positions(processor.tokenizer.convert_ids_to_tokens(ids), record["cause_words"])
         maps = token_maps(model, pixels, ids, positions)
-        path = FIGURES_DIR / f"{slug}_{record['kind']}.png"
+        path = folder / f"{slug}_{record['kind']}.png"
         title = f"{name}: '{row['caption']}' (cause words: {', '.join(record['cause_words'])}; green: true box)"
         plot_grounding(denormalize_frames(pixels[0], *_mean_std(processor)), maps, record, str(path), title=title)
         paths.append(str(path.relative_to(RESULTS_DIR.parent)))
@@ -230,16 +232,18 @@ def main() -> int:
     print(f"# bench_driving ({mode} mode)\n")
     print_machine(info)
     sizes = {
-        "num_train": args.num_train or (48 if args.quick else 480),
-        "num_test": args.num_test or (24 if args.quick else 96),
+        "num_train": args.num_train or (32 if args.quick else 480),
+        "num_test": args.num_test or (12 if args.quick else 96),
         "epochs": args.epochs or (1 if args.quick else 8),
     }
     if args.meteor is None:
         args.meteor = not args.quick
+    if args.figures is None:
+        args.figures = 1 if args.quick else 3
     sizes["steps"] = math.ceil(math.ceil(sizes["num_train"] / 16) * sizes["epochs"])
     data_dir = CACHE_DIR / "driving_96" / f"train{sizes['num_train']}_test{sizes['num_test']}_seed{args.seed}"
     if not (data_dir / "ground_truth.jsonl").exists():
-        write_driving_dataset(data_dir, num_train=sizes["num_train"], num_validation=12, num_test=sizes["num_test"],
+        write_driving_dataset(data_dir, num_train=sizes["num_train"], num_validation=4 if args.quick else 12, num_test=sizes["num_test"],
                               size=96, seed=args.seed, progress=False)
     started = time.perf_counter()
     results: dict[str, Any] = {"mode": mode, "machine": info, "sizes": sizes, "config": BENCH_CONFIG, "variants": {}}
