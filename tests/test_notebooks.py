@@ -38,6 +38,7 @@ MARKERS = {
     "01_quickstart.ipynb": "QUICKSTART OK",
     "02_finetune.ipynb": "FINETUNE OK",
     "03_publish.ipynb": "PUBLISH OK",
+    "04_explainable_driving.ipynb": "DRIVING OK",
 }
 
 
@@ -147,3 +148,13 @@ def test_publish_pushes_and_reloads_identically(kernel_dir, tmp_path):
     repo = tmp_path / "outputs" / "03_publish" / "hub" / "your-name" / "vidgpt2-tiny"
     for file in ("README.md", "model.safetensors", "config.json", "processor_config.json", "modeling_vidgpt2.py"):
         assert (repo / file).is_file(), file
+
+
+def test_explainable_driving_trains_and_grounds(kernel_dir, tmp_path):
+    notebook = run_notebook("04_explainable_driving.ipynb", kernel_dir, tmp_path)
+    assert MARKERS["04_explainable_driving.ipynb"] in stdout_of(notebook)
+    assert len(images_of(notebook)) == 1, "the grounding figure must be shown inline"
+    out = tmp_path / "outputs" / "04_explainable_driving"
+    assert (out / "data" / "ground_truth.jsonl").is_file() and (out / "model" / "model.safetensors").is_file()
+    tables = [o["data"].get("text/plain", "") for o in outputs_of(notebook) if "data" in o]
+    assert any("grad-cam_temporal" in t and "chance" in t for t in tables), "the grounding table is missing"

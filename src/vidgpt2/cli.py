@@ -36,6 +36,11 @@ def _setup_logging(level: int = logging.INFO) -> None:
 def cmd_synth(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="vidgpt2 synth", description="Write procedural clips whose captions depend on frame order.")
     parser.add_argument("output_dir", help="Folder for the clips and train/validation/test.jsonl.")
+    parser.add_argument(
+        "--kind", choices=["order", "driving"], default="order",
+        help="order: shapes whose captions depend on frame order (default). driving: dashcam clips with BDD-X "
+        "captions (action because cause), written as a BDD-X folder with ground_truth.jsonl (cause frames, boxes).",
+    )
     parser.add_argument("--num-train", type=int, default=200, help="Training clips.")
     parser.add_argument("--num-validation", type=int, default=40, help="Validation clips.")
     parser.add_argument("--num-test", type=int, default=40, help="Test clips.")
@@ -43,6 +48,15 @@ def cmd_synth(argv: list[str]) -> int:
     parser.add_argument("--size", type=int, default=64, help="Frame side in pixels.")
     parser.add_argument("--seed", type=int, default=0, help="Random seed.")
     args = parser.parse_args(argv)
+    if args.kind == "driving":
+        from .data.synthetic_driving import write_driving_dataset
+
+        folder = write_driving_dataset(
+            args.output_dir, num_train=args.num_train, num_validation=args.num_validation, num_test=args.num_test,
+            num_frames=args.num_frames, size=args.size, seed=args.seed,
+        )
+        print(f"BDD-X folder: {folder} (train with --dataset bddx --data-dir {folder})")
+        return 0
     from .data import write_synthetic_dataset
 
     files = write_synthetic_dataset(

@@ -12,7 +12,7 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-VISUAL_TOKEN_MODES = ("pooled", "spatial")
+VISUAL_TOKEN_MODES = ("pooled", "spatial", "grid")
 
 
 class VidGPT2Config(PreTrainedConfig):
@@ -35,6 +35,10 @@ class VidGPT2Config(PreTrainedConfig):
             Side of the square frames the vision tower sees; fixes the spatial grid in ``"spatial"`` mode.
         visual_tokens (`str`, defaults to ``"pooled"``):
             ``"pooled"``: one token per frame. ``"spatial"``: one token per cell of the last feature map per frame.
+            ``"grid"``: the last feature map average-pooled to ``grid_size x grid_size`` cells per frame
+            (adaptive average pooling), a few tokens that keep where things are at any ``image_size``.
+        grid_size (`int`, defaults to 2):
+            Side of the per-frame token grid for ``visual_tokens="grid"`` (ignored otherwise).
         temporal_embeddings (`bool`, defaults to `True`):
             Add a learned embedding per frame index. ``False`` is the order-blind ablation.
         num_visual_layers (`int`, defaults to 1):
@@ -58,7 +62,8 @@ class VidGPT2Config(PreTrainedConfig):
     text_config: dict | GPT2Config | None = None
     num_frames: int = 8
     image_size: int = 224
-    visual_tokens: Literal["pooled", "spatial"] = "pooled"
+    visual_tokens: Literal["pooled", "spatial", "grid"] = "pooled"
+    grid_size: int = 2
     temporal_embeddings: bool = True
     num_visual_layers: int = 1
     num_visual_heads: int | None = None
@@ -108,6 +113,15 @@ class VidGPT2Config(PreTrainedConfig):
 
         if self.visual_tokens not in VISUAL_TOKEN_MODES:
             raise bad("visual_tokens", self.visual_tokens, f"one of {VISUAL_TOKEN_MODES}")
+        if not isinstance(self.grid_size, int) or isinstance(self.grid_size, bool) or self.grid_size < 1:
+            raise bad("grid_size", self.grid_size, "a positive integer")
+        if self.visual_tokens == "grid" and self.grid_size > self.spatial_grid:
+            raise bad(
+                "grid_size",
+                self.grid_size,
+                f"at most the feature-map side {self.spatial_grid} for image_size={self.image_size} (a finer grid "
+                "would repeat cells); raise image_size or use visual_tokens='spatial'",
+            )
         if not isinstance(self.num_frames, int) or isinstance(self.num_frames, bool) or self.num_frames < 1:
             raise bad("num_frames", self.num_frames, "a positive integer")
         if not isinstance(self.image_size, int) or self.image_size < 32:
@@ -146,9 +160,14 @@ class VidGPT2Config(PreTrainedConfig):
         return -(-self.image_size // 32)
 
     @property
+    def token_grid(self) -> int:
+        """Side of each frame's token grid: 1 pooled, `spatial_grid` spatial, `grid_size` grid."""
+        return {"pooled": 1, "spatial": self.spatial_grid, "grid": self.grid_size}[self.visual_tokens]
+
+    @property
     def tokens_per_frame(self) -> int:
         """Visual tokens each frame contributes."""
-        return 1 if self.visual_tokens == "pooled" else self.spatial_grid**2
+        return self.token_grid**2
 
 
 __all__ = ["VidGPT2Config"]

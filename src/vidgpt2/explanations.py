@@ -16,8 +16,8 @@ How the pieces are computed (B = 1 video, T frames, L caption tokens, N = T * to
   so every layer's map is already a distribution over the same tokens and their mean is one too (no rollout).
 - Visual tokens are frame-major, so summing the cells of each frame gives per-token attention over frames
   `token_frame_attention` (L, T), rows summing to 1; `frame_attention` (T,) is its mean over the caption.
-- Heatmaps: spatial-token models (`visual_tokens="spatial"`) use the same cross-attention over the h x w cells of
-  every frame (method "cross-attention"). Pooled models have one token per frame, so the heatmap comes from
+- Heatmaps: spatial-token models (`visual_tokens="spatial"`, or `"grid"` with its g x g cells) use the same
+  cross-attention over the h x w cells of every frame (method "cross-attention"). Pooled models have one token per frame, so the heatmap comes from
   Grad-CAM on the vision tower's last feature map A (B*T, C, h, w): the caption's log-probability (sum of its token
   log-probs, eos included, teacher forced) is differentiated with respect to A, channel weights are the spatially
   averaged gradients, cam = relu(sum_c w_c A_c) (method "grad-cam"). Both are scaled to [0, 1] by their maximum
@@ -178,7 +178,7 @@ def explain(
     token_frame_attention = cells.sum(-1)  # (n, T)
 
     if method == "cross-attention":
-        grid = model.config.spatial_grid
+        grid = model.config.token_grid
         token_heatmaps = cells.reshape(len(shown), frames_count, grid, grid)  # (n, T, h, w)
         heatmap_grid = _scale_to_unit(token_heatmaps.mean(0))  # (T, h, w)
     else:
@@ -245,12 +245,12 @@ def _find_tokenizer(processor: Any) -> Any:
 
 
 def _resolve_method(model: Any, method: Method) -> str:
-    spatial = model.config.visual_tokens == "spatial"
+    spatial = model.config.visual_tokens in ("spatial", "grid")
     if method == "auto":
         return "cross-attention" if spatial else "grad-cam"
     if method == "cross-attention" and not spatial:
         raise ValueError(
-            "method='cross-attention' needs a model with visual_tokens='spatial' (pooled models have one token per "
+            "method='cross-attention' needs a model with visual_tokens='spatial' or 'grid' (pooled models have one token per "
             "frame, so attention cannot say where in a frame); use method='grad-cam'."
         )
     if method not in ("cross-attention", "grad-cam"):

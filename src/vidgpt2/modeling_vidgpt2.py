@@ -193,7 +193,7 @@ class VidGPT2VideoEncoder(nn.Module):
             VidGPT2PositionEmbedding(config.num_frames, width) if config.temporal_embeddings else None
         )
         self.spatial_embedding = (
-            VidGPT2PositionEmbedding(config.tokens_per_frame, width) if config.visual_tokens == "spatial" else None
+            VidGPT2PositionEmbedding(config.tokens_per_frame, width) if config.visual_tokens != "pooled" else None
         )
         self.dropout = nn.Dropout(config.visual_dropout)
         self.layers = nn.ModuleList(
@@ -222,7 +222,8 @@ class VidGPT2VideoEncoder(nn.Module):
 
         Returns a `BaseModelOutputWithPooling` (the transformers 5.x `get_*_features` contract):
             pooler_output: the backbone features exactly as `forward(video_features=...)` takes them (and the feature
-                cache stores them): (B, T, C) for ``visual_tokens="pooled"``, (B, T, h*w, C) for ``"spatial"``.
+                cache stores them): (B, T, C) for ``visual_tokens="pooled"``, (B, T, h*w, C) for ``"spatial"``,
+                (B, T, g*g, C) for ``"grid"`` (g = ``grid_size``).
             last_hidden_state: the tower's last feature map, (B*T, C, h, w).
             hidden_states: the tower's stage outputs when `output_hidden_states` (default: the config's flag).
             attentions: always `None`; a ResNet has no attention.
@@ -254,6 +255,9 @@ class VidGPT2VideoEncoder(nn.Module):
         if self.config.visual_tokens == "pooled":
             # (B*T, C, h, w) -> (B*T, C) -> (B, T, C)
             return feature_map.mean(dim=(2, 3)).view(batch, frames, -1)
+        if self.config.visual_tokens == "grid":
+            # (B*T, C, h, w) -> (B*T, C, g, g): mean over each of g x g near-equal blocks of cells
+            feature_map = F.adaptive_avg_pool2d(feature_map, self.config.grid_size)
         # (B*T, C, h, w) -> (B*T, h*w, C) -> (B, T, h*w, C)
         cells = feature_map.flatten(2).transpose(1, 2)
         return cells.reshape(batch, frames, cells.shape[1], cells.shape[2])

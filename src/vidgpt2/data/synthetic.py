@@ -285,22 +285,26 @@ def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.concatenate(planes)), 0, 255).astype(np.uint8).reshape(height * 3 // 2, width)
 
 
-def write_clip(path: str | os.PathLike, frames: np.ndarray, fps: int = FPS) -> None:
-    """Encode ``frames`` ``(T, H, W, 3)`` uint8 RGB as H.264 (yuv420p) mp4 with exactly T frames; deterministic."""
+def write_clip(path: str | os.PathLike, frames: np.ndarray, fps: int = FPS, container: str = "mp4") -> None:
+    """Encode ``frames`` ``(T, H, W, 3)`` uint8 RGB as H.264 (yuv420p) with exactly T frames; deterministic.
+
+    ``container`` is the muxer: "mp4" (default) or "mov" (QuickTime, as BDD-X's videos are)."""
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"write_clip: frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
     height, width = frames.shape[1:3]
     if height % 2 or width % 2:
         raise ValueError(f"write_clip: yuv420p needs even sizes, got {width}x{height}")
-    with av.open(str(path), mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps, options=X264_OPTIONS)
+    if container not in ("mp4", "mov"):
+        raise ValueError(f"write_clip: container must be 'mp4' or 'mov', got {container!r}")
+    with av.open(str(path), mode="w", format=container) as output:
+        stream = output.add_stream("libx264", rate=fps, options=X264_OPTIONS)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.time_base = Fraction(1, fps)
         for t, array in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(array), format="yuv420p")
             frame.pts = t
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+            output.mux(stream.encode(frame))
+        output.mux(stream.encode(None))
 
 
 def write_synthetic_dataset(

@@ -1,0 +1,483 @@
+"""Procedural dashcam clips with BDD-X captions whose justification names a cause we placed (issue 12).
+
+A road in perspective (two lanes, dashed centre line, solid edge lines, grass with world-fixed patches, trees on
+both sides, sky, distance haze) seen from an ego car. The ego's action shows only in how the scene moves between
+frames (the flow of dashes and trees, the vanishing point sliding as the car yaws, the lane lines shifting as it
+changes lanes); the cause is an object or state that appears at a known frame and place.
+
+Scenario kinds (``DRIVING_KINDS``) and their captions, with the cause / without it (the same scene, same random
+draws, the cause left out; it leads to another action, so the caption cannot be guessed without seeing the cause):
+
+====================  =====================================================  ==========================================
+kind                  with the cause                                         without
+====================  =====================================================  ==========================================
+``red_light``         the car slows down because the light turns red         the car drives forward because the light
+                                                                             is green
+``green_light``       the car accelerates because the light turns green      the car is stopped because the light is red
+``pedestrian``        the car stops because a pedestrian is crossing         the car drives forward because the road is
+                                                                             clear
+``lead_brakes``       the car slows down because the car ahead is braking    the car drives forward because traffic is
+                                                                             moving
+``obstacle``          the car changes lanes to the left|right because there  the car drives forward because the road is
+                      is an obstacle in the lane                             clear
+``road_bend``         the car turns left|right because the road bends        the car drives forward because the road is
+                      left|right                                             straight
+====================  =====================================================  ==========================================
+
+Ground truth per clip (:class:`DrivingClip`): action, justification, cause kind, the words of the justification
+that name the cause, the frames where the cause is visible and its box ``[x0, y0, x1, y1)`` (pixels, exclusive
+ends) in each. Cause frames: the light's new colour (from the switch), the pedestrian while on screen, the lead car
+once it is closer than at the start (braking shows as growth; it has no brake lights), the obstacle once inside the
+haze distance, the bent stretch of road once inside the haze distance.
+
+:func:`write_driving_dataset` writes a BDD-X folder (``BDD-X-Annotations_v1.csv``, ``train.txt`` / ``val.txt`` /
+``test.txt``, ``videos/<id>.mov``, see :mod:`vidgpt2.data.bddx`) that :func:`vidgpt2.data.load_bddx` reads, plus
+``ground_truth.jsonl`` (one :meth:`DrivingClip.to_dict` per clip, keyed by the loader's ``video_id``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .synthetic import FPS, write_clip
+
+logger = logging.getLogger(__name__)
+
+DRIVING_KINDS = ("red_light", "green_light", "pedestrian", "lead_brakes", "obstacle", "road_bend")
+# The justification words that name the cause, per kind (the grounding metrics look up these tokens).
+CAUSE_WORDS = {
+    "red_light": ("light", "red"),
+    "green_light": ("light", "green"),
+    "pedestrian": ("pedestrian", "crossing"),
+    "lead_brakes": ("car", "ahead", "braking"),
+    "obstacle": ("obstacle",),
+    "road_bend": ("road", "bends"),
+}
+ACTIONS = (
+    "the car drives forward",
+    "the car accelerates",
+    "the car slows down",
+    "the car stops",
+    "the car is stopped",
+    "the car turns left",
+    "the car turns right",
+    "the car changes lanes to the left",
+    "the car changes lanes to the right",
+)
+
+# World (metres) and camera. Source: a pinhole camera looking along +Z at height CAMERA_HEIGHT over flat ground.
+CAMERA_HEIGHT = 2.4
+LANE_WIDTH = 3.5
+HAZE_DISTANCE = 16.0  # beyond this nothing is drawn: objects appear when they come this close
+CRUISE_SPEED = 1.6  # metres per frame (12.8 m/s at 8 fps)
+HORIZON = 0.38  # horizon row as a fraction of the frame height
+FOCAL = 0.7  # focal length as a fraction of the frame width
+DASH_PERIOD, DASH_LENGTH = 5.0, 2.5
+
+_SKY, _HAZE = np.array([150, 185, 225.0]), np.array([185, 195, 205.0])
+_GRASS, _ROAD = np.array([70, 125, 55.0]), np.array([88, 88, 92.0])
+_WHITE, _YELLOW = np.array([235, 235, 235.0]), np.array([230, 200, 60.0])
+_LIGHT_COLORS = {"red": (240, 30, 30), "green": (40, 230, 80)}
+
+
+@dataclass
+class DrivingClip:
+    """One generated clip and its ground truth.
+
+    Attributes:
+        frames: (T, S, S, 3) uint8 RGB.
+        kind: one of ``DRIVING_KINDS``.
+        with_cause: whether the cause is in the clip (False: the counterfactual scene).
+        action, justification: the BDD-X columns; the justification starts with "because".
+        cause_words: the justification's words that name the cause (empty without the cause).
+        cause_frames: frame indices where the cause is visible (empty without the cause).
+        boxes: ``{frame: [x0, y0, x1, y1]}`` the cause's box in pixels (x1, y1 exclusive), for each cause frame.
+        cause_onset: the frame the cause starts at (the draw the scene was built around, also without the cause).
+    """
+
+    frames: np.ndarray
+    kind: str
+    with_cause: bool
+    action: str
+    justification: str
+    cause_words: tuple[str, ...] = ()
+    cause_frames: list[int] = field(default_factory=list)
+    boxes: dict[int, list[int]] = field(default_factory=dict)
+    cause_onset: int = 0
+
+    @property
+    def caption(self) -> str:
+        """The joined BDD-X caption: "<action> <justification>"."""
+        return f"{self.action} {self.justification}"
+
+    def to_dict(self) -> dict:
+        """JSON-ready ground truth (no frames); box keys become strings."""
+        data = asdict(self)
+        data.pop("frames")
+        data["cause_words"] = list(self.cause_words)
+        data["boxes"] = {str(t): box for t, box in self.boxes.items()}
+        data["frame_size"] = list(self.frames.shape[1:3])
+        return data
+
+
+# --- camera and scene ------------------------------------------------------------------------------------------------
+@dataclass
+class _Pose:
+    x: float  # lateral position (m)
+    z: float  # distance along the road (m)
+    yaw: float  # heading (rad), > 0 to the right
+
+
+@dataclass
+class _Billboard:
+    """An upright rectangle standing on the ground at world (x, z), ``width`` x ``height`` metres."""
+
+    x: float
+    z: float
+    width: float
+    height: float
+    color: tuple[int, int, int]
+    lift: float = 0.0  # bottom edge above the ground (m)
+    cause: bool = False
+
+
+def _to_camera(pose: _Pose, x: np.ndarray | float, z: np.ndarray | float) -> tuple:
+    """World ground point -> camera (x', z') (metres right of and ahead of the camera)."""
+    dx, dz = x - pose.x, z - pose.z
+    c, s = math.cos(pose.yaw), math.sin(pose.yaw)
+    return dx * c - dz * s, dx * s + dz * c
+
+
+def _project_box(pose: _Pose, obj: _Billboard, size: int) -> tuple[float, float, float, float] | None:
+    """Screen box (x0, y0, x1, y1) in float pixels, or None when behind the camera or beyond the haze."""
+    xc, zc = _to_camera(pose, obj.x, obj.z)
+    if zc < 0.8 or zc > HAZE_DISTANCE:
+        return None
+    f, horizon = FOCAL * size, HORIZON * size
+    x0 = size / 2 + f * (xc - obj.width / 2) / zc
+    x1 = size / 2 + f * (xc + obj.width / 2) / zc
+    y1 = horizon + f * (CAMERA_HEIGHT - obj.lift) / zc
+    y0 = horizon + f * (CAMERA_HEIGHT - obj.lift - obj.height) / zc
+    return x0, y0, x1, y1
+
+
+def _pixel_box(box: tuple[float, float, float, float], size: int) -> list[int] | None:
+    """Float box -> the pixels it covers ``[x0, y0, x1, y1)`` clipped to the frame; None when nothing is left."""
+    x0, y0 = max(0, int(math.floor(box[0] + 0.5))), max(0, int(math.floor(box[1] + 0.5)))
+    x1, y1 = min(size, int(math.floor(box[2] + 0.5))), min(size, int(math.floor(box[3] + 0.5)))
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        return None
+    return [x0, y0, x1, y1]
+
+
+def _hash_noise(ix: np.ndarray, iz: np.ndarray, salt: int) -> np.ndarray:
+    """Deterministic value in [0, 1) per integer world cell (texture fixed to the ground, so it moves with it)."""
+    h = (ix.astype(np.int64) * 73856093) ^ (iz.astype(np.int64) * 19349663) ^ (salt * 83492791)
+    return ((h * 2654435761) % 4096) / 4096.0
+
+
+def _road_centre(z: np.ndarray | float, bend_start: float, bend: float) -> np.ndarray | float:
+    """Lateral position of the road's centre line at distance z: straight, then a parabola from ``bend_start``."""
+    return bend * np.maximum(np.asarray(z, dtype=np.float64) - bend_start, 0.0) ** 2
+
+
+def _render_ground(pose: _Pose, size: int, bend_start: float, bend: float, salt: int) -> tuple[np.ndarray, np.ndarray]:
+    """(S, S, 3) float sky + ground with road and lane lines, and the (S, S) world distance z of each road pixel
+    (nan off the road, above the horizon or beyond the haze)."""
+    f, horizon = FOCAL * size, HORIZON * size
+    v, u = np.mgrid[:size, :size] + 0.5
+    below = v > horizon + 0.5
+    zc = np.where(below, f * CAMERA_HEIGHT / np.maximum(v - horizon, 1e-3), np.inf)
+    xc = (u - size / 2) * zc / f
+    c, s = math.cos(pose.yaw), math.sin(pose.yaw)
+    with np.errstate(invalid="ignore"):
+        wx = np.where(below, pose.x + xc * c + zc * s, 0.0)
+        wz = np.where(below, pose.z - xc * s + zc * c, 0.0)
+    offset = wx - _road_centre(wz, bend_start, bend)
+    grass = _GRASS * (0.8 + 0.4 * _hash_noise(np.floor(wx / 1.5), np.floor(wz / 1.5), salt))[..., None]
+    road = _ROAD * (0.93 + 0.14 * _hash_noise(np.floor(wx / 0.7), np.floor(wz / 0.7), salt + 1))[..., None]
+    on_road = np.abs(offset) < LANE_WIDTH
+    image = np.where(on_road[..., None], road, grass)
+    edge = np.abs(np.abs(offset) - LANE_WIDTH + 0.1) < 0.12
+    dash = (np.abs(offset) < 0.1) & (np.mod(wz, DASH_PERIOD) < DASH_LENGTH)
+    image = np.where(edge[..., None], _WHITE, image)
+    image = np.where(dash[..., None], _YELLOW, image)
+    haze = np.clip((zc - 0.6 * HAZE_DISTANCE) / (0.4 * HAZE_DISTANCE), 0, 1)[..., None]
+    image = image * (1 - haze) + _HAZE * haze
+    sky = _SKY + (np.arange(size)[:, None, None] / size) * 30
+    image = np.where(below[..., None], image, np.broadcast_to(sky, image.shape))
+    depth = np.where(below & on_road & (zc <= HAZE_DISTANCE), wz, np.nan)
+    return image, depth
+
+
+# --- scenarios -------------------------------------------------------------------------------------------------------
+def _speeds(num_frames: int, start: float, end: float, onset: int) -> np.ndarray:
+    """(T,) metres travelled between frame t-1 and t: ``start`` until ``onset``, then linearly to ``end``."""
+    speed = np.full(num_frames, start, dtype=np.float64)
+    ramp = num_frames - onset - 1
+    for t in range(onset + 1, num_frames):
+        speed[t] = start + (end - start) * min(1.0, (t - onset) / max(ramp, 1))
+    return speed
+
+
+def _poses(speed: np.ndarray, yaw: np.ndarray, lateral: np.ndarray, x0: float) -> list[_Pose]:
+    """Integrate per-frame speed along the heading; ``lateral`` adds a sideways shift (lane changes)."""
+    poses, x, z = [], x0, 0.0
+    for t in range(len(speed)):
+        if t > 0:
+            x += speed[t] * math.sin(yaw[t]) + lateral[t]
+            z += speed[t] * math.cos(yaw[t])
+        poses.append(_Pose(x, z, float(yaw[t])))
+    return poses
+
+
+def generate_driving_clip(
+    kind: str, rng: np.random.Generator, with_cause: bool = True, num_frames: int = 8, size: int = 64
+) -> DrivingClip:
+    """Render one clip of scenario ``kind``; the random draws are the same with and without the cause.
+
+    Raises:
+        ValueError: for an unknown ``kind``, fewer than 6 frames, or an odd or too small ``size``.
+    """
+    if kind not in DRIVING_KINDS:
+        raise ValueError(f"generate_driving_clip: kind must be one of {DRIVING_KINDS}, got {kind!r}")
+    if num_frames < 6:
+        raise ValueError(f"generate_driving_clip: num_frames must be >= 6 (cause, reaction, motion), got {num_frames}")
+    if size < 32 or size % 2:
+        raise ValueError(f"generate_driving_clip: size must be even and >= 32, got {size}")
+    T = num_frames
+    # every draw happens here, before `with_cause` is looked at, so both versions share the scene
+    # the cause starts in the second half (frame T//2 .. T-2), so that most frames do not show it and the pointing
+    # game's chance rate stays below one half; the ego reacts from onset + 1
+    onset = int(rng.integers(T // 2, T - 1))
+    ego_lane = 1 if rng.random() < 0.5 else -1  # +1 right lane, -1 left lane
+    side = 1 if rng.random() < 0.5 else -1  # bend direction
+    salt = int(rng.integers(1 << 20))
+    trees = [
+        (float(sign * rng.uniform(5.5, 9.0)), float(z), float(rng.uniform(2.0, 3.5)))
+        for sign in (-1, 1)
+        for z in np.arange(rng.uniform(2, 7), 40.0, rng.uniform(6, 9))
+    ]
+    light_ahead = float(rng.uniform(6.0, 8.0))  # the light's distance at the onset
+    lead_gap = float(rng.uniform(8.0, 10.0))
+    jitter = rng.normal(0, 3.0, size=(T, size, size, 3))
+
+    cruise = CRUISE_SPEED * 8 / T  # a clip covers the same distance whatever its frame count
+    zeros = np.zeros(T)
+    speed, yaw, lateral = _speeds(T, cruise, cruise, onset), zeros.copy(), zeros.copy()
+    bend_start, bend = 1e9, 0.0
+    objects: list[list[_Billboard]] = [[] for _ in range(T)]
+    words = CAUSE_WORDS[kind] if with_cause else ()
+    x_ego = ego_lane * LANE_WIDTH / 2
+
+    if kind in ("red_light", "green_light"):
+        if kind == "red_light":
+            before, after = "green", "red" if with_cause else "green"
+            speed = _speeds(T, cruise, 0.2 * cruise, onset) if with_cause else speed
+            action = "the car slows down" if with_cause else "the car drives forward"
+            justification = "because the light turns red" if with_cause else "because the light is green"
+        else:
+            before, after = "red", "green" if with_cause else "red"
+            speed = _speeds(T, 0.0, cruise, onset) if with_cause else zeros.copy()
+            action = "the car accelerates" if with_cause else "the car is stopped"
+            justification = "because the light turns green" if with_cause else "because the light is red"
+        light_z = float(np.sum(speed[1 : onset + 1])) + light_ahead
+        for t in range(T):
+            color = _LIGHT_COLORS[before if t < onset else after]
+            # a pole on the verge of the ego's side and the light hanging over the ego's lane
+            objects[t].append(_Billboard(ego_lane * (LANE_WIDTH + 0.4), light_z, 0.3, 4.4, (60, 60, 60)))
+            cause = with_cause and t >= onset
+            objects[t].append(_Billboard(x_ego + ego_lane * 1.0, light_z, 1.1, 1.6, color, lift=3.0, cause=cause))
+    elif kind == "pedestrian":
+        speed = _speeds(T, cruise, 0.0, onset) if with_cause else speed
+        action = "the car stops" if with_cause else "the car drives forward"
+        justification = "because a pedestrian is crossing" if with_cause else "because the road is clear"
+        if with_cause:
+            start_z = float(np.sum(speed[1 : onset + 1])) + 9.0
+            for t in range(onset, T):
+                # from the verge on the ego's side across both lanes
+                x = ego_lane * (LANE_WIDTH + 0.5 - 1.6 * 8 / T * (t - onset))
+                objects[t].append(_Billboard(x, start_z, 0.9, 1.8, (200, 60, 160), cause=True))
+    elif kind == "lead_brakes":
+        lead_speed = _speeds(T, cruise, 0.05 * cruise, onset) if with_cause else speed
+        speed = _speeds(T, cruise, 0.5 * cruise, onset) if with_cause else speed
+        action = "the car slows down" if with_cause else "the car drives forward"
+        justification = "because the car ahead is braking" if with_cause else "because traffic is moving"
+        lead_z = lead_gap
+        for t in range(T):
+            lead_z += lead_speed[t] if t > 0 else 0.0
+            gap = lead_z - float(np.sum(speed[1 : t + 1]))
+            objects[t].append(_Billboard(x_ego, lead_z, 1.9, 1.5, (40, 60, 150), cause=with_cause and gap < lead_gap - 0.3))
+    elif kind == "obstacle":
+        direction = "left" if ego_lane > 0 else "right"
+        action = f"the car changes lanes to the {direction}" if with_cause else "the car drives forward"
+        justification = "because there is an obstacle in the lane" if with_cause else "because the road is clear"
+        if with_cause:
+            for t in range(onset + 1, T):
+                lateral[t] = -ego_lane * LANE_WIDTH / (T - onset - 1)
+                yaw[t] = -ego_lane * 0.06
+            obstacle_z = float(np.sum(speed[1 : onset + 1])) + HAZE_DISTANCE - 1.0
+            for t in range(T):
+                objects[t].append(_Billboard(x_ego, obstacle_z, 1.6, 1.0, (240, 130, 20), cause=True))
+    else:  # road_bend
+        direction = "left" if side < 0 else "right"
+        action = f"the car turns {direction}" if with_cause else "the car drives forward"
+        justification = f"because the road bends {direction}" if with_cause else "because the road is straight"
+        if with_cause:
+            bend_start = float(np.sum(speed[1 : onset + 1])) + HAZE_DISTANCE - 2.0
+            bend = side * 0.05
+            for t in range(onset + 1, T):
+                yaw[t] = side * 0.07 * 8 / T * (t - onset)
+    poses = _poses(speed, yaw, lateral, x_ego)
+
+    frames = np.empty((T, size, size, 3), dtype=np.uint8)
+    cause_frames: list[int] = []
+    boxes: dict[int, list[int]] = {}
+    for t, pose in enumerate(poses):
+        image, depth = _render_ground(pose, size, bend_start, bend, salt)
+        scene = [_Billboard(x, z, 1.4, h, (35, 95, 40)) for x, z, h in trees] + objects[t]
+        cause_pixels = np.zeros((size, size), dtype=bool)  # the cause's pixels left visible after occlusion
+        for obj in sorted(scene, key=lambda o: -_to_camera(pose, o.x, o.z)[1]):  # far to near
+            box = _project_box(pose, obj, size)
+            pixels = None if box is None else _pixel_box(box, size)
+            if pixels is None:
+                continue
+            x0, y0, x1, y1 = pixels
+            image[y0:y1, x0:x1] = obj.color
+            cause_pixels[y0:y1, x0:x1] = obj.cause
+        if cause_pixels.any():
+            rows, cols = np.nonzero(cause_pixels)
+            boxes[t] = [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1]
+        if kind == "road_bend" and with_cause:
+            with np.errstate(invalid="ignore"):
+                bent = np.argwhere(depth > bend_start + 1.0)  # (n, 2) rows, cols of the visibly bent road
+            if len(bent):
+                (y0, x0), (y1, x1) = bent.min(0), bent.max(0)
+                boxes[t] = [int(x0), int(y0), int(x1) + 1, int(y1) + 1]
+        frames[t] = np.clip(image + jitter[t], 0, 255).astype(np.uint8)
+    cause_frames = sorted(boxes)
+    if with_cause and not cause_frames:
+        raise RuntimeError(f"generate_driving_clip: the {kind} cause never came into view (a generator bug)")
+    return DrivingClip(
+        frames=frames,
+        kind=kind,
+        with_cause=with_cause,
+        action=action,
+        justification=justification,
+        cause_words=tuple(words),
+        cause_frames=cause_frames,
+        boxes=boxes,
+        cause_onset=onset,
+    )
+
+
+# --- writing ---------------------------------------------------------------------------------------------------------
+ANNOTATION_COLUMNS = ["Input.Video"] + [
+    f"Answer.{n}{part}" for n in range(1, 16) for part in ("start", "end", "action", "justification")
+]
+GROUND_TRUTH_FILE = "ground_truth.jsonl"
+_SPLIT_FILES = {"train": "train.txt", "validation": "val.txt", "test": "test.txt"}
+
+
+def write_driving_dataset(
+    out_dir: str | os.PathLike,
+    num_train: int = 240,
+    num_validation: int = 24,
+    num_test: int = 48,
+    num_frames: int = 8,
+    size: int = 64,
+    seed: int = 0,
+    progress: bool = True,
+) -> Path:
+    """Write a BDD-X folder of driving clips into ``out_dir`` and return it (ready for ``load_bddx(out_dir)``).
+
+    Each split holds every (kind, with/without cause) pair equally often (counts differ by at most one), shuffled;
+    each clip is one video ``videos/drive-<split>-<index>.mov`` (H.264, 8 fps) with one annotated segment covering
+    all its frames (0 to num_frames / 8 s). Everything is a function of ``seed``; each split draws from its own
+    stream. ``ground_truth.jsonl`` holds :meth:`DrivingClip.to_dict` plus ``video_id`` (as ``load_bddx`` names
+    the segment) and ``split``.
+
+    Raises:
+        ValueError: for negative counts (other bad sizes: see :func:`generate_driving_clip`).
+    """
+    counts = {"train": num_train, "validation": num_validation, "test": num_test}
+    for name, value in counts.items():
+        if value < 0:
+            raise ValueError(f"write_driving_dataset: num_{name} must be >= 0, got {value}")
+    out_dir = Path(out_dir)
+    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+    combos = [(kind, cause) for kind in DRIVING_KINDS for cause in (True, False)]
+    rows: list[dict[str, str]] = []
+    truth: list[dict] = []
+    split_lines: dict[str, list[str]] = {split: [] for split in counts}
+    with tqdm(total=sum(counts.values()), desc="driving clips", unit="clip", disable=not progress) as bar:
+        for split_index, (split, count) in enumerate(counts.items()):
+            rng = np.random.default_rng([seed, 12, split_index])
+            order = [combos[i % len(combos)] for i in range(count)]
+            order = [order[i] for i in rng.permutation(count)]
+            for i, (kind, with_cause) in enumerate(order):
+                clip = generate_driving_clip(kind, rng, with_cause, num_frames, size)
+                name = f"drive-{split}-{i:05d}"
+                write_clip(out_dir / "videos" / f"{name}.mov", clip.frames, container="mov")
+                rows.append(
+                    {
+                        "Input.Video": f"https://example.invalid/synthetic-driving/{name}.mov",
+                        "Answer.1start": "0",
+                        "Answer.1end": f"{num_frames / FPS:g}",
+                        "Answer.1action": clip.action,
+                        "Answer.1justification": clip.justification,
+                    }
+                )
+                k = len(rows)  # rank among annotated rows, as the split files count
+                split_lines[split].append(f"{k}_{name}")
+                truth.append({"video_id": f"{k}_{name}_seg1", "split": split, **clip.to_dict()})
+                bar.update()
+    with open(out_dir / "BDD-X-Annotations_v1.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=ANNOTATION_COLUMNS, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    for split, name in _SPLIT_FILES.items():
+        (out_dir / name).write_text("".join(line + "\n" for line in split_lines[split]), encoding="utf-8")
+    with open(out_dir / GROUND_TRUTH_FILE, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row) + "\n" for row in truth)
+    logger.info("wrote %s driving clips to %s", counts, out_dir)
+    return out_dir
+
+
+def read_ground_truth(data_dir: str | os.PathLike) -> dict[str, dict]:
+    """``ground_truth.jsonl`` of a :func:`write_driving_dataset` folder as ``{video_id: record}``; boxes keyed by
+    int frame index.
+
+    Raises:
+        FileNotFoundError: when the folder has no ground truth (not written by ``vidgpt2 synth --kind driving``).
+    """
+    path = Path(data_dir) / GROUND_TRUTH_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found; write the folder with `vidgpt2 synth --kind driving`.")
+    records = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            record["boxes"] = {int(t): box for t, box in record["boxes"].items()}
+            records[record["video_id"]] = record
+    return records
+
+
+__all__ = [
+    "ACTIONS",
+    "CAUSE_WORDS",
+    "DRIVING_KINDS",
+    "DrivingClip",
+    "generate_driving_clip",
+    "read_ground_truth",
+    "write_driving_dataset",
+]

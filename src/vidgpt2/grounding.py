@@ -1,0 +1,404 @@
+"""Grounding of explanations, measured on clips whose causes we placed (issue 12; `vidgpt2 synth --kind driving`).
+
+For a clip with a known cause (frames where it is visible, its box in each) and a caption whose justification names
+it ("the car slows down because the light turns red"):
+
+- the cause-word tokens: the tokens after "because" that spell one of the clip's ``cause_words``;
+- **temporal pointing game**: is the frame the explanation ranks highest for those tokens one where the cause is
+  visible? Chance: the share of frames showing the cause.
+- **spatial pointing game**: on the cause frame the explanation ranks highest, does the heatmap's maximum (at frame
+  resolution, the bilinear upsampling `explain` shows) fall inside the cause's box? Chance: box area / frame area.
+- **deletion by cause**: the drop of the caption's log-probability when the cause frames are replaced by a flat
+  frame, against replacing as many other frames (the mean over random subsets of them).
+
+Pointing games after Zhang et al. 2018 ("Top-down neural attention by excitation backprop", IJCV): a hit when the
+map's maximum falls on the object. Ties are scored by their expected value under a random tie-break (a flat map on T
+frames with c cause frames scores c / T, the chance rate), so flat or all-zero maps cannot look grounded.
+
+Explanation methods, computed for the cause-word tokens only (the caption teacher forced, one pass per clip):
+
+- ``"attention"``: the decoder's cross-attention (head mean, layer mean) of the queries that predict the cause
+  words; per frame the sum over its tokens; per cell the tokens' own weights (grid/spatial tokens only, pooled models
+  have no spatial attention).
+- ``"grad-cam"``: Grad-CAM (Selvaraju et al. 2017) of the cause words' summed log-probability on the vision tower's
+  last feature map: per cell relu(sum_c w_c A_c), w_c the spatial mean of the gradient; per frame the sum of its
+  cells.
+
+Wilson score intervals (Wilson 1927; the formula as in Agresti & Coull 1998, eq. 2) are computed here: the fractional
+hits of ties rule out integer-only implementations such as scipy's ``binomtest(...).proportion_ci``, which the tests
+use as a reference on integer counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .explanations import (
+    _combine_cross_attention,
+    _features_from_map,
+    _preserve_state,
+    _token_logprobs,
+    _upsample,
+    _vision_feature_map,
+    caption_logprobs,
+)
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("attention", "grad-cam")
+CONNECTIVE = "because"
+
+
+# --- statistics ------------------------------------------------------------------------------------------------------
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion: ``successes`` of ``n`` (may be fractional, see module doc).
+
+    Returns (low, high) in [0, 1]; z = 1.96 gives 95%.
+
+    Raises:
+        ValueError: for n < 1 or successes outside [0, n].
+    """
+    if n < 1:
+        raise ValueError(f"wilson_interval: n must be >= 1, got {n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"wilson_interval: successes must be in [0, {n}], got {successes}")
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def temporal_hit(frame_scores: Sequence[float] | np.ndarray, cause_frames: Sequence[int]) -> float:
+    """1.0 when the top-scoring frame shows the cause, 0.0 when not; ties: the share of tied top frames that do.
+
+    Args:
+        frame_scores: (T,) one score per frame (higher = more important).
+        cause_frames: indices of the frames where the cause is visible.
+
+    Raises:
+        ValueError: for empty scores, no cause frames, or a cause frame outside [0, T).
+    """
+    scores = np.asarray(frame_scores, dtype=np.float64).reshape(-1)
+    if scores.size == 0 or not len(cause_frames):
+        raise ValueError("temporal_hit needs frame scores and at least one cause frame")
+    if min(cause_frames) < 0 or max(cause_frames) >= scores.size:
+        raise ValueError(f"temporal_hit: cause frames {list(cause_frames)} outside [0, {scores.size})")
+    top = np.flatnonzero(scores >= scores.max())
+    return float(np.isin(top, list(cause_frames)).mean())
+
+
+def spatial_hit(heatmap: np.ndarray, box: Sequence[int]) -> float:
+    """1.0 when the heatmap's maximum lies in ``box`` = [x0, y0, x1, y1) (pixels, exclusive ends); ties: the share of
+    maximal pixels inside it.
+
+    Args:
+        heatmap: (H, W) at frame resolution.
+
+    Raises:
+        ValueError: for a box outside the heatmap or an empty box.
+    """
+    heatmap = np.asarray(heatmap, dtype=np.float64)
+    x0, y0, x1, y1 = (int(v) for v in box)
+    height, width = heatmap.shape
+    if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
+        raise ValueError(f"spatial_hit: box {list(box)} is empty or outside the {width}x{height} heatmap")
+    peak = heatmap >= heatmap.max()
+    return float(peak[y0:y1, x0:x1].sum() / peak.sum())
+
+
+def box_fraction(box: Sequence[int], height: int, width: int) -> float:
+    """Area of ``box`` [x0, y0, x1, y1) over the frame's: the spatial pointing game's chance rate."""
+    x0, y0, x1, y1 = box
+    return (x1 - x0) * (y1 - y0) / (height * width)
+
+
+def cause_token_positions(tokens: Sequence[str], cause_words: Sequence[str]) -> list[int]:
+    """Positions of the tokens after the first "because" that spell a cause word (GPT-2's leading "Ġ" ignored).
+
+    Returns [] when the caption has no "because" or no cause word after it.
+    """
+    words = [t.replace("Ġ", "").strip().lower() for t in tokens]
+    if CONNECTIVE not in words:
+        return []
+    start = words.index(CONNECTIVE) + 1
+    wanted = {w.lower() for w in cause_words}
+    return [i for i in range(start, len(words)) if words[i] in wanted]
+
+
+# --- explanation maps for chosen tokens ------------------------------------------------------------------------------
+@dataclass
+class TokenMaps:
+    """Maps for the chosen tokens of one teacher-forced caption (T frames, frame size H x W).
+
+    Attributes:
+        attention_frames: (T,) cross-attention over frames, summed over each frame's tokens, mean over the tokens.
+        attention_heatmaps: (T, H, W) the cross-attention over each frame's cells upsampled, or None for pooled models.
+        gradcam_frames: (T,) Grad-CAM mass per frame (sum over its cells).
+        gradcam_heatmaps: (T, H, W) Grad-CAM upsampled to the frame.
+    """
+
+    attention_frames: np.ndarray
+    attention_heatmaps: np.ndarray | None
+    gradcam_frames: np.ndarray
+    gradcam_heatmaps: np.ndarray
+
+    def frames(self, method: str) -> np.ndarray:
+        return self.attention_frames if method == "attention" else self.gradcam_frames
+
+    def heatmaps(self, method: str) -> np.ndarray | None:
+        return self.attention_heatmaps if method == "attention" else self.gradcam_heatmaps
+
+
+def token_maps(
+    model: Any, pixel_values_videos: torch.Tensor, caption_ids: Sequence[int], positions: Sequence[int]
+) -> TokenMaps:
+    """Attention and Grad-CAM maps for the tokens at ``positions`` of the teacher-forced ``caption_ids``.
+
+    Args:
+        model: a `VidGPT2ForConditionalGeneration` (modes, flags and grads are restored afterwards).
+        pixel_values_videos: (1, T, 3, H, W).
+        caption_ids: the caption's token ids, eos included.
+        positions: indices into ``caption_ids`` of the tokens to explain.
+
+    Raises:
+        ValueError: for no positions or a position outside the caption.
+    """
+    if not len(positions) or min(positions) < 0 or max(positions) >= len(caption_ids):
+        raise ValueError(f"token_maps: positions {list(positions)} must be non-empty and inside the caption")
+    pixels = pixel_values_videos.to(model.device)
+    batch, frames = pixels.shape[:2]
+    size = tuple(pixels.shape[-2:])
+    labels = torch.as_tensor(list(caption_ids), dtype=torch.long, device=pixels.device)[None]  # (1, L)
+    index = torch.as_tensor(list(positions))
+    with _preserve_state(model), torch.enable_grad():
+        model.eval()
+        feature_map = _vision_feature_map(model, pixels).detach().requires_grad_(True)  # (T, C, h, w)
+        out = model(video_features=_features_from_map(model, feature_map, batch, frames), labels=labels,
+                    output_attentions=True)
+        chosen = _token_logprobs(out.logits, labels)[0, index].sum()
+        (grads,) = torch.autograd.grad(chosen, feature_map)  # (T, C, h, w)
+    cam = F.relu((grads.mean(dim=(2, 3), keepdim=True) * feature_map.detach()).sum(1)).float().cpu()  # (T, h, w)
+    maps = _combine_cross_attention([a.detach().float().cpu() for a in out.cross_attentions], "mean")  # (L, N)
+    cells = maps[index].mean(0).reshape(frames, -1)  # (T, tokens_per_frame)
+    side = model.config.token_grid
+    attention_heatmaps = None
+    if side > 1:
+        attention_heatmaps = _upsample(cells.reshape(frames, side, side), size).numpy()
+    return TokenMaps(
+        attention_frames=cells.sum(-1).numpy(),
+        attention_heatmaps=attention_heatmaps,
+        gradcam_frames=cam.sum(dim=(1, 2)).numpy(),
+        gradcam_heatmaps=_upsample(cam, size).numpy(),
+    )
+
+
+def cause_deletion(
+    model: Any,
+    pixel_values_videos: torch.Tensor,
+    caption_ids: Sequence[int],
+    cause_frames: Sequence[int],
+    *,
+    num_random: int = 4,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Deletion test restricted to the cause: log p(caption) drop when the cause frames are replaced by a flat frame
+    of the dataset's mean colour (zeros in normalised space, as `explanations.faithfulness`) vs the mean drop when as
+    many other frames (random subsets; all of them when there are fewer) are replaced.
+
+    Returns {"drop_cause", "drop_other", "k"} (positive = the caption got less likely).
+    """
+    pixels = pixel_values_videos.to(model.device)  # (1, T, 3, H, W)
+    frames = pixels.shape[1]
+    cause = sorted(set(int(t) for t in cause_frames))
+    other = [t for t in range(frames) if t not in cause]
+    if not cause or not other:
+        raise ValueError(f"cause_deletion needs cause and non-cause frames; cause frames {cause} of {frames}")
+    k = min(len(cause), len(other))
+    rng = np.random.default_rng(seed)
+    subsets = [cause] + [sorted(rng.choice(other, size=k, replace=False).tolist()) for _ in range(num_random)]
+    variants = pixels.repeat(1 + len(subsets), 1, 1, 1, 1)  # (1 + S, T, 3, H, W)
+    for row, subset in enumerate(subsets, start=1):
+        variants[row, subset] = 0.0
+    labels = torch.as_tensor(list(caption_ids), dtype=torch.long, device=pixels.device)[None]
+    with _preserve_state(model), torch.no_grad():
+        model.eval()
+        logp = caption_logprobs(model, labels.expand(len(variants), -1), pixel_values_videos=variants).sum(-1)
+    drops = (logp[0] - logp[1:]).cpu().numpy()
+    return {"drop_cause": float(drops[0]), "drop_other": float(drops[1:].mean()), "k": k}
+
+
+# --- a whole test split ------------------------------------------------------------------------------------------------
+def clip_grounding(
+    model: Any,
+    pixel_values_videos: torch.Tensor,
+    caption_ids: Sequence[int],
+    tokens: Sequence[str],
+    truth: dict[str, Any],
+    *,
+    deletion: bool = True,
+) -> dict[str, Any] | None:
+    """Pointing games (both methods) and the cause deletion test for one clip; None when the caption names no cause
+    word of ``truth`` (a ``read_ground_truth`` record: ``cause_words``, ``cause_frames``, ``boxes``)."""
+    positions = cause_token_positions(tokens, truth["cause_words"])
+    if not positions or not truth["cause_frames"]:
+        return None
+    maps = token_maps(model, pixel_values_videos, caption_ids, positions)
+    frames = pixel_values_videos.shape[1]
+    height, width = pixel_values_videos.shape[-2:]
+    boxes = {int(t): box for t, box in truth["boxes"].items()}
+    cause_frames = [t for t in truth["cause_frames"] if t < frames]
+    result: dict[str, Any] = {
+        "positions": positions,
+        "temporal_chance": len(cause_frames) / frames,
+    }
+    scale_y, scale_x = height / truth["frame_size"][0], width / truth["frame_size"][1]
+    for method in METHODS:
+        scores = maps.frames(method)
+        result[f"{method}_temporal"] = temporal_hit(scores, cause_frames)
+        heatmaps = maps.heatmaps(method)
+        if heatmaps is None:
+            continue
+        best = max(cause_frames, key=lambda t: scores[t])  # the cause frame this method ranks highest
+        x0, y0, x1, y1 = boxes[best]
+        box = [int(x0 * scale_x), int(y0 * scale_y), max(int(x0 * scale_x) + 1, int(math.ceil(x1 * scale_x))),
+               max(int(y0 * scale_y) + 1, int(math.ceil(y1 * scale_y)))]
+        result[f"{method}_spatial"] = spatial_hit(heatmaps[best], box)
+        result[f"{method}_spatial_chance"] = box_fraction(box, height, width)
+    if deletion and len(cause_frames) < frames:
+        result.update(cause_deletion(model, pixel_values_videos, caption_ids, cause_frames))
+    return result
+
+
+def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Hit rates with 95% Wilson intervals and chance rates per method, and the mean deletion drops, over clips."""
+    records = [r for r in records if r is not None]
+    summary: dict[str, Any] = {"num_clips": len(records)}
+    if not records:
+        return summary
+    for method in METHODS:
+        for game in ("temporal", "spatial"):
+            hits = [r[f"{method}_{game}"] for r in records if f"{method}_{game}" in r]
+            if not hits:
+                continue
+            chance_key = "temporal_chance" if game == "temporal" else f"{method}_spatial_chance"
+            chance = float(np.mean([r[chance_key] for r in records if f"{method}_{game}" in r]))
+            total = float(np.sum(hits))
+            summary[f"{method}_{game}"] = {
+                "hit_rate": total / len(hits),
+                "ci95": wilson_interval(total, len(hits)),
+                "chance": chance,
+                "n": len(hits),
+            }
+    deletions = [r for r in records if "drop_cause" in r]
+    if deletions:
+        summary["deletion"] = {
+            "drop_cause": float(np.mean([r["drop_cause"] for r in deletions])),
+            "drop_other": float(np.mean([r["drop_other"] for r in deletions])),
+            "cause_beats_other": float(np.mean([r["drop_cause"] > r["drop_other"] for r in deletions])),
+            "n": len(deletions),
+        }
+    return summary
+
+
+def evaluate_grounding(
+    model: Any, processor: Any, dataset: Any, ground_truth: dict[str, dict], *, deletion: bool = True
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Grounding of the reference captions (teacher forced) of every clip of ``dataset`` (a ``load_bddx`` split
+    with ``target="action_justification"``) that has a cause in ``ground_truth`` (``read_ground_truth``).
+
+    Explaining the reference rather than the generated caption measures where the model looks when it says the true
+    cause, on every clip; a generated caption may name another cause or none.
+
+    Returns (per-clip records, :func:`summarize_grounding` of them).
+    """
+    from .data.collator import VideoCaptionCollator
+
+    collator = VideoCaptionCollator(processor, caption_column="__none__")
+    tokenizer = processor.tokenizer
+    records = []
+    for row in dataset:
+        truth = ground_truth.get(row["video_id"])
+        if truth is None or not truth["cause_frames"]:
+            continue
+        pixels = collator([row])["pixel_values_videos"]  # (1, T, 3, H, W)
+        ids = [i for i in processor.tokenize_captions(row["caption"])[0] if i != -100]
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        record = clip_grounding(model, pixels, ids, tokens, truth, deletion=deletion)
+        if record is None:
+            logger.warning("grounding: %s names no cause word of %s", row["caption"], truth["cause_words"])
+            continue
+        records.append({"video_id": row["video_id"], "kind": truth["kind"], **record})
+    return records, summarize_grounding(records)
+
+
+def plot_grounding(
+    frames: np.ndarray, maps: TokenMaps, truth: dict[str, Any], path: str | None = None, *, title: str = ""
+) -> Any:
+    """Figure: the frames, each method's heatmap over them (one row per method that has one), the true cause box
+    (green) on every cause frame, and each method's per-frame score above its row (a star on its top frame).
+
+    Args:
+        frames: (T, H, W, 3) uint8, as the model saw them (`explanations.denormalize_frames`).
+        maps: `token_maps` of the cause words.
+        truth: the clip's ``read_ground_truth`` record (boxes in the generated frame's pixels, rescaled here).
+        path: where to save a PNG; the figure is returned either way.
+    """
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    methods = [m for m in METHODS if maps.heatmaps(m) is not None]
+    count, height, width = frames.shape[0], frames.shape[1], frames.shape[2]
+    scale_y, scale_x = height / truth["frame_size"][0], width / truth["frame_size"][1]
+    boxes = {int(t): box for t, box in truth["boxes"].items()}
+    figure, axes = plt.subplots(len(methods), count, figsize=(1.4 * count, 1.6 * len(methods) + 0.4), squeeze=False)
+    for row, method in enumerate(methods):
+        heatmaps, scores = maps.heatmaps(method), maps.frames(method)
+        top = int(np.argmax(scores))
+        for t in range(count):
+            ax = axes[row, t]
+            ax.imshow(frames[t])
+            ax.imshow(heatmaps[t] / max(float(heatmaps.max()), 1e-12), cmap="jet", alpha=0.4, vmin=0, vmax=1)
+            if t in boxes:
+                x0, y0, x1, y1 = boxes[t]
+                ax.add_patch(Rectangle((x0 * scale_x - 0.5, y0 * scale_y - 0.5), (x1 - x0) * scale_x,
+                                       (y1 - y0) * scale_y, fill=False, edgecolor="lime", linewidth=1.2))
+            ax.set_title(f"{'*' if t == top else ''}{scores[t] / max(float(scores.sum()), 1e-12):.2f}", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row, 0].set_ylabel(method, fontsize=8)
+    figure.suptitle(title, fontsize=8)
+    figure.tight_layout()
+    if path is not None:
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+    return figure
+
+
+__all__ = [
+    "METHODS",
+    "plot_grounding",
+    "TokenMaps",
+    "box_fraction",
+    "cause_deletion",
+    "cause_token_positions",
+    "clip_grounding",
+    "evaluate_grounding",
+    "spatial_hit",
+    "summarize_grounding",
+    "temporal_hit",
+    "token_maps",
+    "wilson_interval",
+]

@@ -1,0 +1,129 @@
+"""Grounding metrics (issue 12 item 3): pointing games, Wilson intervals, cause tokens, maps, deletion."""
+
+import numpy as np
+import pytest
+import torch
+
+from tests.tiny import tiny_model, tiny_pixels, tiny_tokenizer
+from vidgpt2.grounding import (
+    box_fraction,
+    cause_deletion,
+    cause_token_positions,
+    clip_grounding,
+    spatial_hit,
+    summarize_grounding,
+    temporal_hit,
+    token_maps,
+    wilson_interval,
+)
+
+
+def test_wilson_matches_scipy_on_integer_counts_and_known_values():
+    stats = pytest.importorskip("scipy.stats")
+    for k, n in [(0, 10), (3, 10), (10, 10), (37, 48), (1, 1)]:
+        ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        np.testing.assert_allclose(wilson_interval(k, n), (ci.low, ci.high), atol=2e-4)  # scipy uses z = 1.95996
+    # Agresti & Coull 1998 style hand value: 0 of 10 -> (0, 0.2775)
+    assert wilson_interval(0, 10)[1] == pytest.approx(0.2775, abs=1e-3)
+    low, high = wilson_interval(2.5, 5)
+    assert low < 0.5 < high and high - 0.5 == pytest.approx(0.5 - low)
+
+
+def test_wilson_refuses_bad_counts():
+    with pytest.raises(ValueError, match="n must be"):
+        wilson_interval(0, 0)
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(6, 5)
+
+
+def test_temporal_hit_hand_cases():
+    assert temporal_hit([0.1, 0.5, 0.2, 0.2], [1]) == 1.0
+    assert temporal_hit([0.1, 0.5, 0.2, 0.2], [2, 3]) == 0.0
+    assert temporal_hit([0.3, 0.3, 0.1, 0.3], [0, 2]) == pytest.approx(1 / 3)  # tie among 0, 1, 3
+    assert temporal_hit(np.zeros(8), [5, 6]) == pytest.approx(2 / 8)  # a flat map scores the chance rate
+    with pytest.raises(ValueError, match="outside"):
+        temporal_hit([1, 2], [2])
+    with pytest.raises(ValueError, match="at least one cause frame"):
+        temporal_hit([1, 2], [])
+
+
+def test_spatial_hit_hand_cases():
+    heatmap = np.zeros((8, 8))
+    heatmap[2, 5] = 1.0
+    assert spatial_hit(heatmap, [4, 1, 7, 4]) == 1.0  # x 4..6, y 1..3 holds (y=2, x=5)
+    assert spatial_hit(heatmap, [0, 0, 5, 8]) == 0.0  # x1 = 5 is exclusive
+    assert spatial_hit(np.ones((4, 4)), [0, 0, 2, 2]) == pytest.approx(box_fraction([0, 0, 2, 2], 4, 4)) == 0.25
+    with pytest.raises(ValueError, match="outside"):
+        spatial_hit(heatmap, [0, 0, 9, 2])
+
+
+def test_cause_token_positions_only_after_because():
+    tokens = ["the", "car", "slows", "down", "because", "the", "car", "ahead", "is", "braking", "<|endoftext|>"]
+    assert cause_token_positions(tokens, ["car", "ahead", "braking"]) == [6, 7, 9]
+    assert cause_token_positions(["Ġthe", "Ġlight", "Ġturns", "Ġred"], ["light"]) == []  # no "because"
+    assert cause_token_positions(["a", "Ġbecause", "Ġthe", "ĠLight"], ["light"]) == [3]
+
+
+def test_summary_rates_and_chance():
+    records = [
+        {"attention_temporal": 1.0, "grad-cam_temporal": 0.0, "temporal_chance": 0.5,
+         "grad-cam_spatial": 1.0, "grad-cam_spatial_chance": 0.1, "drop_cause": 2.0, "drop_other": 0.5},
+        {"attention_temporal": 1.0, "grad-cam_temporal": 0.5, "temporal_chance": 0.25,
+         "grad-cam_spatial": 0.0, "grad-cam_spatial_chance": 0.3, "drop_cause": 0.0, "drop_other": 1.0},
+    ]
+    summary = summarize_grounding(records)
+    assert summary["attention_temporal"]["hit_rate"] == 1.0
+    assert summary["attention_temporal"]["chance"] == pytest.approx(0.375)
+    assert summary["grad-cam_temporal"]["hit_rate"] == 0.25
+    assert summary["grad-cam_spatial"]["chance"] == pytest.approx(0.2)
+    assert "attention_spatial" not in summary  # pooled models: no spatial attention
+    assert summary["deletion"]["cause_beats_other"] == 0.5
+    assert summary["attention_temporal"]["ci95"] == pytest.approx(wilson_interval(2, 2))
+
+
+def test_token_maps_shapes_and_gradcam_follows_the_frames_that_matter():
+    model = tiny_model(visual_tokens="grid", grid_size=2, image_size=64)
+    pixels = tiny_pixels(model.config, batch=1)  # (1, 4, 3, 64, 64)
+    ids = [5, 6, 7, 1]
+    maps = token_maps(model, pixels, ids, [1, 2])
+    assert maps.attention_frames.shape == (4,) and maps.attention_frames.sum() == pytest.approx(1.0, abs=1e-5)
+    assert maps.attention_heatmaps.shape == (4, 64, 64) and maps.gradcam_heatmaps.shape == (4, 64, 64)
+    assert all(p.grad is None for p in model.parameters())
+    pooled = token_maps(tiny_model(), tiny_pixels(tiny_model().config, batch=1), ids, [2])
+    assert pooled.attention_heatmaps is None and pooled.gradcam_frames.shape == (4,)
+    with pytest.raises(ValueError, match="positions"):
+        token_maps(model, pixels, ids, [4])
+
+
+def test_clip_grounding_and_deletion_on_a_tiny_model():
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(visual_tokens="grid", grid_size=2, image_size=64)
+    pixels = tiny_pixels(model.config, batch=1)
+    tokens = ["a", "red", "square", "because", "green", "circle"]
+    ids = tokenizer.convert_tokens_to_ids(tokens) + [tokenizer.eos_token_id]
+    truth = {"cause_words": ["circle"], "cause_frames": [2, 3], "boxes": {2: [0, 0, 32, 32], 3: [32, 32, 64, 64]},
+             "frame_size": [64, 64]}
+    record = clip_grounding(model, pixels, ids, tokens + ["<eos>"], truth)
+    assert record["positions"] == [5] and record["temporal_chance"] == 0.5
+    for key in ("attention_temporal", "grad-cam_temporal", "attention_spatial", "grad-cam_spatial"):
+        assert 0.0 <= record[key] <= 1.0
+    assert record["attention_spatial_chance"] == 0.25
+    assert record["k"] == 2
+    assert clip_grounding(model, pixels, ids, ["a"] * 7, truth) is None  # no cause word named
+
+
+def test_cause_deletion_sees_the_only_informative_frame():
+    """A model that reads only frame 0 (others zeroed in its features): masking frame 0 changes log p, masking
+    others does not."""
+    model = tiny_model(temporal_embeddings=False, num_visual_layers=0)
+    pixels = tiny_pixels(model.config, batch=1)
+    ids = [5, 6, 1]
+    drops = cause_deletion(model, pixels, ids, [0])
+    assert drops["k"] == 1 and drops["drop_cause"] != 0.0
+    same = pixels.clone()
+    same[0, 1:] = 0.0  # frames 1..3 already flat: masking them changes nothing
+    drops = cause_deletion(model, same, ids, [0])
+    assert drops["drop_other"] == pytest.approx(0.0, abs=1e-5)
+    with pytest.raises(ValueError, match="non-cause"):
+        cause_deletion(model, pixels, ids, [0, 1, 2, 3])
+    assert torch.is_grad_enabled()

@@ -1,0 +1,144 @@
+"""Synthetic driving clips (issue 12): determinism, boxes on the cause's pixels, counterfactual scenes, BDD-X files."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from vidgpt2.data import load_bddx
+from vidgpt2.data.bddx import split_action_justification
+from vidgpt2.data.synthetic_driving import (
+    CAUSE_WORDS,
+    DRIVING_KINDS,
+    generate_driving_clip,
+    read_ground_truth,
+    write_driving_dataset,
+)
+from vidgpt2.video_io import read_video
+
+
+def clip(kind, seed=0, with_cause=True, **kwargs):
+    return generate_driving_clip(kind, np.random.default_rng(seed), with_cause, **kwargs)
+
+
+def test_same_seed_same_clip_and_other_seed_other_clip():
+    for kind in DRIVING_KINDS:
+        a, b, c = clip(kind, 1), clip(kind, 1), clip(kind, 2)
+        assert np.array_equal(a.frames, b.frames) and a.boxes == b.boxes and a.caption == b.caption
+        assert not np.array_equal(a.frames, c.frames)
+
+
+@pytest.mark.parametrize("kind", DRIVING_KINDS)
+def test_without_the_cause_the_same_scene_leads_to_another_action(kind):
+    for seed in range(4):
+        with_cause, without = clip(kind, seed, True), clip(kind, seed, False)
+        assert with_cause.action != without.action
+        assert with_cause.justification != without.justification
+        assert without.cause_frames == [] and without.boxes == {} and without.cause_words == ()
+        # the same scene: identical until the cause starts (the light shows its colour before switching)
+        onset = with_cause.cause_onset
+        assert np.array_equal(with_cause.frames[:onset], without.frames[:onset])
+        assert not np.array_equal(with_cause.frames, without.frames)
+
+
+@pytest.mark.parametrize("kind", DRIVING_KINDS)
+def test_cause_boxes_are_where_the_cause_pixels_are(kind):
+    """Inside the box the clip with the cause differs from the clip without it; the cause frames start no earlier
+    than the onset, and outside cause frames there is no box."""
+    for seed in range(6):
+        with_cause, without = clip(kind, seed, True), clip(kind, seed, False)
+        assert with_cause.cause_frames, f"{kind} seed {seed}: cause never visible"
+        assert min(with_cause.cause_frames) >= with_cause.cause_onset
+        assert sorted(with_cause.boxes) == with_cause.cause_frames
+        for t in with_cause.cause_frames:
+            x0, y0, x1, y1 = with_cause.boxes[t]
+            assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
+            if kind in ("red_light", "green_light", "pedestrian", "obstacle"):
+                # the same camera pose on both versions up to the onset and the object is drawn only with the cause
+                # (the light changes colour): the box holds the pixels that differ, on the first cause frame
+                assert with_cause.cause_frames[0] == with_cause.cause_onset
+                if t != with_cause.cause_onset:
+                    continue
+                diff = np.abs(with_cause.frames[t].astype(int) - without.frames[t].astype(int)).sum(-1) > 60
+                assert diff.any()
+                inside = diff[y0:y1, x0:x1].sum()
+                assert inside / diff.sum() > 0.9, f"{kind} seed {seed} frame {t}: only {inside}/{diff.sum()} in box"
+                assert inside / ((x1 - x0) * (y1 - y0)) > 0.5
+
+
+def test_light_box_holds_the_light_colour():
+    c = clip("red_light", 3)
+    for t in c.cause_frames:
+        x0, y0, x1, y1 = c.boxes[t]
+        patch = c.frames[t, y0:y1, x0:x1].astype(int)
+        red = (patch[..., 0] > 180) & (patch[..., 1] < 90) & (patch[..., 2] < 90)
+        assert red.mean() > 0.5
+        outside = c.frames[t].astype(int)
+        red_everywhere = (outside[..., 0] > 180) & (outside[..., 1] < 90) & (outside[..., 2] < 90)
+        assert red_everywhere.sum() == red.sum()  # no red pixel of the light lies outside its box
+
+
+def test_lead_car_grows_only_when_it_brakes():
+    def width(c, t):
+        x0, _, x1, _ = c.boxes[t]
+        return x1 - x0
+
+    c = clip("lead_brakes", 5)
+    assert width(c, c.cause_frames[-1]) > width(c, c.cause_frames[0]) or len(c.cause_frames) == 1
+    assert c.cause_frames[0] > c.cause_onset  # growth shows only after the braking started
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        clip("rain")
+    with pytest.raises(ValueError, match="num_frames"):
+        clip("obstacle", num_frames=4)
+    with pytest.raises(ValueError, match="size"):
+        clip("obstacle", size=63)
+
+
+def test_written_folder_is_read_by_the_bddx_loader_end_to_end(tmp_path):
+    folder = write_driving_dataset(tmp_path / "drive", num_train=12, num_validation=2, num_test=6, progress=False)
+    again = write_driving_dataset(tmp_path / "again", num_train=12, num_validation=2, num_test=6, progress=False)
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    for name in ("BDD-X-Annotations_v1.csv", "train.txt", "test.txt", "ground_truth.jsonl", "videos/drive-test-00003.mov"):
+        assert digest(folder / name) == digest(tmp_path / "again" / name), name
+    assert again.is_dir()
+
+    data = load_bddx(folder, check_videos=True)
+    truth = read_ground_truth(folder)
+    assert {s: len(data[s]) for s in data} == {"train": 12, "validation": 2, "test": 6}
+    kinds = [truth[v]["kind"] for v in data["train"]["video_id"]]
+    assert sorted(set(kinds)) == sorted(DRIVING_KINDS)  # 12 = every (kind, with/without) pair once
+    for row in data["test"]:
+        record = truth[row["video_id"]]
+        assert row["caption"] == f"{record['action']} {record['justification']}"
+        assert split_action_justification(row["caption"]) == (record["action"], record["justification"])
+        assert (row["start"], row["end"]) == (0.0, 1.0)
+        for word in record["cause_words"]:
+            assert word in record["justification"].split()
+        if record["with_cause"]:
+            assert set(record["cause_words"]) == set(CAUSE_WORDS[record["kind"]])
+    # the frames the loader's segment gives are the generated frames, in order (up to the H.264 round trip)
+    row = data["test"][0]
+    record = truth[row["video_id"]]
+    frames = read_video(row["video"], num_frames=8, start=row["start"], end=row["end"])
+    rng = np.random.default_rng([0, 12, 2])
+    rng.permutation(6)
+    first = generate_driving_clip(record["kind"], rng, record["with_cause"])
+    assert first.caption == row["caption"]
+    assert np.abs(frames.astype(int) - first.frames.astype(int)).mean() < 6
+
+
+def test_cli_synth_kind_driving_writes_a_bddx_folder_and_order_stays_the_default(tmp_path, capsys):
+    from vidgpt2.cli import main
+
+    assert main(["synth", str(tmp_path / "drive"), "--kind", "driving", "--num-train", "2", "--num-validation", "0",
+                 "--num-test", "1", "--size", "48"]) == 0
+    assert "--dataset bddx" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "drive" / "videos").iterdir()) == [
+        "drive-test-00000.mov", "drive-train-00000.mov", "drive-train-00001.mov"]
+    assert len(load_bddx(tmp_path / "drive")["train"]) == 2
+    assert main(["synth", str(tmp_path / "order"), "--num-train", "1", "--num-validation", "0", "--num-test", "0",
+                 "--size", "32"]) == 0
+    assert (tmp_path / "order" / "train.jsonl").is_file()
