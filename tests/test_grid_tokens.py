@@ -17,7 +17,7 @@ def grid_model(grid_size=2, image_size=96, **overrides):
 def test_grid_features_are_block_means_of_the_feature_map():
     model = grid_model(grid_size=2, image_size=96)  # 3x3 feature map -> 2x2 grid of overlapping blocks
     pixels = tiny_pixels(model.config, batch=2)  # (2, 4, 3, 96, 96)
-    features = model.get_video_features(pixels)
+    features = model.get_video_features(pixels).pooler_output
     assert features.shape == (2, 4, 4, 32)  # (B, T, g*g, C)
     fmap = model.encoder.vision_tower(pixels.flatten(0, 1)).last_hidden_state  # (8, 32, 3, 3)
     assert fmap.shape[-2:] == (3, 3)
@@ -46,7 +46,7 @@ def test_grid_tokens_shapes_and_token_count():
 def test_grid_size_one_is_pooled_plus_one_embedding():
     model = grid_model(grid_size=1, image_size=96)
     pixels = tiny_pixels(model.config)
-    pooled = model.get_video_features(pixels)[:, :, 0]
+    pooled = model.get_video_features(pixels).pooler_output[:, :, 0]
     fmap = model.encoder.vision_tower(pixels.flatten(0, 1)).last_hidden_state
     torch.testing.assert_close(pooled, fmap.mean((2, 3)).view(2, 4, -1))
 

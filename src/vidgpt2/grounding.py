@@ -43,7 +43,6 @@ from torch.nn import functional as F
 
 from .explanations import (
     _combine_cross_attention,
-    _features_from_map,
     _preserve_state,
     _token_logprobs,
     _upsample,
@@ -182,7 +181,7 @@ def token_maps(
     with _preserve_state(model), torch.enable_grad():
         model.eval()
         feature_map = _vision_feature_map(model, pixels).detach().requires_grad_(True)  # (T, C, h, w)
-        out = model(video_features=_features_from_map(model, feature_map, batch, frames), labels=labels,
+        out = model(video_features=model.encoder.pool_feature_map(feature_map, batch, frames), labels=labels,
                     output_attentions=True)
         chosen = _token_logprobs(out.logits, labels)[0, index].sum()
         (grads,) = torch.autograd.grad(chosen, feature_map)  # (T, C, h, w)
