@@ -264,14 +264,14 @@ def cmd_train(argv: list[str]) -> int:
 
 def _default_dataloader_workers(training_args: Any, data_args: Any, given: set[str]) -> None:
     """Decode videos in DataLoader workers unless the user chose `--dataloader_num_workers` (see
-    `training.default_dataloader_num_workers`); workers then persist across epochs unless chosen otherwise."""
+    `training.default_dataloader_num_workers`). Workers are not made persistent: a persistent iterator draws its
+    worker seed from the global RNG once per run instead of once per epoch, so a run resumed from a checkpoint would
+    no longer end with the weights of an uninterrupted one (tests/test_resume.py caught this)."""
     from .training import default_dataloader_num_workers
 
     if "dataloader_num_workers" in given:
         return
     training_args.dataloader_num_workers = default_dataloader_num_workers(data_args)
-    if training_args.dataloader_num_workers > 0 and "dataloader_persistent_workers" not in given:
-        training_args.dataloader_persistent_workers = True
     logger.info(
         "dataloader_num_workers=%d (vidgpt2's default for this input; pass --dataloader_num_workers to choose)",
         training_args.dataloader_num_workers,
