@@ -522,6 +522,23 @@ def test_truncated_mp4_raises_decode_error(tmp_path):
         read_video(path, num_frames=8)
 
 
+def test_mp4_cut_short_with_its_index_first_still_reads_the_part_it_has(tmp_path, caplog):
+    """An interrupted download of a "faststart" MP4 (index first, as web video is served) keeps a complete index
+    but loses the end of the data. The segment inside what is left must read as from the whole file (the first
+    decoder of the end of the stream found no packet where the index says the video ends and fell back to decoding
+    everything, which failed on the cut packet); the whole clip still fails with the file named, not silently."""
+    source = write_test_clip(tmp_path / "clip.mp4", num_frames=64)  # 8 s at 8 fps
+    path = tmp_path / "faststart.mp4"
+    ffmpeg("-i", source, "-c", "copy", "-movflags", "+faststart", path)
+    whole = read_video(path, num_frames=4, start=0, end=1)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 4 // 5])  # about 30 of the 64 frames still decode
+    assert np.array_equal(read_video(path, num_frames=4, start=0, end=1), whole)
+    assert "truncated" in caplog.text
+    with pytest.raises(VideoDecodeError, match="faststart.mp4"):
+        read_video(path, num_frames=8)
+
+
 def test_clip_without_frames_raises_decode_error(tmp_path):
     path = tmp_path / "empty.avi"
     container = av.open(str(path), "w")

@@ -322,7 +322,15 @@ def _stream_timing(container, stream, path: Path) -> tuple[float | None, float |
     claims = _header_durations(container, stream, fps)
     if not claims:
         return fps, None
-    presented = _presented_end(container, stream, max(claims.values()), fps) - _stream_start(stream)
+    try:
+        presented = _presented_end(container, stream, max(claims.values()), fps)
+    except _SeekFailed as e:
+        # nothing where the headers say the video ends: a file cut short (an interrupted download or copy). Its
+        # packets are read from the start instead, still without decoding, so a segment inside what is left stays
+        # readable; the disagreement is then reported as a truncated file.
+        logger.debug("'%s': %s; reading its packets from the start", path, e)
+        presented = _presented_end(container, stream, 0.0, fps)
+    presented -= _stream_start(stream)
     num_available = round(presented * fps)
     if num_available < 1:
         return fps, None
@@ -392,7 +400,9 @@ def _presented_end(container, stream, seek_to: float, fps: float) -> float:
             )
             end = packet_end if end is None else max(end, packet_end)
     except av.FFmpegError as e:
-        raise _SeekFailed(f"cannot read the end of the video stream: {e}") from e
+        if end is None:
+            raise _SeekFailed(f"cannot read the end of the video stream: {e}") from e
+        # reading stopped at damaged data (a truncated file): the packets before it are what the stream presents
     if end is None:
         raise _SeekFailed(f"no video packet with a timestamp after seeking to {seek_to:.3f} s")
     return end
