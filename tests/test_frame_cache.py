@@ -234,7 +234,7 @@ def test_dataloader_workers_default_only_when_not_given(synth):
 
     args = Seq2SeqTrainingArguments(output_dir="x", report_to=[])
     _default_dataloader_workers(args, files, given=set())
-    assert args.dataloader_num_workers >= 1 and args.dataloader_persistent_workers
+    assert args.dataloader_num_workers >= 1 and not args.dataloader_persistent_workers  # not persistent: exact resume
     args = Seq2SeqTrainingArguments(output_dir="x", report_to=[], dataloader_num_workers=0)
     _default_dataloader_workers(args, files, given={"dataloader_num_workers"})
     assert args.dataloader_num_workers == 0 and not args.dataloader_persistent_workers
