@@ -609,6 +609,17 @@ def test_lora_target_and_source_errors(synth, backbones, config_file, tmp_path):
                      LoraArguments(lora=True), _args(tmp_path))
 
 
+def test_merge_lora_without_lora_is_refused_before_any_data_work(tmp_path, capsys):
+    """Review finding: --merge-lora without --lora silently ran a full fine-tune."""
+    missing = tmp_path / "no_such_train.jsonl"  # not read: the flags are checked first
+    with pytest.raises(ValueError, match="--merge-lora .*--lora is not set"):
+        run_training(ModelArguments(model="unused"), DataArguments(train_file=str(missing)),
+                     LoraArguments(merge_lora=True), _args(tmp_path))
+    code = cli_main(["train", "--model", "unused", "--train-file", str(missing), "--output-dir", str(tmp_path / "o"),
+                     "--merge-lora"])
+    assert code == 1 and "add --lora" in capsys.readouterr().err
+
+
 # --- issue 9, item 11: the card of a `vidgpt2 train` folder shows its hyperparameters -----------------------------------
 def test_push_of_a_train_output_folder_shows_its_hyperparameters(synth, config_file, tmp_path, monkeypatch):
     import vidgpt2.hub

@@ -720,6 +720,19 @@ class CaptionTrainer(Seq2SeqTrainer):
         return gen_kwargs
 
 
+def check_lora_options(lora_args: LoraArguments) -> None:
+    """Refuse `--merge-lora` without `--lora` (it would silently run a full fine-tune with nothing to merge).
+
+    Raises:
+        ValueError: naming both flags and the fix.
+    """
+    if lora_args.merge_lora and not lora_args.lora:
+        raise ValueError(
+            "--merge-lora merges LoRA adapters, but --lora is not set, so this would be a full fine-tune with no "
+            "adapters to merge: add --lora (train adapters, then merge them), or drop --merge-lora (full fine-tune)."
+        )
+
+
 def run_training(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -728,6 +741,7 @@ def run_training(
 ) -> dict[str, Any]:
     """parse -> model -> data -> train -> save; returns the final metrics."""
     set_seed(training_args.seed)
+    check_lora_options(lora_args)
     check_frame_cache_options(data_args)
     data = load_data(data_args)
     if "train" not in data:
