@@ -445,7 +445,9 @@ def _load(model: Any, processor: Any) -> tuple[Any, Any]:
     if isinstance(model, (str, os.PathLike)):
         from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
         from .processing_vidgpt2 import VidGPT2Processor
+        from .sources import check_checkpoint_source
 
+        check_checkpoint_source(model, "model")
         name = os.fspath(model)
         model = VidGPT2ForConditionalGeneration.from_pretrained(name)
         processor = processor or VidGPT2Processor.from_pretrained(name)

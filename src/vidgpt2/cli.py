@@ -184,7 +184,9 @@ def cmd_extract_features(argv: list[str]) -> int:
     from .data.feature_cache import extract_features, iter_samples
     from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
     from .processing_vidgpt2 import VidGPT2Processor
+    from .sources import check_checkpoint_source
 
+    check_checkpoint_source(args.model, "model")
     if bool(args.data_file) == bool(args.dataset):
         parser.error("pass --data-file (one or more) or --dataset with --data-dir")
     if args.dataset:
@@ -226,7 +228,9 @@ def cmd_extract_frames(argv: list[str]) -> int:
     from .data.feature_cache import iter_samples
     from .data.frame_cache import extract_frames
     from .processing_vidgpt2 import VidGPT2Processor
+    from .sources import check_checkpoint_source
 
+    check_checkpoint_source(args.model, "model")
     if bool(args.data_file) == bool(args.dataset):
         parser.error("pass --data-file (one or more) or --dataset with --data-dir")
     if args.dataset:
@@ -300,8 +304,10 @@ def cmd_evaluate(argv: list[str]) -> int:
     from .data.feature_cache import FeatureCache
     from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
     from .processing_vidgpt2 import VidGPT2Processor
+    from .sources import check_checkpoint_source
     from .training import score_split
 
+    check_checkpoint_source(args.model, "model")
     test = load_captions_files(test_file=args.test_file)["test"]
     cache = FeatureCache(Path(args.feature_cache)) if args.feature_cache else None
     test = _checked({"test": test}, args, feature_cache=cache)["test"]
@@ -406,7 +412,9 @@ def cmd_caption(argv: list[str]) -> int:
     if args.formats and "csv" in args.formats and not args.output:
         parser.error("--format csv needs --output FILE.jsonl (the CSV is written next to it)")
     from .captioning import caption_videos, process_state
+    from .sources import check_checkpoint_source
 
+    check_checkpoint_source(args.model, "model")
     state = process_state(args.device)
     single = state.num_processes == 1
 

@@ -720,6 +720,21 @@ class CaptionTrainer(Seq2SeqTrainer):
         return gen_kwargs
 
 
+def check_model_sources(model_args: ModelArguments) -> None:
+    """Before the data check (which opens every video): local paths given for the model, backbones, tokenizer or config must exist.
+
+    Raises:
+        FileNotFoundError: "model folder not found: PATH", "config file not found: PATH", ...
+    """
+    from .sources import check_checkpoint_source, check_config_file
+
+    check_checkpoint_source(model_args.model, "model")
+    check_checkpoint_source(model_args.vision_model, "vision model")
+    check_checkpoint_source(model_args.text_model, "text model")
+    check_checkpoint_source(model_args.tokenizer, "tokenizer")
+    check_config_file(model_args.config)
+
+
 def check_lora_options(lora_args: LoraArguments) -> None:
     """Refuse `--merge-lora` without `--lora` (it would silently run a full fine-tune with nothing to merge).
 
@@ -751,6 +766,7 @@ def run_training(
             "--lora adapts pretrained weights, but with --config every weight starts random and must train fully: "
             "drop --lora, or start from pretrained weights (--model, or --vision-model with --text-model)."
         )
+    check_model_sources(model_args)  # before the data check opens every video
     feature_cache = FeatureCache(Path(data_args.feature_cache)) if data_args.feature_cache else None
     show_progress = training_args.local_process_index == 0 and not training_args.disable_tqdm
     data = check_data(data, data_args, feature_cache, show_progress=show_progress)
