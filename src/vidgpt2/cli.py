@@ -84,7 +84,8 @@ def _add_data_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--on-bad-video", choices=["error", "skip"], default="error",
         help="What the data check at the start does with unreadable videos or segments: error (stop, listing every "
-        "bad row; default) or skip (drop those rows with a counted warning).",
+        "bad row; default) or skip (drop those rows with a counted warning). evaluate: also what a clip that fails "
+        "to decode later does (error: no metrics; skip: score the others).",
     )
     parser.add_argument("--no-check-data", action="store_true", help="Skip the data check (faster start).")
     parser.add_argument(
@@ -320,26 +321,41 @@ def cmd_evaluate(argv: list[str]) -> int:
         clips, model, processor, feature_cache=cache, **_engine_kwargs(args), **_generate_kwargs(args),
     )
     is_main = process_state(args.device).is_main_process
-    failed = [r for r in rows if "error" in r]
-    if failed:
-        if is_main:
-            for row in failed:
-                print(f"FAILED {_clip_name(row)}: {row['error']}", file=sys.stderr)
-            print(f"{len(failed)} of {len(rows)} test clips could not be captioned: no metrics.", file=sys.stderr)
-        return 1
-    captions = {(r["video"], r["start"], r["end"]): r["caption"] for r in rows}
-    predictions = [captions[clip.key] for clip in clips]
-    metrics = score_split(predictions, test, False if args.no_java else None)
-    if not is_main:
-        return 0
-    if args.predictions:
+    captions = {(r["video"], r["start"], r["end"]): r["caption"] for r in rows if "caption" in r}
+    good = [i for i, clip in enumerate(clips) if clip.key in captions]  # clips captioned, in test-file order
+    predictions = [captions[clips[i].key] for i in good]
+    if is_main and args.predictions:
+        references = test["references"]
         _write_jsonl(
             Path(args.predictions),
             [
-                {"video": c.video, "start": c.start, "end": c.end, "prediction": p, "references": list(r)}
-                for c, p, r in zip(clips, predictions, test["references"], strict=True)
+                {"video": clips[i].video, "start": clips[i].start, "end": clips[i].end, "prediction": p,
+                 "references": list(references[i])}
+                for i, p in zip(good, predictions, strict=True)
             ],
         )
+    failed = [r for r in rows if "error" in r]
+    if failed and is_main:
+        for row in failed:
+            print(f"FAILED {_clip_name(row)}: {row['error']}", file=sys.stderr)
+    if failed and (args.on_bad_video == "error" or not good):
+        if is_main:
+            print(
+                f"{len(failed)} of {len(rows)} test clips could not be captioned: no metrics"
+                + (f" (predictions of the other {len(good)} in {args.predictions})" if args.predictions and good else "")
+                + ("; pass --on-bad-video skip to score the others." if good and args.on_bad_video == "error" else "."),
+                file=sys.stderr,
+            )
+        return 1
+    if failed and is_main:
+        print(
+            f"warning: {len(failed)} of {len(rows)} test clips could not be captioned (--on-bad-video skip): "
+            f"metrics over the other {len(good)}.",
+            file=sys.stderr,
+        )
+    metrics = score_split(predictions, test.select(good) if failed else test, False if args.no_java else None)
+    if not is_main:
+        return 0
     if args.output:
         _write_json(Path(args.output), metrics)
     print_metrics_table(metrics)
