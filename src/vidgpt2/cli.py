@@ -120,7 +120,12 @@ def cmd_check_data(argv: list[str]) -> int:
     parser.add_argument("--dataset", choices=_dataset_names(), help="A named dataset read from --data-dir.")
     parser.add_argument("--data-dir", help="Folder of the named dataset.")
     parser.add_argument(
-        "--bddx-target", default="action_justification", help="BDD-X target: action | justification | both."
+        "--bddx-target", choices=["action_justification", "action", "justification"], default="action_justification",
+        help="BDD-X target: action | justification | action_justification (the two joined; default).",
+    )
+    parser.add_argument(
+        "--msrvtt-split", choices=["official", "9k"], default=None,
+        help="MSR-VTT split: official (6,513/497/2,990) | 9k (9k train / 1k-A test); default: by files.",
     )
     parser.add_argument(
         "--feature-cache", help="Check that every clip is in this feature cache instead of opening the videos."
@@ -146,6 +151,7 @@ def cmd_check_data(argv: list[str]) -> int:
         DataArguments(
             train_file=args.train_file, validation_file=args.validation_file, test_file=args.test_file,
             dataset=args.dataset, data_dir=args.data_dir, bddx_target=args.bddx_target,
+            msrvtt_split=args.msrvtt_split,
         )
     )
     if args.feature_cache:
