@@ -264,3 +264,15 @@ def test_missing_config_file_is_named_before_the_data_check(tmp_path, capsys):
     code = cli_main(["train", "--config", "nope.json", "--train-file", str(data), "--output-dir", str(tmp_path / "o")])
     assert code == 1
     assert capsys.readouterr().err.strip() == "vidgpt2 train: error: config file not found: nope.json (--debug shows the traceback)"
+
+
+@pytest.mark.parametrize(
+    ("name", "is_path"),
+    [("gpt2", False), ("microsoft/resnet-50", False), ("runs/msvd", False), ("/nonexist", True), ("./m", True),
+     ("../m", True), ("~/m", True), ("runs/msvd/final", True), ("C:\\models\\vidgpt2", True), ("bad name", True)],
+)
+def test_hub_ids_stay_hub_ids_and_paths_are_paths(name, is_path):
+    # a one-slash name is a valid Hub id (namespace/name), so it is looked up there when no such folder exists
+    from vidgpt2.sources import looks_like_path
+
+    assert looks_like_path(name) is is_path
