@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -173,6 +174,45 @@ def test_resume_skips_done_clips_and_retries_failures(model_dir, corpus, tmp_pat
     decoded.clear()
     third = caption_videos(videos, str(model_dir), **kwargs)
     assert decoded == ["broken.mp4"] and all("caption" in r for r in third) and _rows(out) == third
+
+
+def test_resume_refuses_other_model_or_windows_and_names_the_difference(model_dir, corpus, tmp_path, capsys):
+    """Review finding: a rerun into the same output with another model skipped every clip and kept the first model's
+    captions; with --segment-seconds it appended window rows beside whole-clip rows."""
+    other = tmp_path / "other_model"
+    shutil.copytree(model_dir, other)
+    model = vidgpt2.VidGPT2ForConditionalGeneration.from_pretrained(other)
+    with torch.no_grad():
+        model.decoder.lm_head.weight.mul_(-1.0)  # same config, other weights
+    model.save_pretrained(other)
+    video = tmp_path / "a.mp4"
+    video.write_bytes((corpus / "clips" / "a.mp4").read_bytes())
+    out = tmp_path / "caps.jsonl"
+    common = [str(video), "--output", str(out), "--max-new-tokens", "4", "--num-workers", "0"]
+    assert cli_main(["caption", *common, "--model", str(model_dir)]) == 0
+    first = _rows(out)
+    settings = json.loads((tmp_path / "caps.jsonl.settings.json").read_text())
+    assert settings["model"] == str(model_dir) and settings["segment_seconds"] is None
+    capsys.readouterr()
+    # another model: refused before anything is captioned, the output untouched
+    assert cli_main(["caption", *common, "--model", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "model_weights" in err and "model_config" not in err and "another --output" in err and str(out) in err
+    assert _rows(out) == first
+    # windows into a whole-clip output: refused, naming segment_seconds
+    assert cli_main(["caption", *common, "--model", str(model_dir), "--segment-seconds", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "segment_seconds: null then, 0.5 now" in err and "model_weights" not in err
+    # other generation settings too
+    with pytest.raises(ValueError, match=r"generation.*num_beams"):
+        caption_videos(video, str(model_dir), output=out, num_workers=0, max_new_tokens=4, num_beams=2, show_progress=False)
+    # the same settings (the model copied elsewhere) resume; an output without a settings record is refused
+    copy = tmp_path / "copy_of_model"
+    shutil.copytree(model_dir, copy)
+    assert cli_main(["caption", *common, "--model", str(copy)]) == 0 and _rows(out) == first
+    (tmp_path / "caps.jsonl.settings.json").unlink()
+    with pytest.raises(ValueError, match="no settings record"):
+        caption_videos(video, str(model_dir), output=out, num_workers=0, max_new_tokens=4, show_progress=False)
 
 
 def test_caption_cli_output_failures_csv_and_exit_status(model_dir, corpus, tmp_path, capsys):

@@ -233,8 +233,9 @@ def model_dir(tmp_path_factory, processor) -> Path:
 
 
 def test_evaluate_checks_the_test_file_before_loading_the_model(bad_file, tmp_path, capsys):
-    # the model folder does not exist: the data check must fail first, naming the bad rows
-    code = cli_main(["evaluate", "--model", str(tmp_path / "no-model"), "--test-file", str(bad_file)])
+    # a Hub id never fetched: the data check must fail first, naming the bad rows (a missing local folder is
+    # named even before it: tests/test_pipeline_cli.py)
+    code = cli_main(["evaluate", "--model", "no-such-user/never-downloaded", "--test-file", str(bad_file)])
     err = capsys.readouterr().err
     assert code == 1 and "vidgpt2 evaluate: error: data check: 7 of 10 clips" in err and "Traceback" not in err
 

@@ -237,3 +237,34 @@ def test_utf8_bom_annotation_file_reads(tmp_path):
     folder.mkdir()
     (folder / "MSRVTT_data.json").write_bytes(json.dumps(videodatainfo(list(SENTENCES))).encode("utf-8-sig"))
     assert len(load_video_caption_dataset("msrvtt", Path(folder))["test"]) == 2
+
+
+def test_check_data_cli_has_the_msrvtt_split_and_bddx_target_flags_of_train(tmp_path, monkeypatch, capsys):
+    """Review finding: check-data lacked --msrvtt-split, and its help offered a `--bddx-target both` it rejected."""
+    from vidgpt2 import cli
+    from vidgpt2.data import bddx, check
+
+    folder = split_9k_dir(official_dir(tmp_path / "msrvtt"), with_all_data=False)  # both layouts: official by default
+    seen = []
+
+    class Checked(Exception):
+        pass
+
+    def stop(data, **kwargs):  # the CLI has read the dataset: record its splits instead of opening videos
+        seen.append(list(data))
+        raise Checked
+
+    monkeypatch.setattr(check, "check_dataset", stop)
+    for extra in ([], ["--msrvtt-split", "9k"]):
+        with pytest.raises(Checked):
+            cli.cmd_check_data(["--dataset", "msrvtt", "--data-dir", str(folder), *extra])
+    assert seen == [["train", "validation", "test"], ["train", "test"]]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.cmd_check_data(["--help"])
+    assert exit_info.value.code == 0
+    usage = " ".join(capsys.readouterr().out.split())
+    assert "--msrvtt-split {official,9k}" in usage and "both" not in usage
+    assert f"--bddx-target {{{','.join(bddx.TARGETS)}}}" in usage
+    with pytest.raises(SystemExit) as exit_info:
+        cli.cmd_check_data(["--dataset", "bddx", "--data-dir", str(folder), "--bddx-target", "both"])
+    assert exit_info.value.code == 2 and "invalid choice: 'both'" in capsys.readouterr().err

@@ -237,3 +237,42 @@ def test_debug_flag_leaves_the_trainer_debug_option_alone():
     assert _pop_debug_flag(["train", "--max-steps", "2", "--debug"]) == (["train", "--max-steps", "2"], True)
     assert _pop_debug_flag(["--debug", "push", "--model", "m"]) == (["push", "--model", "m"], True)
     assert _pop_debug_flag(["--debug", "train", "--max-steps", "2"]) == (["train", "--max-steps", "2"], True)
+
+
+# --- review finding: a missing local --model / --config is named before any data work -------------------------------
+@pytest.mark.parametrize("command", ["train", "evaluate", "caption", "extract-frames", "extract-features"])
+@pytest.mark.parametrize("model", ["/nonexist", "./no/such/model", "~/no_such_vidgpt2_model"])
+def test_missing_model_folder_is_one_line_before_the_data_check(command, model, tmp_path, capsys):
+    # the data name a missing video: checked first, that would be the error
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"video": str(tmp_path / "gone.mp4"), "caption": "a red square"}) + "\n")
+    argv = {
+        "train": ["--train-file", str(data), "--output-dir", str(tmp_path / "out")],
+        "evaluate": ["--test-file", str(data)],
+        "caption": [str(tmp_path / "gone.mp4")],
+        "extract-frames": ["--data-file", str(data), "--output", str(tmp_path / "frames")],
+        "extract-features": ["--data-file", str(data), "--output", str(tmp_path / "features")],
+    }[command]
+    assert cli_main([command, "--model", model, *argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"vidgpt2 {command}: error: model folder not found: {model} (--debug shows the traceback)"
+
+
+def test_missing_config_file_is_named_before_the_data_check(tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"video": str(tmp_path / "gone.mp4"), "caption": "a red square"}) + "\n")
+    code = cli_main(["train", "--config", "nope.json", "--train-file", str(data), "--output-dir", str(tmp_path / "o")])
+    assert code == 1
+    assert capsys.readouterr().err.strip() == "vidgpt2 train: error: config file not found: nope.json (--debug shows the traceback)"
+
+
+@pytest.mark.parametrize(
+    ("name", "is_path"),
+    [("gpt2", False), ("microsoft/resnet-50", False), ("runs/msvd", False), ("/nonexist", True), ("./m", True),
+     ("../m", True), ("~/m", True), ("runs/msvd/final", True), ("C:\\models\\vidgpt2", True), ("bad name", True)],
+)
+def test_hub_ids_stay_hub_ids_and_paths_are_paths(name, is_path):
+    # a one-slash name is a valid Hub id (namespace/name), so it is looked up there when no such folder exists
+    from vidgpt2.sources import looks_like_path
+
+    assert looks_like_path(name) is is_path

@@ -344,6 +344,46 @@ def test_evaluate_cli_writes_predictions_and_metrics(synth, config_file, tmp_pat
     assert direct["cider"] == pytest.approx(metrics["cider"])
 
 
+def test_evaluate_with_a_clip_failing_at_decode_time(synth, config_file, tmp_path, capsys):
+    """Review finding: --on-bad-video skip still exited 1 with "no metrics" when a clip passed the check (here: no
+    check) and failed to decode; and the default wrote no predictions of the good clips."""
+    model, processor = _tiny_model_and_processor(synth, config_file)
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video")
+    test_file = tmp_path / "test.jsonl"
+    rows = [json.loads(line) for line in (synth / "test.jsonl").read_text().splitlines()]
+    for row in rows:
+        row["video"] = str(synth / row["video"])  # relative to the test file's folder
+    rows.insert(1, {"video": str(broken), "caption": "a red square"})
+    test_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    base = ["evaluate", "--model", str(tmp_path / "model"), "--test-file", str(test_file), "--max-new-tokens", "5",
+            "--no-check-data", "--num-workers", "0", "--no-java"]
+
+    def predictions(path: Path) -> list[dict]:
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    assert cli_main([*base, "--predictions", str(tmp_path / "p1.jsonl"), "--output", str(tmp_path / "m1.json")]) == 1
+    err = capsys.readouterr().err
+    assert f"FAILED {broken}" in err and "1 of 7 test clips could not be captioned: no metrics" in err
+    assert "--on-bad-video skip" in err and not (tmp_path / "m1.json").exists()
+    good = predictions(tmp_path / "p1.jsonl")
+    assert len(good) == 6 and str(broken) not in {r["video"] for r in good}
+
+    code = cli_main([*base, "--on-bad-video", "skip", "--predictions", str(tmp_path / "p2.jsonl"),
+                     "--output", str(tmp_path / "m2.json")])
+    assert code == 0
+    assert "warning: 1 of 7 test clips could not be captioned (--on-bad-video skip): metrics over the other 6" in (
+        capsys.readouterr().err
+    )
+    assert predictions(tmp_path / "p2.jsonl") == good
+    metrics = json.loads((tmp_path / "m2.json").read_text())
+    test = load_captions_files(test_file=str(synth / "test.jsonl"))["test"]  # the 6 good clips
+    _, direct = evaluate_dataset(model, processor, test, max_new_tokens=5, use_java=False)
+    assert metrics["cider"] == pytest.approx(direct["cider"])
+
+
 def test_synth_cli(tmp_path):
     assert cli_main(["synth", str(tmp_path), "--num-train", "4", "--num-validation", "2", "--num-test", "2", "--num-frames", "4", "--size", "32"]) == 0
     assert len((tmp_path / "train.jsonl").read_text().splitlines()) == 4
@@ -607,6 +647,17 @@ def test_lora_target_and_source_errors(synth, backbones, config_file, tmp_path):
     with pytest.raises(ValueError, match="with --config every weight starts random"):
         run_training(ModelArguments(config=str(config_file), build_tokenizer=True), _data(synth),
                      LoraArguments(lora=True), _args(tmp_path))
+
+
+def test_merge_lora_without_lora_is_refused_before_any_data_work(tmp_path, capsys):
+    """Review finding: --merge-lora without --lora silently ran a full fine-tune."""
+    missing = tmp_path / "no_such_train.jsonl"  # not read: the flags are checked first
+    with pytest.raises(ValueError, match="--merge-lora .*--lora is not set"):
+        run_training(ModelArguments(model="unused"), DataArguments(train_file=str(missing)),
+                     LoraArguments(merge_lora=True), _args(tmp_path))
+    code = cli_main(["train", "--model", "unused", "--train-file", str(missing), "--output-dir", str(tmp_path / "o"),
+                     "--merge-lora"])
+    assert code == 1 and "add --lora" in capsys.readouterr().err
 
 
 # --- issue 9, item 11: the card of a `vidgpt2 train` folder shows its hyperparameters -----------------------------------

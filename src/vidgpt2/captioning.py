@@ -9,7 +9,9 @@ evaluate` and `vidgpt2.caption_videos` run.
 A row is `{"video", "start", "end", "caption"}`, or `{"video", "start", "end", "error"}` when the clip failed (the
 run goes on). `start`/`end` are seconds inside the video (None: the whole video). A clip is identified by
 `(video, start, end)`: rerunning with the same output skips the clips that already have a caption and retries the
-failed ones.
+failed ones. The settings that change captions (model weights and config, generation settings, windows, processor;
+`run_settings`) are recorded in `<output>.settings.json`; rerunning into the same output with other settings is
+refused (its rows would mix captions of two models or of windows and whole clips).
 
 Several processes (`accelerate launch -m vidgpt2.cli caption ...` or `torchrun ... -m vidgpt2.cli caption ...`):
 each process takes a contiguous, disjoint share of the clips still to do (accelerate's `split_between_processes`),
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -324,7 +327,8 @@ def caption_videos(
 
     Raises:
         ValueError: bad inputs (see `resolve_inputs`), formats, dtype, `batch_size`, or subtitles for URLs without
-            `subtitle_dir`, or `csv` without an `output`.
+            `subtitle_dir`, or `csv` without an `output`; an `output` with rows written with other settings
+            (`run_settings`) or without a settings record.
     """
     formats = _check_formats(formats, output, batch_size)
     model, processor = _load(model, processor)
@@ -345,7 +349,8 @@ def caption_videos(
     for row in failed_probes:
         order.setdefault(_key(row), len(order))
 
-    ledger = _Ledger(Path(output), state) if output is not None else None
+    settings = run_settings(model, processor, segment_seconds, stride, generate_kwargs) if output is not None else {}
+    ledger = _Ledger(Path(output), state, settings) if output is not None else None
     done = ledger.read_done() if ledger is not None else {}
     todo = [clip for clip in clips if clip.key not in done]
     with state.split_between_processes(todo) as share:
@@ -440,7 +445,9 @@ def _load(model: Any, processor: Any) -> tuple[Any, Any]:
     if isinstance(model, (str, os.PathLike)):
         from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
         from .processing_vidgpt2 import VidGPT2Processor
+        from .sources import check_checkpoint_source
 
+        check_checkpoint_source(model, "model")
         name = os.fspath(model)
         model = VidGPT2ForConditionalGeneration.from_pretrained(name)
         processor = processor or VidGPT2Processor.from_pretrained(name)
@@ -522,13 +529,72 @@ def _gather(rows: list[dict[str, Any]], state: Any) -> list[dict[str, Any]]:
     return [row for part in gather_object([rows]) for row in part]
 
 
-class _Ledger:
-    """The JSONL output and its per-process part files: what is done, appending rows, merging at the end."""
+# --- the settings a resumed output must share ---------------------------------------------------------------------
+# compared on resume; "model" (the name or folder) is only shown, so a copied or moved checkpoint still resumes
+SETTINGS_COMPARED = ("model_weights", "model_config", "generation", "segment_seconds", "stride", "processor")
 
-    def __init__(self, path: Path, state: Any):
+
+def _digest(value: Any) -> str:
+    """First 16 hex digits of the SHA-256 of `value` as sorted JSON (objects not JSON-native as `str`)."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _public(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict without the fields that name where or by which version it was saved (`_name_or_path`, ...)."""
+    return {k: v for k, v in config.items() if not k.startswith("_") and k != "transformers_version"}
+
+
+def weights_fingerprint(model: torch.nn.Module, samples: int = 64) -> str:
+    """A digest of the model's weights: `samples` evenly spaced values of every parameter and buffer, as float32,
+    with their names and shapes. Cheap (a few thousand values) and the same on any device; weights that differ
+    anywhere but between the sampled values are not told apart (fine-tuning changes every value of a tensor)."""
+    digest = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in sorted(model.state_dict().items()):
+            flat = tensor.detach().reshape(-1)
+            step = max(1, flat.numel() // samples)
+            digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+            digest.update(flat[::step][:samples].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def run_settings(
+    model: Any, processor: Any, segment_seconds: float | None, stride: float | None, generate_kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """What decides a run's captions, as JSON-ready values: the model (name shown; weights and config digests
+    compared), `generate` kwargs with the model's generation config, the windows, and the processor's settings
+    (video processor and tokenizer). Device and autocast precision are left out: they change captions at most by
+    rounding, and a resume on other hardware is meant to work."""
+    generation_config = getattr(model, "generation_config", None)
+    tokenizer = getattr(processor, "tokenizer", None)
+    settings = {
+        "model": str(getattr(model, "name_or_path", "") or type(model).__name__),
+        "model_weights": weights_fingerprint(model),
+        "model_config": _digest(_public(model.config.to_dict())),
+        "generation": {
+            "kwargs": generate_kwargs,
+            "generation_config": _digest(_public(generation_config.to_dict())) if generation_config else None,
+        },
+        "segment_seconds": segment_seconds,
+        "stride": stride,
+        "processor": {
+            "video_processor": _digest(_public(processor.video_processor.to_dict())),
+            "tokenizer": _digest([type(tokenizer).__name__, tokenizer.get_vocab()]) if tokenizer is not None else None,
+        },
+    }
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))  # as read back from the file
+
+
+class _Ledger:
+    """The JSONL output and its per-process part files: what is done, appending rows, merging at the end; and the
+    settings file beside it (`<output>.settings.json`) that a resumed run must match."""
+
+    def __init__(self, path: Path, state: Any, settings: dict[str, Any] | None = None):
         if path.suffix.lower() != ".jsonl":
             raise ValueError(f"The output '{path}' must be a .jsonl file (CSV/SRT/VTT are written from it on request).")
-        self.path, self.state = path, state
+        self.path, self.state, self.settings = path, state, settings or {}
+        self.settings_path = path.with_name(path.name + ".settings.json")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # one process appends to the output itself; several append to their own part files
         single = state.num_processes == 1
@@ -555,11 +621,45 @@ class _Ledger:
                     rows[key] = row
         return rows
 
+    def check_settings(self, rows: dict[tuple, dict[str, Any]]) -> None:
+        """Refuse to add to rows written with other settings (or with none recorded).
+
+        Raises:
+            ValueError: naming the settings that differ and the fix (another output, or delete this one).
+        """
+        if not rows:
+            return
+        fix = f"write to another --output, or delete {self.path} (and {self.settings_path.name}) to start over"
+        if not self.settings_path.exists():
+            raise ValueError(
+                f"{self.path} has {len(rows)} rows but no settings record ({self.settings_path.name}), so it cannot "
+                f"be told whether they came from this model and these settings: {fix}."
+            )
+        try:
+            old = json.loads(self.settings_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{self.settings_path} is not valid JSON ({error}): {fix}.") from error
+        differ = [k for k in SETTINGS_COMPARED if old.get(k) != self.settings.get(k)]
+        if differ:
+            shown = "; ".join(f"{k}: {_short(old.get(k))} then, {_short(self.settings.get(k))} now" for k in differ)
+            raise ValueError(
+                f"{self.path} was written by another run (model {old.get('model')!r}) with other settings ({shown}); "
+                f"resuming would mix their captions with this run's: {fix}."
+            )
+
     def read_done(self) -> dict[tuple, dict[str, Any]]:
         """Clips with a caption from earlier runs. Every process reads before any writes (barrier), so all
-        processes agree on what is left and split it the same way."""
-        done = {key: row for key, row in self._read_all().items() if "caption" in row}
+        processes agree on what is left and split it the same way.
+
+        Raises:
+            ValueError: the output holds rows written with other settings (`check_settings`).
+        """
+        rows = self._read_all()
+        self.check_settings(rows)
+        done = {key: row for key, row in rows.items() if "caption" in row}
         self.state.wait_for_everyone()
+        if self.state.is_main_process and self.settings:
+            self.settings_path.write_text(json.dumps(self.settings, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         if done and self.state.is_main_process:
             logger.info("%s: %d clips already captioned; skipping them.", self.path, len(done))
         return done
@@ -587,6 +687,11 @@ class _Ledger:
                 part.unlink()
         self.state.wait_for_everyone()
         return list(self._read_all().values())
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 # --- CSV and subtitles ------------------------------------------------------------------------------------------------

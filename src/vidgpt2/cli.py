@@ -84,7 +84,8 @@ def _add_data_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--on-bad-video", choices=["error", "skip"], default="error",
         help="What the data check at the start does with unreadable videos or segments: error (stop, listing every "
-        "bad row; default) or skip (drop those rows with a counted warning).",
+        "bad row; default) or skip (drop those rows with a counted warning). evaluate: also what a clip that fails "
+        "to decode later does (error: no metrics; skip: score the others).",
     )
     parser.add_argument("--no-check-data", action="store_true", help="Skip the data check (faster start).")
     parser.add_argument(
@@ -119,7 +120,12 @@ def cmd_check_data(argv: list[str]) -> int:
     parser.add_argument("--dataset", choices=_dataset_names(), help="A named dataset read from --data-dir.")
     parser.add_argument("--data-dir", help="Folder of the named dataset.")
     parser.add_argument(
-        "--bddx-target", default="action_justification", help="BDD-X target: action | justification | both."
+        "--bddx-target", choices=["action_justification", "action", "justification"], default="action_justification",
+        help="BDD-X target: action | justification | action_justification (the two joined; default).",
+    )
+    parser.add_argument(
+        "--msrvtt-split", choices=["official", "9k"], default=None,
+        help="MSR-VTT split: official (6,513/497/2,990) | 9k (9k train / 1k-A test); default: by files.",
     )
     parser.add_argument(
         "--feature-cache", help="Check that every clip is in this feature cache instead of opening the videos."
@@ -145,6 +151,7 @@ def cmd_check_data(argv: list[str]) -> int:
         DataArguments(
             train_file=args.train_file, validation_file=args.validation_file, test_file=args.test_file,
             dataset=args.dataset, data_dir=args.data_dir, bddx_target=args.bddx_target,
+            msrvtt_split=args.msrvtt_split,
         )
     )
     if args.feature_cache:
@@ -184,7 +191,9 @@ def cmd_extract_features(argv: list[str]) -> int:
     from .data.feature_cache import extract_features, iter_samples
     from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
     from .processing_vidgpt2 import VidGPT2Processor
+    from .sources import check_checkpoint_source
 
+    check_checkpoint_source(args.model, "model")
     if bool(args.data_file) == bool(args.dataset):
         parser.error("pass --data-file (one or more) or --dataset with --data-dir")
     if args.dataset:
@@ -226,7 +235,9 @@ def cmd_extract_frames(argv: list[str]) -> int:
     from .data.feature_cache import iter_samples
     from .data.frame_cache import extract_frames
     from .processing_vidgpt2 import VidGPT2Processor
+    from .sources import check_checkpoint_source
 
+    check_checkpoint_source(args.model, "model")
     if bool(args.data_file) == bool(args.dataset):
         parser.error("pass --data-file (one or more) or --dataset with --data-dir")
     if args.dataset:
@@ -300,8 +311,10 @@ def cmd_evaluate(argv: list[str]) -> int:
     from .data.feature_cache import FeatureCache
     from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
     from .processing_vidgpt2 import VidGPT2Processor
+    from .sources import check_checkpoint_source
     from .training import score_split
 
+    check_checkpoint_source(args.model, "model")
     test = load_captions_files(test_file=args.test_file)["test"]
     cache = FeatureCache(Path(args.feature_cache)) if args.feature_cache else None
     test = _checked({"test": test}, args, feature_cache=cache)["test"]
@@ -314,26 +327,41 @@ def cmd_evaluate(argv: list[str]) -> int:
         clips, model, processor, feature_cache=cache, **_engine_kwargs(args), **_generate_kwargs(args),
     )
     is_main = process_state(args.device).is_main_process
-    failed = [r for r in rows if "error" in r]
-    if failed:
-        if is_main:
-            for row in failed:
-                print(f"FAILED {_clip_name(row)}: {row['error']}", file=sys.stderr)
-            print(f"{len(failed)} of {len(rows)} test clips could not be captioned: no metrics.", file=sys.stderr)
-        return 1
-    captions = {(r["video"], r["start"], r["end"]): r["caption"] for r in rows}
-    predictions = [captions[clip.key] for clip in clips]
-    metrics = score_split(predictions, test, False if args.no_java else None)
-    if not is_main:
-        return 0
-    if args.predictions:
+    captions = {(r["video"], r["start"], r["end"]): r["caption"] for r in rows if "caption" in r}
+    good = [i for i, clip in enumerate(clips) if clip.key in captions]  # clips captioned, in test-file order
+    predictions = [captions[clips[i].key] for i in good]
+    if is_main and args.predictions:
+        references = test["references"]
         _write_jsonl(
             Path(args.predictions),
             [
-                {"video": c.video, "start": c.start, "end": c.end, "prediction": p, "references": list(r)}
-                for c, p, r in zip(clips, predictions, test["references"], strict=True)
+                {"video": clips[i].video, "start": clips[i].start, "end": clips[i].end, "prediction": p,
+                 "references": list(references[i])}
+                for i, p in zip(good, predictions, strict=True)
             ],
         )
+    failed = [r for r in rows if "error" in r]
+    if failed and is_main:
+        for row in failed:
+            print(f"FAILED {_clip_name(row)}: {row['error']}", file=sys.stderr)
+    if failed and (args.on_bad_video == "error" or not good):
+        if is_main:
+            print(
+                f"{len(failed)} of {len(rows)} test clips could not be captioned: no metrics"
+                + (f" (predictions of the other {len(good)} in {args.predictions})" if args.predictions and good else "")
+                + ("; pass --on-bad-video skip to score the others." if good and args.on_bad_video == "error" else "."),
+                file=sys.stderr,
+            )
+        return 1
+    if failed and is_main:
+        print(
+            f"warning: {len(failed)} of {len(rows)} test clips could not be captioned (--on-bad-video skip): "
+            f"metrics over the other {len(good)}.",
+            file=sys.stderr,
+        )
+    metrics = score_split(predictions, test.select(good) if failed else test, False if args.no_java else None)
+    if not is_main:
+        return 0
     if args.output:
         _write_json(Path(args.output), metrics)
     print_metrics_table(metrics)
@@ -406,7 +434,9 @@ def cmd_caption(argv: list[str]) -> int:
     if args.formats and "csv" in args.formats and not args.output:
         parser.error("--format csv needs --output FILE.jsonl (the CSV is written next to it)")
     from .captioning import caption_videos, process_state
+    from .sources import check_checkpoint_source
 
+    check_checkpoint_source(args.model, "model")
     state = process_state(args.device)
     single = state.num_processes == 1
 

@@ -720,6 +720,34 @@ class CaptionTrainer(Seq2SeqTrainer):
         return gen_kwargs
 
 
+def check_model_sources(model_args: ModelArguments) -> None:
+    """Before the data check (which opens every video): local paths given for the model, backbones, tokenizer or config must exist.
+
+    Raises:
+        FileNotFoundError: "model folder not found: PATH", "config file not found: PATH", ...
+    """
+    from .sources import check_checkpoint_source, check_config_file
+
+    check_checkpoint_source(model_args.model, "model")
+    check_checkpoint_source(model_args.vision_model, "vision model")
+    check_checkpoint_source(model_args.text_model, "text model")
+    check_checkpoint_source(model_args.tokenizer, "tokenizer")
+    check_config_file(model_args.config)
+
+
+def check_lora_options(lora_args: LoraArguments) -> None:
+    """Refuse `--merge-lora` without `--lora` (it would silently run a full fine-tune with nothing to merge).
+
+    Raises:
+        ValueError: naming both flags and the fix.
+    """
+    if lora_args.merge_lora and not lora_args.lora:
+        raise ValueError(
+            "--merge-lora merges LoRA adapters, but --lora is not set, so this would be a full fine-tune with no "
+            "adapters to merge: add --lora (train adapters, then merge them), or drop --merge-lora (full fine-tune)."
+        )
+
+
 def run_training(
     model_args: ModelArguments,
     data_args: DataArguments,
@@ -728,6 +756,7 @@ def run_training(
 ) -> dict[str, Any]:
     """parse -> model -> data -> train -> save; returns the final metrics."""
     set_seed(training_args.seed)
+    check_lora_options(lora_args)
     check_frame_cache_options(data_args)
     data = load_data(data_args)
     if "train" not in data:
@@ -737,6 +766,7 @@ def run_training(
             "--lora adapts pretrained weights, but with --config every weight starts random and must train fully: "
             "drop --lora, or start from pretrained weights (--model, or --vision-model with --text-model)."
         )
+    check_model_sources(model_args)  # before the data check opens every video
     feature_cache = FeatureCache(Path(data_args.feature_cache)) if data_args.feature_cache else None
     show_progress = training_args.local_process_index == 0 and not training_args.disable_tqdm
     data = check_data(data, data_args, feature_cache, show_progress=show_progress)
