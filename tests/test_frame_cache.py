@@ -226,7 +226,7 @@ def test_dataloader_workers_default_only_when_not_given(synth):
     from transformers import Seq2SeqTrainingArguments
 
     files = DataArguments(train_file=str(synth / "train.jsonl"))
-    assert default_dataloader_num_workers(files, cpu_count=2) == 1
+    assert default_dataloader_num_workers(files, cpu_count=2) == 2
     assert default_dataloader_num_workers(files, cpu_count=1) == 1
     assert default_dataloader_num_workers(files, cpu_count=64) == 4
     for cached in ({"frame_cache": "f"}, {"feature_cache": "f"}, {"blank_video": True}):

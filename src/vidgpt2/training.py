@@ -230,11 +230,13 @@ def prepare_frame_cache(
 def default_dataloader_num_workers(args: DataArguments, cpu_count: int | None = None) -> int:
     """`dataloader_num_workers` for `vidgpt2 train` when the user passes none: 0 when no video is decoded per step
     (--feature-cache, --frame-cache, --blank-video: reading is cheaper than handing batches between processes),
-    else one worker per two CPUs, at least 1 and at most 4 (decoding overlaps the training step)."""
+    else one worker per CPU, at least 1 and at most 4 (decoding overlaps the training step). Measured on 2 CPUs with
+    the tiny 12-frame 64x64 model at batch 32 (`benchmarks/bench_pixel_path.py`, quiet machine): 0 / 1 / 2 workers
+    run at 0.47x / 0.59x / 0.83x the steps/s of pre-decoded tensors, so 2 workers on 2 CPUs."""
     if args.feature_cache or args.frame_cache or args.blank_video:
         return 0
     cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
-    return max(1, min(4, cpus // 2))
+    return max(1, min(4, cpus))
 
 
 # --- model -----------------------------------------------------------------------------------------------------------
