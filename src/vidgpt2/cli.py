@@ -170,13 +170,31 @@ def cmd_check_data(argv: list[str]) -> int:
     return 0 if report.ok else 1
 
 
+# --- extract-features / extract-frames: the clips to extract ----------------------------------------------------------
+def _add_extraction_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-file", action="append", default=[], help="Captions file(s) (JSONL/CSV); repeatable.")
+    parser.add_argument("--dataset", choices=_dataset_names(), help="A named dataset in --data-dir.")
+    parser.add_argument("--data-dir", help="Folder of the named dataset.")
+
+
+def _extraction_splits(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """`{name: Dataset}` from `--data-file` (one or more) or `--dataset` + `--data-dir`; a usage error otherwise."""
+    from .data import load_captions_files, load_video_caption_dataset
+
+    if bool(args.data_file) == bool(args.dataset):
+        parser.error("pass --data-file (one or more) or --dataset with --data-dir")
+    if args.dataset:
+        if not args.data_dir:
+            parser.error("--dataset needs --data-dir")
+        return dict(load_video_caption_dataset(args.dataset, args.data_dir))
+    return {f: load_captions_files(train_file=f)["train"] for f in args.data_file}
+
+
 # --- extract-features -----------------------------------------------------------------------------------------------
 def cmd_extract_features(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="vidgpt2 extract-features", description="Cache vision-tower features.")
     parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (id or folder) whose vision tower to run.")
-    parser.add_argument("--data-file", action="append", default=[], help="Captions file(s) (JSONL/CSV); repeatable.")
-    parser.add_argument("--dataset", choices=_dataset_names(), help="A named dataset in --data-dir.")
-    parser.add_argument("--data-dir", help="Folder of the named dataset.")
+    _add_extraction_data_arguments(parser)
     parser.add_argument("--output", required=True, help="Feature-cache folder (created; resumable).")
     parser.add_argument("--batch-size", type=int, default=8, help="Clips per vision-tower batch.")
     parser.add_argument(
@@ -187,21 +205,13 @@ def cmd_extract_features(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from accelerate import Accelerator
 
-    from .data import load_captions_files, load_video_caption_dataset
     from .data.feature_cache import extract_features, iter_samples
     from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
     from .processing_vidgpt2 import VidGPT2Processor
     from .sources import check_checkpoint_source
 
     check_checkpoint_source(args.model, "model")
-    if bool(args.data_file) == bool(args.dataset):
-        parser.error("pass --data-file (one or more) or --dataset with --data-dir")
-    if args.dataset:
-        if not args.data_dir:
-            parser.error("--dataset needs --data-dir")
-        splits = dict(load_video_caption_dataset(args.dataset, args.data_dir))
-    else:
-        splits = {f: load_captions_files(train_file=f)["train"] for f in args.data_file}
+    splits = _extraction_splits(parser, args)
     accelerator = Accelerator()
     splits = list(_checked(splits, args, show_progress=accelerator.is_local_main_process).values())
     samples = [s for split in splits for s in iter_samples(split)]
@@ -224,28 +234,18 @@ def cmd_extract_frames(argv: list[str]) -> int:
         "`vidgpt2 train --frame-cache DIR` reads; resumable.",
     )
     parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (id or folder) whose processor to use.")
-    parser.add_argument("--data-file", action="append", default=[], help="Captions file(s) (JSONL/CSV); repeatable.")
-    parser.add_argument("--dataset", choices=_dataset_names(), help="A named dataset in --data-dir.")
-    parser.add_argument("--data-dir", help="Folder of the named dataset.")
+    _add_extraction_data_arguments(parser)
     parser.add_argument("--output", required=True, help="Frame-cache folder (created; resumable).")
     parser.add_argument("--num-workers", type=int, default=None, help="Decoding threads (default: CPU count, at most 8).")
     _add_data_check_arguments(parser)
     args = parser.parse_args(argv)
-    from .data import load_captions_files, load_video_caption_dataset
     from .data.feature_cache import iter_samples
     from .data.frame_cache import extract_frames
     from .processing_vidgpt2 import VidGPT2Processor
     from .sources import check_checkpoint_source
 
     check_checkpoint_source(args.model, "model")
-    if bool(args.data_file) == bool(args.dataset):
-        parser.error("pass --data-file (one or more) or --dataset with --data-dir")
-    if args.dataset:
-        if not args.data_dir:
-            parser.error("--dataset needs --data-dir")
-        splits = dict(load_video_caption_dataset(args.dataset, args.data_dir))
-    else:
-        splits = {f: load_captions_files(train_file=f)["train"] for f in args.data_file}
+    splits = _extraction_splits(parser, args)
     samples = [s for split in _checked(splits, args).values() for s in iter_samples(split)]
     processor = VidGPT2Processor.from_pretrained(args.model)
     cache = extract_frames(
