@@ -378,9 +378,20 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: this process's GPU if any, else cpu).")
     parser.add_argument(
-        "--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-        help="Autocast precision; auto = bf16 (else fp16) on GPUs, fp32 on CPU.",
+        "--dtype", "--precision", dest="dtype", type=_dtype_name, choices=["auto", "fp32", "bf16", "fp16", "int8"],
+        default="auto",
+        help="Precision (float32/bfloat16/float16 are accepted too). auto = bf16 (else fp16) autocast on GPUs, fp32 "
+        "(exact) on CPU. On CPU (BENCHMARKS.md): int8 (decoder dynamically quantised) for single videos and small "
+        "batches, 1.4x at batch 1 with ~2%% of captions changed; bf16 only for large batches on CPUs with bf16 "
+        "instructions (1.3x at batch 16, 0.5x at batch 1); for exact and faster batches use `vidgpt2 export onnx`.",
     )
+
+
+def _dtype_name(value: str) -> str:
+    """`--dtype` value, with the long names `vidgpt2 app --precision` uses mapped to the short ones."""
+    from .captioning import DTYPE_ALIASES
+
+    return DTYPE_ALIASES.get(value, value)
 
 
 def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -556,8 +567,10 @@ def cmd_app(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, default=None, help="Port (default: Gradio's, 7860 or the next free one).")
     parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link.")
     parser.add_argument(
-        "--precision", choices=["float32", "bfloat16", "int8"], default=None,
-        help="Precision of the caption step on CPU (default float32; see BENCHMARKS.md). Explanations run in fp32.",
+        "--precision", "--dtype", dest="precision", type=_precision_name, choices=["float32", "bfloat16", "int8"],
+        default=None,
+        help="Precision of the caption step on CPU (default float32; fp32/bf16 are accepted too; see BENCHMARKS.md). "
+        "Explanations run in fp32.",
     )
     parser.add_argument(
         "--write-space", metavar="DIR",
@@ -575,6 +588,11 @@ def cmd_app(argv: list[str]) -> int:
         return 0
     app.launch(args.model, host=args.host, port=args.port, share=args.share, precision=args.precision or app.DEFAULT_PRECISION)
     return 0
+
+
+def _precision_name(value: str) -> str:
+    """`app --precision` value, with the short names `caption --dtype` uses mapped to the long ones."""
+    return {"fp32": "float32", "bf16": "bfloat16"}.get(value, value)
 
 
 # --- shared output helpers --------------------------------------------------------------------------------------------
