@@ -7,7 +7,7 @@
     vidgpt2 train ...                      Seq2SeqTrainer; every Seq2SeqTrainingArguments flag passes through
     vidgpt2 evaluate --model M --test-file F
     vidgpt2 caption VIDEO|FOLDER|GLOB|MANIFEST... --model M [--output out.jsonl] [--segment-seconds S]
-    vidgpt2 push --model DIR --repo-id ID
+    vidgpt2 push --model DIR --repo-id ID [--space USER/SPACE]
     vidgpt2 export onnx --model M --output DIR   ONNX graphs + onnxruntime captioner
     vidgpt2 app --model M                  Gradio page: caption + word-by-word explanation (extra `app`)
     vidgpt2 demo                           the README's main job
@@ -482,6 +482,10 @@ def cmd_caption(argv: list[str]) -> int:
 
 
 # --- push -------------------------------------------------------------------------------------------------------------
+class SpaceUploadError(RuntimeError):
+    """The model was pushed, the Space upload after it failed; the message says how to retry the Space alone."""
+
+
 def cmd_push(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="vidgpt2 push", description="Publish a model folder to the Hugging Face Hub.")
     parser.add_argument("--model", required=True, help="Folder from save_pretrained or `vidgpt2 train`.")
@@ -494,25 +498,78 @@ def cmd_push(argv: list[str]) -> int:
         help="Upload nothing: write the exact folder that would be uploaded (weights, processor, code, model card) "
         "to DIR (new or empty), or to a new temporary folder whose path is printed.",
     )
+    parser.add_argument(
+        "--space", metavar="USER/SPACE",
+        help="After the model, publish the `vidgpt2 app` page for it as a Gradio Space (created if missing): app.py, "
+        "README.md, requirements.txt and a copy of the vidgpt2 package (not on PyPI). Needs --repo-id as USER/NAME "
+        "and Gradio installed. With --dry-run the Space folder is written to a temporary folder instead.",
+    )
     args = parser.parse_args(argv)
     from .hub import push_to_hub
 
+    space_dir = _prepare_space(args) if args.space else None
     if args.dry_run is not None:
         import tempfile
 
         folder = args.dry_run or tempfile.mkdtemp(prefix="vidgpt2-push-dry-run-")
         push_to_hub(args.model, args.repo_id, dry_run=folder)
         print(f"dry run, nothing uploaded: the folder for {args.repo_id} is {folder}")
+        if space_dir is not None:
+            print(f"dry run, nothing uploaded: the Space folder for {args.space} is {space_dir}")
         return 0
-    url = push_to_hub(
-        args.model,
-        args.repo_id,
-        private=args.private,
-        overwrite_model_card=args.overwrite_model_card,
-        commit_message=args.commit_message,
-    )
-    print(url)
+    try:
+        url = push_to_hub(
+            args.model,
+            args.repo_id,
+            private=args.private,
+            overwrite_model_card=args.overwrite_model_card,
+            commit_message=args.commit_message,
+        )
+        print(url)
+        if space_dir is not None:
+            print(_upload_space(space_dir, args, url))
+    finally:
+        if space_dir is not None:
+            import shutil
+
+            shutil.rmtree(space_dir, ignore_errors=True)
     return 0
+
+
+def _prepare_space(args: argparse.Namespace) -> Path:
+    """Check the ids and write the Space folder before the model is pushed, so that a bad `--space` (or no Gradio)
+    stops the command before anything is uploaded."""
+    import tempfile
+
+    try:
+        from .app import check_space_ids, write_space
+    except ImportError as error:
+        raise RuntimeError(f"vidgpt2 push --space needs Gradio: pip install 'vidgpt2[app]' ({error})") from error
+    check_space_ids(args.repo_id, args.space)
+    folder = Path(tempfile.mkdtemp(prefix="vidgpt2-space-"))
+    try:
+        write_space(args.repo_id, folder)
+    except ImportError as error:  # gradio, whose version goes into the Space's sdk_version
+        raise RuntimeError(f"vidgpt2 push --space needs Gradio: pip install 'vidgpt2[app]' ({error})") from error
+    if args.private:
+        logger.warning(
+            "%s is private: the Space %s can load it only with an HF_TOKEN secret that can read it (Space settings, "
+            "Variables and secrets); the Space is created private too.", args.repo_id, args.space,
+        )
+    return folder
+
+
+def _upload_space(folder: Path, args: argparse.Namespace, model_url: str) -> str:
+    from .app import upload_space
+
+    try:
+        return upload_space(folder, args.space, private=args.private)
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SpaceUploadError(
+            f"the model is pushed ({model_url}), but uploading the Space {args.space} failed: {reason}. Retry the "
+            f"Space alone (the model is not uploaded again): vidgpt2 app --model {args.repo_id} --push-space {args.space}"
+        ) from error
 
 
 # --- export -----------------------------------------------------------------------------------------------------------
@@ -574,8 +631,13 @@ def cmd_app(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--write-space", metavar="DIR",
-        help="Do not serve: write a Hugging Face Space (app.py, requirements.txt, README.md) for --model (a Hub id) "
-        "to DIR, then upload it with `huggingface-cli upload --repo-type space USER/SPACE DIR`.",
+        help="Do not serve: write a Hugging Face Space (app.py, requirements.txt, README.md and a copy of the vidgpt2 "
+        "package) for --model (a Hub id) to DIR; upload it with `hf upload --repo-type space USER/SPACE DIR`.",
+    )
+    parser.add_argument(
+        "--push-space", metavar="USER/SPACE",
+        help="Do not serve: write that Space for --model (a pushed Hub model, USER/NAME) and upload it to USER/SPACE "
+        "(a Gradio Space, created if missing).",
     )
     args = parser.parse_args(argv)
     try:
@@ -585,6 +647,9 @@ def cmd_app(argv: list[str]) -> int:
     if args.write_space:
         for path in app.write_space(args.model, args.write_space):
             print(path)
+        return 0
+    if args.push_space:
+        print(app.push_space(args.model, args.push_space))
         return 0
     app.launch(args.model, host=args.host, port=args.port, share=args.share, precision=args.precision or app.DEFAULT_PRECISION)
     return 0
@@ -690,7 +755,9 @@ def run_command(name: str, command: Any, argv: list[str], debug: bool = False) -
 
 
 # errors whose message reads on its own; others are prefixed with their type (e.g. "ConnectionError: ...")
-_PLAIN_ERRORS = {"ValueError", "FileNotFoundError", "DataCheckError", "PushToHubError", "RuntimeError"}
+_PLAIN_ERRORS = {
+    "ValueError", "FileNotFoundError", "DataCheckError", "PushToHubError", "RuntimeError", "SpaceUploadError"
+}
 
 
 if __name__ == "__main__":
