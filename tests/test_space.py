@@ -223,3 +223,13 @@ def test_app_precision_accepts_the_caption_names(monkeypatch):
     monkeypatch.setattr(vidgpt2.app, "launch", lambda model, **kwargs: seen.update(kwargs))
     assert cli_main(["app", "--model", "m", "--dtype", "bf16"]) == 0 and seen["precision"] == "bfloat16"
     assert cli_main(["app", "--model", "m", "--precision", "fp32"]) == 0 and seen["precision"] == "float32"
+
+
+def test_dry_run_with_space_writes_both_folders_and_uploads_nothing(api, model_dir, tmp_path, capsys):
+    out = tmp_path / "dry"
+    assert cli_main(["push", "--model", str(model_dir), "--repo-id", MODEL_REPO, "--space", SPACE, "--dry-run", str(out)]) == 0
+    assert api.commits == [] and api.repos == {}
+    line = next(x for x in capsys.readouterr().out.splitlines() if "the Space folder for" in x)
+    space = Path(line.rsplit(" is ", 1)[1])
+    assert (out / "config.json").is_file() and (space / "vidgpt2" / "__init__.py").is_file()
+    assert f'CaptionEngine("{MODEL_REPO}")' in (space / "app.py").read_text()
