@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, RepoUrl
+from huggingface_hub.constants import SPACES_SDK_TYPES
 from huggingface_hub.utils import filter_repo_objects
 
 ENDPOINT = "https://huggingface.co"
@@ -65,12 +66,18 @@ class FakeHfApi:
         exist_ok: bool = False,
         **kwargs: Any,
     ) -> RepoUrl:
+        space_sdk = kwargs.get("space_sdk")
+        if repo_type == "space" and space_sdk not in SPACES_SDK_TYPES:  # as HfApi checks before any request
+            raise ValueError(
+                f"No space_sdk provided. `create_repo` expects space_sdk to be one of {SPACES_SDK_TYPES} when "
+                "repo_type is 'space'`"
+            )
         if "/" not in repo_id:
             repo_id = f"{self.namespace}/{repo_id}"
         key = (repo_type or "model", repo_id)
         if key in self.repos and not exist_ok:
             raise FakeHubError(f"409 Conflict: repository {repo_id!r} already exists")
-        self.repos.setdefault(key, {"private": bool(private)})
+        self.repos.setdefault(key, {"private": bool(private), **({"space_sdk": space_sdk} if space_sdk else {})})
         self.repo_path(repo_id, repo_type).mkdir(parents=True, exist_ok=True)
         return RepoUrl(self._repo_url(repo_id, repo_type), endpoint=self.endpoint)
 

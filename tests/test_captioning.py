@@ -360,3 +360,85 @@ def test_two_processes_share_the_clips_and_merge_one_output(model_dir, corpus, t
     ]  # each clip once, in input order, from both shares
     assert rows[-1]["error"].startswith("FileNotFoundError") and all("caption" in r for r in rows[:-1])
     assert not list(tmp_path.glob("ddp.jsonl.part-*")), "part files are merged and removed"
+
+
+# --- int8 (CPU) -------------------------------------------------------------------------------------------------------
+def test_int8_captions_with_a_quantised_copy_and_leaves_the_model(model_dir, corpus, monkeypatch):
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+    from transformers.pytorch_utils import Conv1D
+
+    import vidgpt2.captioning as captioning
+    from vidgpt2.inference import quantize_dynamic_int8
+
+    model = vidgpt2.VidGPT2ForConditionalGeneration.from_pretrained(model_dir)
+    processor = VidGPT2Processor.from_pretrained(model_dir)
+    used = []
+    original = captioning._generate
+
+    def spy(caption_model, *args, **kwargs):
+        used.append(caption_model)
+        return original(caption_model, *args, **kwargs)
+
+    monkeypatch.setattr(captioning, "_generate", spy)
+    videos = [corpus / "clips" / "a.mp4", corpus / "clips" / "sub" / "b.avi"]
+    rows = caption_videos(videos, model, processor, dtype="int8", num_workers=0, max_new_tokens=6, show_progress=False)
+    assert len(used) == 1 and used[0] is not model
+    decoder = list(used[0].decoder.modules())
+    assert sum(isinstance(m, DynamicQuantizedLinear) for m in decoder) == 7 * model.config.text_config.n_layer + 1
+    assert not any(type(m) in (torch.nn.Linear, Conv1D) for m in decoder)
+    # the caller's model is not modified: still GPT-2's fp32 Conv1D layers
+    assert isinstance(model.decoder.transformer.h[0].attn.c_attn, Conv1D)
+    assert not any(isinstance(m, DynamicQuantizedLinear) for m in model.modules())
+    # the rows are the int8 model's captions
+    pixels = processor(videos=[str(v) for v in videos])["pixel_values_videos"]
+    with torch.no_grad():
+        expected = processor.batch_decode(quantize_dynamic_int8(model).generate(pixel_values_videos=pixels, max_new_tokens=6))
+    assert [r["caption"] for r in rows] == expected and all(expected)
+
+
+def test_int8_is_cpu_only_and_not_for_explanations(model_dir, corpus, monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="int8.*CPU only, not on cuda:0.*--device cpu"):
+        autocast_dtype(torch.device("cuda:0"), "int8")
+    assert autocast_dtype(torch.device("cpu"), "int8") is None
+    import vidgpt2.captioning as captioning
+
+    # the engine refuses before moving the model (no GPU needed: the device check is on the device's type)
+    monkeypatch.setattr(captioning, "_default_device", lambda state: torch.device("cuda:0"))
+    with pytest.raises(ValueError, match="CPU only"):
+        caption_videos(corpus / "clips" / "a.mp4", str(model_dir), dtype="int8", num_workers=0, show_progress=False)
+    with pytest.raises(ValueError, match="drop --dtype int8 or --explain"):
+        caption_videos(corpus / "clips" / "a.mp4", str(model_dir), dtype="int8", explain_dir=tmp_path, show_progress=False)
+
+
+def test_caption_cli_int8_is_recorded_and_resume_across_precisions_is_refused(model_dir, corpus, tmp_path, capsys):
+    video = tmp_path / "a.mp4"
+    video.write_bytes((corpus / "clips" / "a.mp4").read_bytes())
+    out = tmp_path / "caps.jsonl"
+    settings_file = tmp_path / "caps.jsonl.settings.json"
+    common = [str(video), "--model", str(model_dir), "--output", str(out), "--max-new-tokens", "4", "--num-workers", "0"]
+    assert cli_main(["caption", *common]) == 0
+    fp32_rows = _rows(out)
+    assert json.loads(settings_file.read_text())["quantization"] is None
+    capsys.readouterr()
+    # an fp32 output resumed in int8: refused, naming the setting, the output untouched
+    assert cli_main(["caption", *common, "--dtype", "int8"]) == 2
+    err = capsys.readouterr().err
+    assert 'quantization: null then, "int8-dynamic-decoder" now' in err and "another --output" in err
+    assert _rows(out) == fp32_rows
+    # the app's names are accepted as aliases; float32 resumes the fp32 output
+    assert cli_main(["caption", *common, "--precision", "float32"]) == 0 and _rows(out) == fp32_rows
+    # an output written before the setting existed (no key) is an fp32 one: fp32 resumes, int8 is refused
+    settings = json.loads(settings_file.read_text())
+    del settings["quantization"]
+    settings_file.write_text(json.dumps(settings))
+    assert cli_main(["caption", *common]) == 0
+    assert cli_main(["caption", *common, "--dtype", "int8"]) == 2
+    # a fresh int8 output records int8, and an fp32 rerun into it is refused
+    int8_out = tmp_path / "int8.jsonl"
+    int8 = [str(video), "--model", str(model_dir), "--output", str(int8_out), "--max-new-tokens", "4", "--num-workers", "0"]
+    assert cli_main(["caption", *int8, "--dtype", "int8"]) == 0
+    assert isinstance(_rows(int8_out)[0]["caption"], str)
+    assert json.loads((tmp_path / "int8.jsonl.settings.json").read_text())["quantization"] == "int8-dynamic-decoder"
+    capsys.readouterr()
+    assert cli_main(["caption", *int8, "--dtype", "fp32"]) == 2
+    assert '"int8-dynamic-decoder" then, null now' in capsys.readouterr().err

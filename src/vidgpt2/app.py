@@ -1,7 +1,8 @@
 """`vidgpt2 app`: a Gradio page that captions a video and explains the caption word by word.
 
     vidgpt2 app --model ID_OR_DIR [--port 7860]          needs the `app` extra: pip install 'vidgpt2[app]'
-    vidgpt2 app --model ID --write-space DIR              app.py + requirements.txt + README.md for a HF Space
+    vidgpt2 app --model ID --write-space DIR              a HF Space: app.py, requirements.txt, README.md, vidgpt2/
+    vidgpt2 app --model ID --push-space USER/SPACE        ... written and uploaded (also: vidgpt2 push --space)
 
 Upload a video (or pick a synthetic example), set the generation options, and get: the caption; per stage, the time
 it took; then the explanation (`vidgpt2.explanations.explain`): choose a word of the caption to see its attention over
@@ -14,7 +15,9 @@ tests/test_app.py also drives the page in headless Chromium.
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,9 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from packaging.requirements import Requirement
+from packaging.version import Version
 
 logger = logging.getLogger(__name__)
 
+PACKAGE_DIR = Path(__file__).parent
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".webm", ".mkv", ".m4v", ".mpg", ".mpeg", ".ogv", ".gif")
 # PyTorch precision of the caption step. int8 (decoder) was 1.4x faster at batch 1 on the benchmark CPU and kept 98%
 # of a trained model's captions (BENCHMARKS.md, "Faster CPU inference"), but the explanation must run in fp32 and
@@ -255,12 +261,15 @@ def build_app(engine: CaptionEngine, examples: list[Path] | None = None) -> Any:
 
 
 # --- Hugging Face Space --------------------------------------------------------------------------------------------------
-SPACE_APP = '''"""Hugging Face Space for {model_id}: written by `vidgpt2 app --write-space`."""
+SPACE_APP = '''"""Hugging Face Space for {model_id}, written by vidgpt2 (`vidgpt2 push --space` / `vidgpt2 app --write-space`).
+
+vidgpt2 is not on PyPI: its source is vendored in ./vidgpt2 (importable because this folder is the working
+directory); requirements.txt lists its dependencies, and the Space installs Gradio from `sdk_version` in README.md."""
 import tempfile
 
 from vidgpt2.app import CaptionEngine, build_app, write_examples
 
-engine = CaptionEngine("{model_id}")
+engine = CaptionEngine({model_literal})
 demo = build_app(engine, write_examples(tempfile.mkdtemp(prefix="vidgpt2-examples-")))
 
 if __name__ == "__main__":
@@ -268,46 +277,219 @@ if __name__ == "__main__":
 '''
 
 SPACE_README = """---
-title: {title}
-emoji: 🎬
-colorFrom: blue
-colorTo: indigo
-sdk: gradio
-sdk_version: {gradio_version}
-app_file: app.py
-pinned: false
-models:
-  - {model_id}
+{front_matter}
 ---
 
 # {title}
 
 Captions a video with [{model_id}](https://huggingface.co/{model_id}) (vidgpt2: ResNet frames -> GPT-2 with
 cross-attention) and explains the caption word by word: attention over frames and heatmaps per frame.
+
+The `vidgpt2/` folder is a copy of the vidgpt2 package (version {version}) that wrote this Space: vidgpt2 is installed
+from its source, not from PyPI. Rewrite the Space with a newer vidgpt2 by running `vidgpt2 push --space` again, or
+`vidgpt2 app --model {model_id} --push-space <this space>`.
 """
+VENDORED_PACKAGE = "vidgpt2"
+SPACE_SDK = "gradio"
 
 
-def write_space(model_id: str, folder: str | Path, vidgpt2_requirement: str = "vidgpt2[app]") -> list[Path]:
-    """Write a Gradio Space for a pushed model: app.py, requirements.txt and README.md with Space front matter
-    (https://huggingface.co/docs/hub/spaces-config-reference). Upload the folder with
-    `huggingface-cli upload --repo-type space USER/SPACE DIR`. Refuses to overwrite existing files."""
+def write_space(model_id: str, folder: str | Path, vidgpt2_requirement: str | None = None) -> list[Path]:
+    """Write a Gradio Space for a pushed model: app.py, requirements.txt, README.md with the Space front matter
+    (https://huggingface.co/docs/hub/spaces-config-reference) and, by default, a copy of the vidgpt2 package.
+
+    vidgpt2 is not on PyPI, so a requirements.txt naming `vidgpt2[app]` cannot build. The Space is therefore made
+    self-contained: the installed package's source (every file of it, package data included) is copied to
+    `DIR/vidgpt2/`, which `import vidgpt2` finds because a Space runs app.py from its folder, and requirements.txt
+    lists the package's own dependencies with the version floors of its pyproject.toml (`space_requirements`). Gradio
+    is left out of requirements.txt: a Space installs the Gradio of `sdk_version` (here the version this machine
+    runs, the one the page was tested with), and a second Gradio requirement can conflict with it. `python_version`
+    is this interpreter's (quoted: YAML reads an unquoted 3.10 as 3.1). With `vidgpt2_requirement` (e.g.
+    `"vidgpt2[app] @ git+https://github.com/<you>/vidgpt2"`) nothing is copied and requirements.txt holds that line.
+
+    Upload the folder with `upload_space`, or `hf upload --repo-type space USER/SPACE DIR`.
+
+    Returns:
+        The files written at the top level (app.py, requirements.txt, README.md, and the vidgpt2 folder).
+
+    Raises:
+        FileExistsError: the folder already has one of these files.
+        RuntimeError: the package's dependencies cannot be found (see `space_requirements`).
+    """
     import gradio
 
+    from . import __version__
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    title = f"vidgpt2: {model_id.rstrip('/').split('/')[-1]}"
+    if Path(model_id).exists():
+        logger.warning(
+            "%s is a local folder: the Space will look for it inside the Space; pass the model's Hub id instead.",
+            model_id,
+        )
+    requirements = [vidgpt2_requirement] if vidgpt2_requirement else space_requirements()
     files = {
-        "app.py": SPACE_APP.format(model_id=model_id),
-        "requirements.txt": f"{vidgpt2_requirement}\n",
+        "app.py": SPACE_APP.format(model_id=model_id, model_literal=json.dumps(model_id)),
+        "requirements.txt": "".join(f"{line}\n" for line in requirements),
         "README.md": SPACE_README.format(
-            model_id=model_id, title=f"vidgpt2: {model_id.split('/')[-1]}", gradio_version=gradio.__version__
+            front_matter=space_front_matter(model_id, title, _semver(gradio.__version__)),
+            model_id=model_id,
+            title=title,
+            version=__version__,
         ),
     }
-    existing = [name for name in files if (folder / name).exists()]
+    names = [*files, *([] if vidgpt2_requirement else [VENDORED_PACKAGE])]
+    existing = [name for name in names if (folder / name).exists()]
     if existing:
         raise FileExistsError(f"{folder} already has {', '.join(existing)}; choose an empty folder.")
+    folder.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (folder / name).write_text(text, encoding="utf-8")
-    return [folder / name for name in files]
+    if not vidgpt2_requirement:
+        shutil.copytree(PACKAGE_DIR, folder / VENDORED_PACKAGE, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return [folder / name for name in names]
+
+
+def space_front_matter(model_id: str, title: str, gradio_version: str) -> str:
+    """The Space's README front matter (YAML, without the `---` lines), written by huggingface_hub's `SpaceCardData`
+    so that values YAML would misread are quoted ("vidgpt2: x" as a title, "3.10" as `python_version`)."""
+    import sys
+
+    from huggingface_hub import SpaceCardData
+
+    return SpaceCardData(
+        title=title,
+        emoji="🎬",
+        colorFrom="blue",
+        colorTo="indigo",
+        sdk=SPACE_SDK,
+        sdk_version=gradio_version,
+        python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
+        app_file="app.py",
+        pinned=False,
+        models=[model_id],
+    ).to_yaml()
+
+
+def space_requirements() -> list[str]:
+    """The Space's requirements.txt lines: vidgpt2's dependencies plus its `app` extra, without Gradio (installed
+    from the README's `sdk_version`).
+
+    Read from the pyproject.toml beside the package source when vidgpt2 runs from a checkout (an editable install's
+    metadata is as old as the install), else from the installed distribution's metadata.
+
+    Raises:
+        RuntimeError: neither is found (vidgpt2 imported from a bare copy of its source, e.g. inside a Space).
+    """
+    declared = _pyproject_requirements()
+    if declared is None:
+        declared = _metadata_requirements()
+    return [line for line in declared if Requirement(line).name.lower() != "gradio"]
+
+
+def _pyproject_requirements() -> list[str] | None:
+    pyproject = PACKAGE_DIR.parents[1] / "pyproject.toml"
+    if not pyproject.is_file():
+        return None
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the installed metadata serves
+        return None
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+    if project.get("name") != "vidgpt2":
+        return None
+    return [*project.get("dependencies", []), *project.get("optional-dependencies", {}).get("app", [])]
+
+
+def _metadata_requirements() -> list[str]:
+    from importlib import metadata
+
+    try:
+        lines = metadata.requires("vidgpt2") or []
+    except metadata.PackageNotFoundError as error:
+        raise RuntimeError(
+            "Cannot tell vidgpt2's dependencies for the Space's requirements.txt: vidgpt2 is neither installed "
+            "(pip install -e .) nor run from its source checkout with pyproject.toml."
+        ) from error
+    kept = []
+    for line in lines:
+        requirement = Requirement(line)
+        marker = str(requirement.marker) if requirement.marker else ""
+        if "extra" not in marker:
+            kept.append(line)
+        elif requirement.marker.evaluate({"extra": "app"}):
+            requirement.marker = None
+            kept.append(str(requirement))
+    return kept
+
+
+def _semver(version: str) -> str:
+    """`major.minor.patch` of a version: a Space's `sdk_version` must have all three ("3.27" is refused)."""
+    release = list(Version(version).release[:3])
+    return ".".join(str(part) for part in release + [0] * (3 - len(release)))
+
+
+def check_space_ids(model_id: str, space_id: str) -> None:
+    """Both must be Hub ids of the form `namespace/name`: the Space's app.py loads the model by its full id.
+
+    Raises:
+        ValueError: naming the bad id and the expected form.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    for what, repo_id, example in (("Space", space_id, "you/vidgpt2-demo"), ("model", model_id, "you/vidgpt2-msvd")):
+        reason = "" if repo_id.count("/") == 1 else "it needs a namespace: USER/NAME"
+        if not reason:
+            try:
+                validate_repo_id(repo_id)
+            except HFValidationError as error:
+                reason = str(error).split(":")[0]
+        if reason:
+            raise ValueError(f"{repo_id!r} is not a Hub {what} id ({reason}); write it as e.g. {example}.")
+
+
+def upload_space(folder: str | Path, space_id: str, *, api: Any = None, token: str | None = None,
+                 private: bool = False, commit_message: str = "Upload vidgpt2 Space") -> str:
+    """Create the Space (Gradio SDK) if missing and upload `folder` in one commit; files under `vidgpt2/` that the
+    new copy no longer has are deleted. Returns the Space's URL (https://huggingface.co/spaces/USER/SPACE).
+
+    `HfApi.create_repo(repo_type="space")` needs `space_sdk` (huggingface_hub raises without it, even for a Space
+    that exists; huggingface_hub#1669)."""
+    from .hub import _default_api
+
+    api = api if api is not None else _default_api(token)
+    url = api.create_repo(space_id, repo_type="space", space_sdk=SPACE_SDK, private=private, exist_ok=True)
+    api.upload_folder(
+        repo_id=space_id,
+        folder_path=str(folder),
+        repo_type="space",
+        commit_message=commit_message,
+        delete_patterns=[f"{VENDORED_PACKAGE}/**"],
+    )
+    logger.info("Space uploaded: %s", url)
+    return str(url)
+
+
+def push_space(model_id: str, space_id: str, *, api: Any = None, token: str | None = None,
+               private: bool = False) -> str:
+    """Write the Space for the Hub model `model_id` (`write_space`) and upload it to `space_id` (`upload_space`).
+
+    Raises:
+        ValueError: an id not of the form `namespace/name`, or no `config.json` in the model repository (push the
+            model first); nothing is uploaded then.
+    """
+    from .hub import _default_api
+
+    check_space_ids(model_id, space_id)
+    api = api if api is not None else _default_api(token)
+    if not api.file_exists(model_id, "config.json", repo_type="model"):
+        raise ValueError(
+            f"The Hub model {model_id} has no config.json (missing, private without a token, or a typo): push it "
+            "first with `vidgpt2 push`, or check the id."
+        )
+    with tempfile.TemporaryDirectory(prefix="vidgpt2-space-") as tmp:
+        write_space(model_id, tmp)
+        return upload_space(tmp, space_id, api=api, private=private)
 
 
 def launch(model_id: str, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
@@ -324,8 +506,12 @@ __all__ = [
     "CaptionResult",
     "attention_figure",
     "build_app",
+    "check_space_ids",
     "heatmap_overlays",
     "launch",
+    "push_space",
+    "space_requirements",
+    "upload_space",
     "word_choices",
     "write_examples",
     "write_space",

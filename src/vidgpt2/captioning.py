@@ -3,14 +3,15 @@ evaluate` and `vidgpt2.caption_videos` run.
 
     inputs (files, folders, globs, manifests, URLs) -> clips (video, start, end) [-> windows of long videos]
     -> this process's share -> torch DataLoader (worker processes decode, `--num-workers`)
-    -> `model.generate` on batches of `pixel_values_videos (B, T, 3, H, W)` (autocast bf16/fp16 where supported)
+    -> `model.generate` on batches of `pixel_values_videos (B, T, 3, H, W)` (fp32; bf16/fp16 autocast or an int8
+       decoder on request, `dtype`)
     -> one row per clip, appended to JSONL as it goes -> one merged output (+ CSV, SRT, WebVTT)
 
 A row is `{"video", "start", "end", "caption"}`, or `{"video", "start", "end", "error"}` when the clip failed (the
 run goes on). `start`/`end` are seconds inside the video (None: the whole video). A clip is identified by
 `(video, start, end)`: rerunning with the same output skips the clips that already have a caption and retries the
-failed ones. The settings that change captions (model weights and config, generation settings, windows, processor;
-`run_settings`) are recorded in `<output>.settings.json`; rerunning into the same output with other settings is
+failed ones. The settings that change captions (model weights and config, int8 quantisation, generation settings,
+windows, processor; `run_settings`) are recorded in `<output>.settings.json`; rerunning into the same output with other settings is
 refused (its rows would mix captions of two models or of windows and whole clips).
 
 Several processes (`accelerate launch -m vidgpt2.cli caption ...` or `torchrun ... -m vidgpt2.cli caption ...`):
@@ -19,6 +20,13 @@ appends its rows to `<output>.part-<rank>-of-<world>`, and after a barrier the m
 every part file into `<output>` (in input order) and removes the parts. The output folder must be shared by all
 processes (one machine, or a shared file system across machines). Without an output the rows are gathered, so
 every process returns all of them.
+
+Precision (`dtype`), chosen from BENCHMARKS.md "Faster CPU inference" (ResNet-50 + GPT-2 on a 2-core CPU): the CPU
+default is fp32, exact, so `evaluate` scores what `caption` writes. `"int8"` (the decoder's Linear layers dynamically
+quantised, `vidgpt2.inference.quantize_dynamic_int8`, CPU only) suits single videos and small batches: 1.41x at batch
+1, 0.98x at batch 16, 98.3% of a trained model's captions unchanged. `"bf16"` autocast pays only for large batches on
+CPUs with bf16 instructions (1.29x at batch 16, 0.53x at batch 1; 95% unchanged). For exact and faster batches,
+export to onnxruntime (`vidgpt2 export onnx`; fp32 1.41x at batch 16, identical captions).
 """
 
 from __future__ import annotations
@@ -51,7 +59,9 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".webm", ".mkv", ".m4v", ".mpg", ".m
 MANIFEST_EXTENSIONS = (".jsonl", ".json", ".csv")
 SUBTITLE_FORMATS = ("srt", "vtt")
 OUTPUT_FORMATS = ("jsonl", "csv", *SUBTITLE_FORMATS)
-DTYPES = ("auto", "fp32", "bf16", "fp16")
+DTYPES = ("auto", "fp32", "bf16", "fp16", "int8")
+# the names `vidgpt2 app --precision` and `vidgpt2.inference` use, accepted for the same choices
+DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 # Errors that make one clip fail (missing file, undecodable video, bad segment, failed download) without stopping
 # the run; anything else (a bug, the model running out of memory) stops it.
 CLIP_ERRORS = (OSError, ValueError, EOFError)
@@ -255,15 +265,33 @@ def default_num_workers(local_processes: int = 1) -> int:
     return max(1, min(8, cores // max(1, local_processes) - 1))
 
 
-def autocast_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for `dtype` on `device`: `"auto"` is bf16 on GPUs that support it, else fp16 on GPUs, and
-    fp32 (None) elsewhere; `"fp32"` is None.
+def normalize_dtype(dtype: str) -> str:
+    """`dtype` as one of `DTYPES` (`"float32"`, `"bfloat16"`, `"float16"` are accepted for fp32, bf16, fp16).
 
     Raises:
-        ValueError: an unknown `dtype`, or bf16/fp16 asked on a device that cannot run it.
+        ValueError: an unknown `dtype`.
     """
+    dtype = DTYPE_ALIASES.get(dtype, dtype)
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}.")
+        raise ValueError(f"dtype must be one of {DTYPES} (or {', '.join(DTYPE_ALIASES)}), got {dtype!r}.")
+    return dtype
+
+
+def autocast_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for `dtype` on `device`: `"auto"` is bf16 on GPUs that support it, else fp16 on GPUs, and
+    fp32 (None) elsewhere; `"fp32"` is None, and so is `"int8"` (a quantised decoder, not autocast; CPU only).
+
+    Raises:
+        ValueError: an unknown `dtype`, bf16/fp16 asked on a device that cannot run it, or int8 off the CPU.
+    """
+    dtype = normalize_dtype(dtype)
+    if dtype == "int8":
+        if device.type != "cpu":
+            raise ValueError(
+                f"--dtype int8 (dynamic int8 quantisation of the decoder) runs on the CPU only, not on {device}: "
+                "use --dtype auto (bf16/fp16 autocast) there, or --device cpu."
+            )
+        return None
     if dtype == "fp32":
         return None
     if device.type == "cuda":
@@ -314,7 +342,9 @@ def caption_videos(
         batch_size: clips per `generate` call.
         num_workers: decoding processes (`default_num_workers()` when None; 0 decodes in this process).
         device: torch device (default: this process's accelerator device, cuda if available, else cpu).
-        dtype: `"auto"` (bf16/fp16 autocast on GPUs, fp32 on CPU), `"fp32"`, `"bf16"` or `"fp16"`.
+        dtype: `"auto"` (bf16/fp16 autocast on GPUs, fp32 on CPU), `"fp32"`, `"bf16"`, `"fp16"` or `"int8"` (CPU:
+            a copy of `model` with its decoder dynamically quantised; `model` itself is not changed). Which to pick:
+            the module docstring.
         feature_cache: a `vidgpt2.data.feature_cache.FeatureCache` to read `video_features` from instead of decoding.
         explain_dir: also write an explanation (PNG, HTML, JSON; `vidgpt2.explanations`) per clip here.
         show_progress: a progress bar (clips/s) on the main process of each machine.
@@ -326,11 +356,17 @@ def caption_videos(
         for the rest. Failed clips have `"error"` instead of `"caption"`.
 
     Raises:
-        ValueError: bad inputs (see `resolve_inputs`), formats, dtype, `batch_size`, or subtitles for URLs without
-            `subtitle_dir`, or `csv` without an `output`; an `output` with rows written with other settings
-            (`run_settings`) or without a settings record.
+        ValueError: bad inputs (see `resolve_inputs`), formats, dtype (int8 off the CPU or with `explain_dir`),
+            `batch_size`, or subtitles for URLs without `subtitle_dir`, or `csv` without an `output`; an `output`
+            with rows written with other settings (`run_settings`) or without a settings record.
     """
     formats = _check_formats(formats, output, batch_size)
+    dtype = normalize_dtype(dtype)
+    if dtype == "int8" and explain_dir is not None:
+        raise ValueError(
+            "Explanations run in fp32 (Grad-CAM needs gradients, which int8 layers do not have): drop --dtype int8 "
+            "or --explain."
+        )
     model, processor = _load(model, processor)
     state = process_state(device)
     device = torch.device(device) if device is not None else _default_device(state)
@@ -349,7 +385,12 @@ def caption_videos(
     for row in failed_probes:
         order.setdefault(_key(row), len(order))
 
-    settings = run_settings(model, processor, segment_seconds, stride, generate_kwargs) if output is not None else {}
+    quantization = INT8_QUANTIZATION if dtype == "int8" else None
+    settings = (
+        run_settings(model, processor, segment_seconds, stride, generate_kwargs, quantization=quantization)
+        if output is not None
+        else {}
+    )
     ledger = _Ledger(Path(output), state, settings) if output is not None else None
     done = ledger.read_done() if ledger is not None else {}
     todo = [clip for clip in clips if clip.key not in done]
@@ -359,6 +400,7 @@ def caption_videos(
         "Captioning %d clips on process %d/%d (%d of %d already done)",
         len(share), state.process_index, state.num_processes, len(clips) - len(todo), len(clips),
     )
+    caption_model = _quantized(model) if dtype == "int8" else model
     if num_workers is None:
         num_workers = default_num_workers(_local_processes(state))
     loader = DataLoader(
@@ -383,7 +425,7 @@ def caption_videos(
     for batch in loader:
         rows = [_row(share[i], error=reason) for i, reason in batch["failed"]]
         if batch["indices"]:
-            captions = _generate(model, processor, batch["inputs"], device, amp_dtype, generate_kwargs, explain_dir,
+            captions = _generate(caption_model, processor, batch["inputs"], device, amp_dtype, generate_kwargs, explain_dir,
                                  [share[i] for i in batch["indices"]])
             rows += [_row(share[i], caption=c) for i, c in zip(batch["indices"], captions, strict=True)]
         failures += len(batch["failed"])
@@ -454,6 +496,14 @@ def _load(model: Any, processor: Any) -> tuple[Any, Any]:
     if processor is None:
         raise ValueError("Pass the processor (VidGPT2Processor) with a model object, or a checkpoint name as model.")
     return model, processor
+
+
+def _quantized(model: Any) -> Any:
+    """An int8 copy of `model`'s decoder (`vidgpt2.inference.quantize_dynamic_int8`); `model` is left as it is."""
+    from .inference import quantize_dynamic_int8
+
+    logger.info("Captioning with the decoder dynamically quantised to int8 (a copy; the encoder stays fp32)")
+    return quantize_dynamic_int8(model)
 
 
 def _default_device(state: Any) -> torch.device:
@@ -531,7 +581,11 @@ def _gather(rows: list[dict[str, Any]], state: Any) -> list[dict[str, Any]]:
 
 # --- the settings a resumed output must share ---------------------------------------------------------------------
 # compared on resume; "model" (the name or folder) is only shown, so a copied or moved checkpoint still resumes
-SETTINGS_COMPARED = ("model_weights", "model_config", "generation", "segment_seconds", "stride", "processor")
+SETTINGS_COMPARED = (
+    "model_weights", "model_config", "quantization", "generation", "segment_seconds", "stride", "processor"
+)
+# what `run_settings` records for `dtype="int8"` (outputs written before it existed have no key: read as None, fp32)
+INT8_QUANTIZATION = "int8-dynamic-decoder"
 
 
 def _digest(value: Any) -> str:
@@ -560,18 +614,28 @@ def weights_fingerprint(model: torch.nn.Module, samples: int = 64) -> str:
 
 
 def run_settings(
-    model: Any, processor: Any, segment_seconds: float | None, stride: float | None, generate_kwargs: dict[str, Any]
+    model: Any,
+    processor: Any,
+    segment_seconds: float | None,
+    stride: float | None,
+    generate_kwargs: dict[str, Any],
+    quantization: str | None = None,
 ) -> dict[str, Any]:
     """What decides a run's captions, as JSON-ready values: the model (name shown; weights and config digests
-    compared), `generate` kwargs with the model's generation config, the windows, and the processor's settings
-    (video processor and tokenizer). Device and autocast precision are left out: they change captions at most by
-    rounding, and a resume on other hardware is meant to work."""
+    compared), its `quantization` (None, or `INT8_QUANTIZATION` for `dtype="int8"`), `generate` kwargs with the
+    model's generation config, the windows, and the processor's settings (video processor and tokenizer).
+
+    int8 is recorded because it replaces the weights the decoder computes with (2% of a trained model's captions
+    changed, BENCHMARKS.md), the same on any machine. Device and autocast precision (fp32, bf16, fp16) are left out:
+    they round the same weights differently, `"auto"` means bf16 on a GPU and fp32 on a CPU, and a resume on other
+    hardware is meant to work."""
     generation_config = getattr(model, "generation_config", None)
     tokenizer = getattr(processor, "tokenizer", None)
     settings = {
         "model": str(getattr(model, "name_or_path", "") or type(model).__name__),
         "model_weights": weights_fingerprint(model),
         "model_config": _digest(_public(model.config.to_dict())),
+        "quantization": quantization,
         "generation": {
             "kwargs": generate_kwargs,
             "generation_config": _digest(_public(generation_config.to_dict())) if generation_config else None,
@@ -787,6 +851,7 @@ __all__ = [
     "ClipDataset",
     "autocast_dtype",
     "caption_videos",
+    "normalize_dtype",
     "collate_clips",
     "process_state",
     "default_num_workers",

@@ -7,7 +7,7 @@
     vidgpt2 train ...                      Seq2SeqTrainer; every Seq2SeqTrainingArguments flag passes through
     vidgpt2 evaluate --model M --test-file F
     vidgpt2 caption VIDEO|FOLDER|GLOB|MANIFEST... --model M [--output out.jsonl] [--segment-seconds S]
-    vidgpt2 push --model DIR --repo-id ID
+    vidgpt2 push --model DIR --repo-id ID [--space USER/SPACE]
     vidgpt2 export onnx --model M --output DIR   ONNX graphs + onnxruntime captioner
     vidgpt2 app --model M                  Gradio page: caption + word-by-word explanation (extra `app`)
     vidgpt2 demo                           the README's main job
@@ -378,9 +378,20 @@ def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=None, help="torch device, e.g. cuda:0 (default: this process's GPU if any, else cpu).")
     parser.add_argument(
-        "--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-        help="Autocast precision; auto = bf16 (else fp16) on GPUs, fp32 on CPU.",
+        "--dtype", "--precision", dest="dtype", type=_dtype_name, choices=["auto", "fp32", "bf16", "fp16", "int8"],
+        default="auto",
+        help="Precision (float32/bfloat16/float16 are accepted too). auto = bf16 (else fp16) autocast on GPUs, fp32 "
+        "(exact) on CPU. On CPU (BENCHMARKS.md): int8 (decoder dynamically quantised) for single videos and small "
+        "batches, 1.4x at batch 1 with ~2%% of captions changed; bf16 only for large batches on CPUs with bf16 "
+        "instructions (1.3x at batch 16, 0.5x at batch 1); for exact and faster batches use `vidgpt2 export onnx`.",
     )
+
+
+def _dtype_name(value: str) -> str:
+    """`--dtype` value, with the long names `vidgpt2 app --precision` uses mapped to the short ones."""
+    from .captioning import DTYPE_ALIASES
+
+    return DTYPE_ALIASES.get(value, value)
 
 
 def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -471,6 +482,10 @@ def cmd_caption(argv: list[str]) -> int:
 
 
 # --- push -------------------------------------------------------------------------------------------------------------
+class SpaceUploadError(RuntimeError):
+    """The model was pushed, the Space upload after it failed; the message says how to retry the Space alone."""
+
+
 def cmd_push(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="vidgpt2 push", description="Publish a model folder to the Hugging Face Hub.")
     parser.add_argument("--model", required=True, help="Folder from save_pretrained or `vidgpt2 train`.")
@@ -483,25 +498,78 @@ def cmd_push(argv: list[str]) -> int:
         help="Upload nothing: write the exact folder that would be uploaded (weights, processor, code, model card) "
         "to DIR (new or empty), or to a new temporary folder whose path is printed.",
     )
+    parser.add_argument(
+        "--space", metavar="USER/SPACE",
+        help="After the model, publish the `vidgpt2 app` page for it as a Gradio Space (created if missing): app.py, "
+        "README.md, requirements.txt and a copy of the vidgpt2 package (not on PyPI). Needs --repo-id as USER/NAME "
+        "and Gradio installed. With --dry-run the Space folder is written to a temporary folder instead.",
+    )
     args = parser.parse_args(argv)
     from .hub import push_to_hub
 
+    space_dir = _prepare_space(args) if args.space else None
     if args.dry_run is not None:
         import tempfile
 
         folder = args.dry_run or tempfile.mkdtemp(prefix="vidgpt2-push-dry-run-")
         push_to_hub(args.model, args.repo_id, dry_run=folder)
         print(f"dry run, nothing uploaded: the folder for {args.repo_id} is {folder}")
+        if space_dir is not None:
+            print(f"dry run, nothing uploaded: the Space folder for {args.space} is {space_dir}")
         return 0
-    url = push_to_hub(
-        args.model,
-        args.repo_id,
-        private=args.private,
-        overwrite_model_card=args.overwrite_model_card,
-        commit_message=args.commit_message,
-    )
-    print(url)
+    try:
+        url = push_to_hub(
+            args.model,
+            args.repo_id,
+            private=args.private,
+            overwrite_model_card=args.overwrite_model_card,
+            commit_message=args.commit_message,
+        )
+        print(url)
+        if space_dir is not None:
+            print(_upload_space(space_dir, args, url))
+    finally:
+        if space_dir is not None:
+            import shutil
+
+            shutil.rmtree(space_dir, ignore_errors=True)
     return 0
+
+
+def _prepare_space(args: argparse.Namespace) -> Path:
+    """Check the ids and write the Space folder before the model is pushed, so that a bad `--space` (or no Gradio)
+    stops the command before anything is uploaded."""
+    import tempfile
+
+    try:
+        from .app import check_space_ids, write_space
+    except ImportError as error:
+        raise RuntimeError(f"vidgpt2 push --space needs Gradio: pip install 'vidgpt2[app]' ({error})") from error
+    check_space_ids(args.repo_id, args.space)
+    folder = Path(tempfile.mkdtemp(prefix="vidgpt2-space-"))
+    try:
+        write_space(args.repo_id, folder)
+    except ImportError as error:  # gradio, whose version goes into the Space's sdk_version
+        raise RuntimeError(f"vidgpt2 push --space needs Gradio: pip install 'vidgpt2[app]' ({error})") from error
+    if args.private:
+        logger.warning(
+            "%s is private: the Space %s can load it only with an HF_TOKEN secret that can read it (Space settings, "
+            "Variables and secrets); the Space is created private too.", args.repo_id, args.space,
+        )
+    return folder
+
+
+def _upload_space(folder: Path, args: argparse.Namespace, model_url: str) -> str:
+    from .app import upload_space
+
+    try:
+        return upload_space(folder, args.space, private=args.private)
+    except Exception as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SpaceUploadError(
+            f"the model is pushed ({model_url}), but uploading the Space {args.space} failed: {reason}. Retry the "
+            f"Space alone (the model is not uploaded again): vidgpt2 app --model {args.repo_id} --push-space {args.space}"
+        ) from error
 
 
 # --- export -----------------------------------------------------------------------------------------------------------
@@ -556,13 +624,20 @@ def cmd_app(argv: list[str]) -> int:
     parser.add_argument("--port", type=int, default=None, help="Port (default: Gradio's, 7860 or the next free one).")
     parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link.")
     parser.add_argument(
-        "--precision", choices=["float32", "bfloat16", "int8"], default=None,
-        help="Precision of the caption step on CPU (default float32; see BENCHMARKS.md). Explanations run in fp32.",
+        "--precision", "--dtype", dest="precision", type=_precision_name, choices=["float32", "bfloat16", "int8"],
+        default=None,
+        help="Precision of the caption step on CPU (default float32; fp32/bf16 are accepted too; see BENCHMARKS.md). "
+        "Explanations run in fp32.",
     )
     parser.add_argument(
         "--write-space", metavar="DIR",
-        help="Do not serve: write a Hugging Face Space (app.py, requirements.txt, README.md) for --model (a Hub id) "
-        "to DIR, then upload it with `huggingface-cli upload --repo-type space USER/SPACE DIR`.",
+        help="Do not serve: write a Hugging Face Space (app.py, requirements.txt, README.md and a copy of the vidgpt2 "
+        "package) for --model (a Hub id) to DIR; upload it with `hf upload --repo-type space USER/SPACE DIR`.",
+    )
+    parser.add_argument(
+        "--push-space", metavar="USER/SPACE",
+        help="Do not serve: write that Space for --model (a pushed Hub model, USER/NAME) and upload it to USER/SPACE "
+        "(a Gradio Space, created if missing).",
     )
     args = parser.parse_args(argv)
     try:
@@ -573,8 +648,16 @@ def cmd_app(argv: list[str]) -> int:
         for path in app.write_space(args.model, args.write_space):
             print(path)
         return 0
+    if args.push_space:
+        print(app.push_space(args.model, args.push_space))
+        return 0
     app.launch(args.model, host=args.host, port=args.port, share=args.share, precision=args.precision or app.DEFAULT_PRECISION)
     return 0
+
+
+def _precision_name(value: str) -> str:
+    """`app --precision` value, with the short names `caption --dtype` uses mapped to the long ones."""
+    return {"fp32": "float32", "bf16": "bfloat16"}.get(value, value)
 
 
 # --- shared output helpers --------------------------------------------------------------------------------------------
@@ -672,7 +755,9 @@ def run_command(name: str, command: Any, argv: list[str], debug: bool = False) -
 
 
 # errors whose message reads on its own; others are prefixed with their type (e.g. "ConnectionError: ...")
-_PLAIN_ERRORS = {"ValueError", "FileNotFoundError", "DataCheckError", "PushToHubError", "RuntimeError"}
+_PLAIN_ERRORS = {
+    "ValueError", "FileNotFoundError", "DataCheckError", "PushToHubError", "RuntimeError", "SpaceUploadError"
+}
 
 
 if __name__ == "__main__":
