@@ -216,9 +216,11 @@ def test_collator_skips_a_failing_sample_with_a_counted_warning(bad_file, proces
     assert (batch["labels"][[0, 2]] != -100).any(dim=1).all()
     good = VideoCaptionCollator(processor)([rows[0], rows[2]])
     assert torch.equal(batch["pixel_values_videos"][[0, 2]], good["pixel_values_videos"])
-    assert collator.num_skipped == 2
+    assert collator.num_skipped == 2 and "skipped_samples" not in batch  # the model takes no such input
     warnings = [r.message for r in caplog.records if "skipped sample" in r.message]
     assert len(warnings) == 2 and "2 skipped so far" in warnings[-1]
+    reported = VideoCaptionCollator(processor, on_bad_video="skip", report_skipped=True)(rows)["skipped_samples"]
+    assert reported.dtype == torch.long and reported.item() == 2  # counted where the batch arrives (training.py)
     with pytest.raises(RuntimeError, match="every sample of a batch failed"):
         collator(_rows(bad_file, [3, 4]))
 
@@ -332,13 +334,27 @@ def test_train_skip_drops_bad_rows_and_skips_runtime_failures(bad_file, tmp_path
     with caplog.at_level(logging.WARNING):
         code = _train(
             bad_file, tmp_path / "late", "--on-bad-video", "skip", "--no-check-data",
-            "--per-device-train-batch-size", "16",
-                "--dataloader_num_workers", "0",  # the counted warnings are then this process's (see README)
+            "--per-device-train-batch-size", "16", "--dataloader_num_workers", "0",
         )
     assert code == 0
     assert any("skipped sample" in r.message for r in caplog.records)
     assert any("failed to load and were skipped" in r.message for r in caplog.records)
     assert not any("skipping them" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_train_skip_total_counts_the_samples_skipped_in_dataloader_workers(bad_file, tmp_path, caplog, workers):
+    """With DataLoader workers the collator runs in the workers, so the total at the end counted only the main
+    process's skips (0 here with a worker). Each batch now carries its count: 2 steps, each one batch of all 11 rows
+    (7 of them bad: lines 2-8 of the captions file)."""
+    with caplog.at_level(logging.WARNING):
+        code = _train(
+            bad_file, tmp_path / "late", "--on-bad-video", "skip", "--no-check-data",
+            "--per-device-train-batch-size", "16", "--dataloader_num_workers", str(workers),
+        )
+    assert code == 0
+    totals = [r.getMessage() for r in caplog.records if "failed to load and were skipped" in r.getMessage()]
+    assert totals == ["14 samples failed to load and were skipped (--on-bad-video skip)"]
 
 
 def test_train_reports_clips_missing_from_the_feature_cache_at_the_start(bad_file, tmp_path, capsys):
