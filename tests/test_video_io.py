@@ -322,7 +322,32 @@ def test_truncated_file_refuses_frames_past_the_cut_and_reads_segments_before_it
         read_video(cut, num_frames=4, start=1, end=7.9)
     with caplog.at_level(logging.WARNING, logger=video_io.__name__):
         assert np.array_equal(read_video(cut, num_frames=4, start=0.5, end=2), read_video(whole, num_frames=4, start=0.5, end=2))
-    assert "is truncated" in caplog.text and "lies within" in caplog.text
+    assert "is truncated" in caplog.text and "are read (here 0.5-2 s)" in caplog.text
+    caplog.clear()
+    read_video(cut, num_frames=4, start=1, end=2)
+    assert "truncated" not in caplog.text  # warned once per file: a long video is read window by window
+
+
+def test_truncated_avi_is_a_clear_error(tmp_path):
+    """AVI writes its index (idx1) at the end: FFmpeg cannot open a cut file ("Invalid data found ...")."""
+    path = write_test_clip(tmp_path / "clip.avi", num_frames=64)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoDecodeError, match=r"clip\.avi.*truncated.*AVI structure.*download or copy it again"):
+        read_video(path, num_frames=8)
+
+
+def test_trailing_bytes_that_look_cut_short_do_not_refuse_a_whole_video(tmp_path, caplog):
+    """Cameras and tools append data after the last box; read as a box header it can declare more bytes than the
+    file has. The video stream itself is whole, so it reads as before (only frames that are missing are refused)."""
+    path = faststart_mp4(tmp_path, num_frames=16)
+    expected = read_video(path, num_frames=4)
+    with path.open("ab") as file:
+        file.write(struct.pack(">I4s", 1_000_000, b"free") + b"x" * 100)
+    assert video_io.file_truncation(path) is not None
+    with caplog.at_level(logging.WARNING, logger=video_io.__name__):
+        assert np.array_equal(read_video(path, num_frames=4), expected)
+    assert caplog.text == ""
 
 
 @pytest.mark.parametrize("cut", [0.1, 0.2, 0.45])

@@ -164,10 +164,17 @@ def _check_truncated_segment(
     problem = truncation_problem(path, truncation, cut_at, start, end, fps)
     if problem is not None:
         raise VideoDecodeError(problem)
+    if str(path) in _WARNED_TRUNCATED:  # once per file and process: a long video is read window by window
+        return
+    if len(_WARNED_TRUNCATED) < 10_000:
+        _WARNED_TRUNCATED.add(str(path))
     logger.warning(
-        "'%s' is truncated (%s); the segment %s-%s s lies within the %.3f s of video it has and is read.",
-        path, truncation.describe(), f"{start or 0:g}", f"{end:g}", cut_at,
+        "'%s' is truncated (%s); segments within the %.3f s of video it has are read (here %s-%s s), others refused.",
+        path, truncation.describe(), cut_at, f"{start or 0:g}", f"{end:g}",
     )
+
+
+_WARNED_TRUNCATED: set[str] = set()  # files cut short that `_check_truncated_segment` warned about
 
 
 def to_frames_array(video) -> np.ndarray:
