@@ -48,6 +48,7 @@ from ..video_io import (
     _open,
     _SeekFailed,
     _stream_timing,
+    _Timing,
     _video_stream,
     file_truncation,
     read_video,
@@ -207,7 +208,7 @@ def probe_video(path: str | os.PathLike, *, measure_duration: bool = False) -> V
         if truncation is not None:
             # measured before decoding anything: a file cut inside its first frame can crash the decoder (PyAV #2344)
             with _open(file) as container:
-                timing = _stream_timing(container, _video_stream(container, file), file, truncation)
+                timing = _timing_or_none(container, _video_stream(container, file), file, truncation)
             if timing.cut_at is not None and timing.cut_at < 1 / timing.fps:
                 return VideoProbe(name, error=f"truncated file: {truncation.describe()}; no frame is whole. Fix: {_FIX}")
         with _open(file) as container:
@@ -217,14 +218,12 @@ def probe_video(path: str | os.PathLike, *, measure_duration: bool = False) -> V
                 return VideoProbe(name, error="no decodable frames")
             first.to_ndarray(format="rgb24")  # the conversion every sampled frame goes through
             if timing is None:  # what the video stream presents, as read_video samples it (this seeks to the end)
-                timing = _stream_timing(container, stream, file)
+                timing = _timing_or_none(container, stream, file, None)
         duration = timing.duration
         if duration is None and measure_duration:
             with _open(file) as container:
                 frames = _decode_frames(container, _video_stream(container, file))
                 duration = _measured_duration(next(frames), frames, timing.fps)
-    except _SeekFailed:
-        return VideoProbe(name)  # read_video decodes such files sequentially
     except (VideoDecodeError, av.FFmpegError, OSError) as error:
         reason = _one_line(error)
         if truncation is not None and "truncated" not in reason:
@@ -239,6 +238,14 @@ def probe_video(path: str | os.PathLike, *, measure_duration: bool = False) -> V
         f"decoded. Fix: {_FIX}",
         readable_until=timing.cut_at + 1.5 / timing.fps,  # as read_video accepts (truncation_problem)
     )
+
+
+def _timing_or_none(container, stream, file: Path, truncation) -> _Timing:
+    """`_stream_timing`, or no timing where seeking fails (`read_video` then decodes every frame)."""
+    try:
+        return _stream_timing(container, stream, file, truncation)
+    except _SeekFailed:
+        return _Timing(None, None)
 
 
 def _measured_duration(first: av.VideoFrame, rest, fps: float | None) -> float | None:
