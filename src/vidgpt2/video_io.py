@@ -161,7 +161,7 @@ def _check_truncated_segment(
 ) -> None:
     """Raise `VideoDecodeError` when `[start, end)` of a file cut short reaches past the `cut_at` seconds of video it
     has (the whole video, with `end=None`); otherwise warn that the file is truncated and read the segment."""
-    problem = truncation_problem(path, truncation, cut_at, start, end, fps)
+    problem = _truncation_problem(path, truncation, cut_at, start, end, fps)
     if problem is not None:
         raise VideoDecodeError(problem)
     if str(path) in _WARNED_TRUNCATED:  # once per file and process: a long video is read window by window
@@ -460,19 +460,22 @@ def _riff_truncation(file, size: int) -> Truncation | None:
 
 def _index_end(stream, file_size: int) -> float | None:
     """Seconds (on the clock of `frame.time`) before which every frame of `stream` is whole in a file of `file_size`
-    bytes, or None when the stream's index (MP4/MOV sample tables, AVI `idx1`, Matroska cues) is empty or points at
-    no data past the end of the file.
+    bytes, or None when the stream's index (MP4/MOV sample tables, AVI `idx1`: entries with a position and a size)
+    is empty or points at no data past the end of the file.
 
     A frame shown before the decode timestamp of the first sample that is not wholly in the file was decoded before
     that sample (presentation never precedes decoding), so it and every frame it references are in the file.
     """
     entries = stream.index_entries
     count = len(entries)
-    if count == 0 or all(e.pos < 0 or e.pos + e.size <= file_size for e in entries[max(0, count - 16) :]):
+
+    def cut(entry) -> bool:  # a sample not wholly in the file (entries without a size, e.g. Matroska cues, say nothing)
+        return entry.size > 0 and entry.pos >= 0 and entry.pos + entry.size > file_size
+
+    if count == 0 or not any(cut(e) for e in entries[max(0, count - 16) :]):
         return None
     # a file cut short: find the first sample past the cut (paid for only by such files)
-    missing = [e.timestamp for e in entries if e.pos >= 0 and e.pos + e.size > file_size]
-    return float(min(missing) * stream.time_base) if missing else None
+    return float(min(e.timestamp for e in entries if cut(e)) * stream.time_base)
 
 
 class _Timing(NamedTuple):
@@ -485,7 +488,7 @@ class _Timing(NamedTuple):
     cut_at: float | None = None
 
 
-def truncation_problem(
+def _truncation_problem(
     path: str | os.PathLike, truncation: Truncation, cut_at: float, start: float | None, end: float | None, fps: float
 ) -> str | None:
     """Why `[start, end)` of a file cut short cannot be read, or None when it lies within the `cut_at` seconds of

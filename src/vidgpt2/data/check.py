@@ -236,7 +236,7 @@ def probe_video(path: str | os.PathLike, *, measure_duration: bool = False) -> V
         duration=duration,
         truncated=f"truncated file: {truncation.describe()}; only its first {timing.cut_at:.3f} s of video can be "
         f"decoded. Fix: {_FIX}",
-        readable_until=timing.cut_at + 1.5 / timing.fps,  # as read_video accepts (truncation_problem)
+        readable_until=timing.cut_at + 1.5 / timing.fps,  # as read_video accepts (video_io._truncation_problem)
     )
 
 
