@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from tests.tiny import TINY_VISION, tiny_model, tiny_tokenizer
-from tests.video_fixtures import write_test_clip
+from tests.video_fixtures import ffmpeg, write_test_clip
 from vidgpt2 import VidGPT2Processor, VidGPT2VideoProcessor
 from vidgpt2.cli import main as cli_main
 from vidgpt2.data import check, load_captions_files, load_video_caption_dataset
 from vidgpt2.data.collator import VideoCaptionCollator
 from vidgpt2.data.feature_cache import FeatureCache
+from vidgpt2.video_io import _Timing
 
 CAPTION = "a red square turns blue"
 
@@ -97,7 +98,7 @@ def test_check_opens_each_video_once_in_parallel(bad_file, monkeypatch):
 def test_probe_measures_the_duration_when_the_header_has_none(bad_file, monkeypatch):
     good = bad_file.parent / "good.mp4"
     assert check.probe_video(good).duration == pytest.approx(2.0)
-    monkeypatch.setattr(check, "_stream_timing", lambda container, stream, path: (None, None))
+    monkeypatch.setattr(check, "_stream_timing", lambda *args: _Timing(None, None))
     assert check.probe_video(good).duration is None
     assert check.probe_video(good, measure_duration=True).duration == pytest.approx(2.0, abs=0.01)
     # a segment start needs the duration: it is measured, and a start past the end is still caught
@@ -158,6 +159,31 @@ def test_enforce_data_check_fails_with_the_list_or_drops_with_a_count(bad_file, 
         check.enforce_data_check(data, on_bad_video="ignore")
 
 
+def test_check_data_catches_a_faststart_mp4_cut_short_without_decoding_frames(tmp_path, capsys):
+    """A partial download of a "faststart" MP4 (index first) kept a whole index, so its first frame decoded and the
+    default check passed it; training then sampled the part that is left. Now the clips that reach past the cut are
+    listed (without --decode-frames), and a segment within the part that is left stays usable."""
+    source = write_test_clip(tmp_path / "source.mp4", num_frames=64)  # 8 s at 8 fps
+    partial = tmp_path / "partial.mp4"
+    ffmpeg("-i", source, "-c", "copy", "-movflags", "+faststart", partial)
+    data = partial.read_bytes()
+    partial.write_bytes(data[: len(data) * 4 // 5])  # about 4 of the 8 s left
+    rows = [
+        {"video": str(partial), "caption": CAPTION},
+        {"video": str(partial), "start": 0.5, "end": 2, "caption": CAPTION},
+        {"video": str(partial), "start": 1, "end": 7.9, "caption": CAPTION},
+        {"video": str(source), "caption": CAPTION},
+    ]
+    captions = tmp_path / "train.jsonl"
+    captions.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert cli_main(["check-data", "--train-file", str(captions), "--no-progress"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    listed = [line for line in out if line.startswith(f"{captions} line ")]
+    assert [line.split(":")[0] for line in listed] == [f"{captions} line 1", f"{captions} line 3"]
+    assert all("truncated file" in line and "download or copy it again" in line for line in listed)
+    assert "2 of 4 clips" in out[-1]
+
+
 def test_feature_cache_without_some_clips_is_reported_at_the_start(bad_file, tmp_path):
     data = load_captions_files(train_file=bad_file)
     cache = FeatureCache(tmp_path / "cache")
@@ -190,9 +216,11 @@ def test_collator_skips_a_failing_sample_with_a_counted_warning(bad_file, proces
     assert (batch["labels"][[0, 2]] != -100).any(dim=1).all()
     good = VideoCaptionCollator(processor)([rows[0], rows[2]])
     assert torch.equal(batch["pixel_values_videos"][[0, 2]], good["pixel_values_videos"])
-    assert collator.num_skipped == 2
+    assert collator.num_skipped == 2 and "skipped_samples" not in batch  # the model takes no such input
     warnings = [r.message for r in caplog.records if "skipped sample" in r.message]
     assert len(warnings) == 2 and "2 skipped so far" in warnings[-1]
+    reported = VideoCaptionCollator(processor, on_bad_video="skip", report_skipped=True)(rows)["skipped_samples"]
+    assert reported.dtype == torch.long and reported.item() == 2  # counted where the batch arrives (training.py)
     with pytest.raises(RuntimeError, match="every sample of a batch failed"):
         collator(_rows(bad_file, [3, 4]))
 
@@ -306,13 +334,27 @@ def test_train_skip_drops_bad_rows_and_skips_runtime_failures(bad_file, tmp_path
     with caplog.at_level(logging.WARNING):
         code = _train(
             bad_file, tmp_path / "late", "--on-bad-video", "skip", "--no-check-data",
-            "--per-device-train-batch-size", "16",
-                "--dataloader_num_workers", "0",  # the counted warnings are then this process's (see README)
+            "--per-device-train-batch-size", "16", "--dataloader_num_workers", "0",
         )
     assert code == 0
     assert any("skipped sample" in r.message for r in caplog.records)
     assert any("failed to load and were skipped" in r.message for r in caplog.records)
     assert not any("skipping them" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_train_skip_total_counts_the_samples_skipped_in_dataloader_workers(bad_file, tmp_path, caplog, workers):
+    """With DataLoader workers the collator runs in the workers, so the total at the end counted only the main
+    process's skips (0 here with a worker). Each batch now carries its count: 2 steps, each one batch of all 11 rows
+    (7 of them bad: lines 2-8 of the captions file)."""
+    with caplog.at_level(logging.WARNING):
+        code = _train(
+            bad_file, tmp_path / "late", "--on-bad-video", "skip", "--no-check-data",
+            "--per-device-train-batch-size", "16", "--dataloader_num_workers", str(workers),
+        )
+    assert code == 0
+    totals = [r.getMessage() for r in caplog.records if "failed to load and were skipped" in r.getMessage()]
+    assert totals == ["14 samples failed to load and were skipped (--on-bad-video skip)"]
 
 
 def test_train_reports_clips_missing_from_the_feature_cache_at_the_start(bad_file, tmp_path, capsys):

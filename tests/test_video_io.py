@@ -243,7 +243,7 @@ def test_close_frames_are_decoded_forward_without_seeking(tmp_path, count_decode
 def test_fallback_sequential_decode_gives_the_same_frames(tmp_path, monkeypatch, caplog, start, end):
     path = write_test_clip(tmp_path / "clip.webm", num_frames=16)
     by_seeking = read_video(path, num_frames=4, start=start, end=end)
-    monkeypatch.setattr(video_io, "_stream_timing", lambda *args: (None, None))
+    monkeypatch.setattr(video_io, "_stream_timing", lambda *args: video_io._Timing(None, None))
     with caplog.at_level(logging.DEBUG, logger=video_io.__name__):
         sequential = read_video(path, num_frames=4, start=start, end=end)
     assert "decoding every frame" in caplog.text
@@ -252,7 +252,7 @@ def test_fallback_sequential_decode_gives_the_same_frames(tmp_path, monkeypatch,
 
 def test_fallback_sequential_decode_checks_the_segment(tmp_path, monkeypatch):
     path = write_test_clip(tmp_path / "clip.webm", num_frames=16)
-    monkeypatch.setattr(video_io, "_stream_timing", lambda *args: (None, None))
+    monkeypatch.setattr(video_io, "_stream_timing", lambda *args: video_io._Timing(None, None))
     with pytest.raises(ValueError, match="start=3.0 is beyond the end"):
         read_video(path, num_frames=4, start=3.0)
 
@@ -280,25 +280,98 @@ def test_fallback_when_seeking_fails(tmp_path, monkeypatch, caplog):
 
 def test_frame_count_header_one_too_many_repeats_last_frame(tmp_path, monkeypatch, caplog):
     path = write_test_clip(tmp_path / "clip.mp4", num_frames=16, fps=8)
-    monkeypatch.setattr(video_io, "_stream_timing", lambda *args: (8.0, 17 / 8))  # one too many
+    monkeypatch.setattr(video_io, "_stream_timing", lambda *args: video_io._Timing(8.0, 17 / 8))  # one too many
     video = read_video(path, num_frames=17)
     assert indices_of(video) == [*range(16), 15]
     assert "truncated" not in caplog.text
 
 
-@pytest.mark.parametrize("suffix", [".mkv", ".webm"])
-def test_truncated_file_warns_and_samples_the_frames_it_has(tmp_path, caplog, suffix):
-    path = write_test_clip(tmp_path / f"clip{suffix}", num_frames=64)
+def faststart_mp4(tmp_path: Path, num_frames: int = 64) -> Path:
+    """An MP4 with its index (moov box) first, as web video is served (`ffmpeg -movflags +faststart`): 8 s at 8 fps."""
+    source = write_test_clip(tmp_path / "source.mp4", num_frames=num_frames)
+    path = tmp_path / "faststart.mp4"
+    ffmpeg("-i", source, "-c", "copy", "-movflags", "+faststart", path)
+    return path
+
+
+def cut_short(tmp_path: Path, suffix: str) -> tuple[Path, Path]:
+    """(whole, cut) copies of an index-coded 64-frame clip (8 s at 8 fps); `cut` keeps the first 4/5 of the bytes,
+    as an interrupted download does."""
+    whole = faststart_mp4(tmp_path) if suffix == ".mp4" else write_test_clip(tmp_path / f"whole{suffix}", num_frames=64)
+    cut = tmp_path / f"cut{suffix}"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) * 4 // 5])
+    return whole, cut
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm"])  # .mp4: the index (moov) first, so it survives the cut
+def test_truncated_file_refuses_frames_past_the_cut_and_reads_segments_before_it(tmp_path, caplog, suffix):
+    """A partial download must not be sampled as if it were the whole video (decord substitutes the last good frame,
+    dmlc/decord#119; we sampled over the part that is left, with a warning): the whole clip, or a segment reaching
+    past the cut, is an error naming the file and the fix; a segment within the part that is left reads as from the
+    whole file."""
+    whole, cut = cut_short(tmp_path, suffix)
+    truncation = video_io.file_truncation(cut)
+    assert truncation is not None and truncation.file_size < truncation.declared_size == whole.stat().st_size
+    assert video_io.file_truncation(whole) is None
+    with pytest.raises(VideoDecodeError, match=rf"cut{suffix}' is truncated: .*the whole video was asked for.*"
+                       r"Fix: download or copy it again") as error:
+        read_video(cut, num_frames=8)
+    assert "interrupted download" in str(error.value)
+    with pytest.raises(VideoDecodeError, match=r"frames up to 7.9 s were asked for"):
+        read_video(cut, num_frames=4, start=1, end=7.9)
+    with caplog.at_level(logging.WARNING, logger=video_io.__name__):
+        assert np.array_equal(read_video(cut, num_frames=4, start=0.5, end=2), read_video(whole, num_frames=4, start=0.5, end=2))
+    assert "is truncated" in caplog.text and "are read (here 0.5-2 s)" in caplog.text
+    caplog.clear()
+    read_video(cut, num_frames=4, start=1, end=2)
+    assert "truncated" not in caplog.text  # warned once per file: a long video is read window by window
+
+
+def test_truncated_avi_is_a_clear_error(tmp_path):
+    """AVI writes its index (idx1) at the end: FFmpeg cannot open a cut file ("Invalid data found ...")."""
+    path = write_test_clip(tmp_path / "clip.avi", num_frames=64)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with av.open(str(path)) as container:
-        available = len(list(container.decode(video=0)))  # what is left: about half of the 64 frames
-    video = read_video(path, num_frames=8)
-    assert video.shape == (8, 48, 64, 3)
-    indices = indices_of(video)
-    assert indices == sorted(indices) and len(set(indices)) == 8  # spread over what is there, no repeats
-    assert indices[-1] >= available - 1 - available // 8  # up to the end of what is there, not just its first part
-    assert "truncated" in caplog.text
+    with pytest.raises(VideoDecodeError, match=r"clip\.avi.*truncated.*AVI structure.*download or copy it again"):
+        read_video(path, num_frames=8)
+
+
+def test_trailing_bytes_that_look_cut_short_do_not_refuse_a_whole_video(tmp_path, caplog):
+    """Cameras and tools append data after the last box; read as a box header it can declare more bytes than the
+    file has. The video stream itself is whole, so it reads as before (only frames that are missing are refused)."""
+    path = faststart_mp4(tmp_path, num_frames=16)
+    expected = read_video(path, num_frames=4)
+    with path.open("ab") as file:
+        file.write(struct.pack(">I4s", 1_000_000, b"free") + b"x" * 100)
+    assert video_io.file_truncation(path) is not None
+    with caplog.at_level(logging.WARNING, logger=video_io.__name__):
+        assert np.array_equal(read_video(path, num_frames=4), expected)
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize("cut", [0.1, 0.2, 0.45])
+def test_faststart_mp4_cut_before_its_first_whole_frame_is_a_clear_error(tmp_path, cut):
+    """Cut inside the index (FFmpeg: "moov atom not found" or "End of file") or before the first frame's data ends
+    (PyAV-Org/PyAV#2344: decoding such a file could crash the process): a VideoDecodeError that says truncated."""
+    path = faststart_mp4(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: round(len(data) * cut)])
+    with pytest.raises(VideoDecodeError, match=r"faststart\.mp4.*truncated.*download or copy it again"):
+        read_video(path, num_frames=4, start=0, end=0.5)
+
+
+def test_mp4_without_its_index_is_a_clear_error(tmp_path):
+    """The index (moov) at the end, as cameras and ffmpeg write by default: a cut loses it, FFmpeg says "moov atom
+    not found" / "Invalid data found when processing input" (epic-kitchens-download-scripts#23)."""
+    path = write_test_clip(tmp_path / "clip.mp4", num_frames=64)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoDecodeError, match=r"clip\.mp4.*truncated.*no complete index \(moov box.*download or copy"):
+        read_video(path, num_frames=8)
+    path.write_bytes(data[: data.index(b"moov") - 4])  # the data whole, the index missing
+    with pytest.raises(VideoDecodeError, match=r"it has no complete index \(moov box"):
+        read_video(path, num_frames=8)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -440,7 +513,7 @@ def test_display_matrix_is_applied_as_ffmpeg_applies_it(
     mirror-only matrix reads as a rotation of -180 there."""
     path = with_display_matrix(orientation_source, tmp_path / "out.mp4", rotation, hflip, vflip)
     if decode == "sequential":
-        monkeypatch.setattr(video_io, "_stream_timing", lambda *args: (None, None))
+        monkeypatch.setattr(video_io, "_stream_timing", lambda *args: video_io._Timing(None, None))
     with caplog.at_level(logging.DEBUG, logger=video_io.__name__):
         video = read_video(path, num_frames=4)
     assert ("decoding every frame" in caplog.text) == (decode == "sequential")
@@ -661,6 +734,6 @@ def test_video_io_imports_only_what_remote_code_can_use():
     modules = {alias.name for node in imports if isinstance(node, ast.Import) for alias in node.names}
     modules |= {node.module for node in imports if isinstance(node, ast.ImportFrom)}
     assert {name.split(".")[0] for name in modules} <= {
-        *("__future__", "logging", "math", "os", "collections", "pathlib"),
+        *("__future__", "logging", "math", "os", "struct", "typing", "collections", "pathlib"),
         *("av", "numpy", "PIL"),
     }

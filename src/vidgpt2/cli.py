@@ -80,6 +80,19 @@ def _dataset_names() -> tuple[str, ...]:
     return DATASET_NAMES
 
 
+def _add_dataset_choice_arguments(parser: argparse.ArgumentParser) -> None:
+    """`train`'s choices within a named dataset (`DataArguments.bddx_target`, `.msrvtt_split`), for the commands
+    that read the same data: check-data, extract-features, extract-frames."""
+    parser.add_argument(
+        "--bddx-target", choices=["action_justification", "action", "justification"], default="action_justification",
+        help="BDD-X target: action | justification | action_justification (the two joined; default).",
+    )
+    parser.add_argument(
+        "--msrvtt-split", choices=["official", "9k"], default=None,
+        help="MSR-VTT split: official (6,513/497/2,990) | 9k (9k train / 1k-A test); default: by files.",
+    )
+
+
 def _add_data_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--on-bad-video", choices=["error", "skip"], default="error",
@@ -119,14 +132,7 @@ def cmd_check_data(argv: list[str]) -> int:
     parser.add_argument("--test-file", help="Captions file of the test split.")
     parser.add_argument("--dataset", choices=_dataset_names(), help="A named dataset read from --data-dir.")
     parser.add_argument("--data-dir", help="Folder of the named dataset.")
-    parser.add_argument(
-        "--bddx-target", choices=["action_justification", "action", "justification"], default="action_justification",
-        help="BDD-X target: action | justification | action_justification (the two joined; default).",
-    )
-    parser.add_argument(
-        "--msrvtt-split", choices=["official", "9k"], default=None,
-        help="MSR-VTT split: official (6,513/497/2,990) | 9k (9k train / 1k-A test); default: by files.",
-    )
+    _add_dataset_choice_arguments(parser)
     parser.add_argument(
         "--feature-cache", help="Check that every clip is in this feature cache instead of opening the videos."
     )
@@ -175,18 +181,28 @@ def _add_extraction_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-file", action="append", default=[], help="Captions file(s) (JSONL/CSV); repeatable.")
     parser.add_argument("--dataset", choices=_dataset_names(), help="A named dataset in --data-dir.")
     parser.add_argument("--data-dir", help="Folder of the named dataset.")
+    _add_dataset_choice_arguments(parser)
 
 
 def _extraction_splits(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
-    """`{name: Dataset}` from `--data-file` (one or more) or `--dataset` + `--data-dir`; a usage error otherwise."""
-    from .data import load_captions_files, load_video_caption_dataset
+    """`{name: Dataset}` from `--data-file` (one or more) or `--dataset` + `--data-dir` (read as `train` reads it, with
+    `--bddx-target` and `--msrvtt-split`, so the cache holds the clips train asks for); a usage error otherwise."""
+    from .data import load_captions_files
+    from .training import DataArguments, load_data
 
     if bool(args.data_file) == bool(args.dataset):
         parser.error("pass --data-file (one or more) or --dataset with --data-dir")
     if args.dataset:
         if not args.data_dir:
             parser.error("--dataset needs --data-dir")
-        return dict(load_video_caption_dataset(args.dataset, args.data_dir))
+        return dict(
+            load_data(
+                DataArguments(
+                    dataset=args.dataset, data_dir=args.data_dir, bddx_target=args.bddx_target,
+                    msrvtt_split=args.msrvtt_split,
+                )
+            )
+        )
     return {f: load_captions_files(train_file=f)["train"] for f in args.data_file}
 
 

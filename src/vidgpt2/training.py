@@ -31,7 +31,7 @@ from transformers import (
 from .configuration_vidgpt2 import VidGPT2Config
 from .data import load_captions_files, load_video_caption_dataset
 from .data.bddx import split_action_justification
-from .data.collator import VideoCaptionCollator, worker_start_method
+from .data.collator import SKIPPED_SAMPLES_KEY, VideoCaptionCollator, worker_start_method
 from .data.feature_cache import FeatureCache, iter_samples
 from .data.frame_cache import FrameCache, extract_frames
 from .hub import TRAINING_ARGS_FILE
@@ -682,11 +682,20 @@ class CaptionTrainer(Seq2SeqTrainer):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.num_skipped_samples = 0  # samples of the batches this process received that failed to load
         if self.args.generation_config is not None:
             config = self.model.generation_config
             for name in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id"):
                 if getattr(config, name, None) is None:
                     setattr(config, name, getattr(self.model.config, name, None))
+
+    def _prepare_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Count and remove the collator's skip marker (`VideoCaptionCollator(report_skipped=True)`) before the
+        model sees the batch: batches come from DataLoader workers, whose own skip counts never reach this process."""
+        skipped = inputs.pop(SKIPPED_SAMPLES_KEY, None)
+        if skipped is not None:
+            self.num_skipped_samples += int(skipped)
+        return super()._prepare_inputs(inputs)
 
     def get_train_dataloader(self) -> Any:
         return _start_workers_safely(super().get_train_dataloader())
@@ -720,6 +729,15 @@ class CaptionTrainer(Seq2SeqTrainer):
                 )
             gen_kwargs["max_new_tokens"] = max_length - 1
         return gen_kwargs
+
+
+def _total_skipped(trainer: CaptionTrainer) -> int:
+    """Samples skipped by `--on-bad-video skip` over the run (training and evaluation), summed over processes (every
+    process calls this: it is a collective operation when there are several)."""
+    count = torch.tensor(trainer.num_skipped_samples, device=trainer.accelerator.device)
+    if trainer.accelerator.num_processes > 1:
+        count = trainer.accelerator.reduce(count, reduction="sum")
+    return int(count)
 
 
 def check_model_sources(model_args: ModelArguments) -> None:
@@ -796,6 +814,7 @@ def run_training(
         frame_cache=frame_cache,
         blank_video=data_args.blank_video,
         on_bad_video=data_args.on_bad_video,
+        report_skipped=data_args.on_bad_video == "skip",  # counted by the trainer, workers' skips included
     )
     trainer = CaptionTrainer(
         model=model,
@@ -831,8 +850,9 @@ def run_training(
     if "test" in data:
         trainer.compute_metrics = CaptionMetricsFn(processor, data["test"], data_args.use_java)
         metrics.update(trainer.evaluate(data["test"], metric_key_prefix="test"))
-    if collator.num_skipped:
-        logger.warning("%d samples failed to load and were skipped (--on-bad-video skip)", collator.num_skipped)
+    skipped = _total_skipped(trainer)
+    if skipped:
+        logger.warning("%d samples failed to load and were skipped (--on-bad-video skip)", skipped)
     # every process computed the metrics from the same gathered predictions: log them to make that checkable
     logger.info("final metrics (process %d): %s", training_args.process_index, json.dumps(metrics, sort_keys=True))
     if trainer.is_world_process_zero():

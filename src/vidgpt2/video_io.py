@@ -16,8 +16,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -110,7 +112,10 @@ def read_video(
 
     Raises:
         FileNotFoundError: `path` does not exist.
-        VideoDecodeError: the file is not a video, is corrupt, has no video stream or no decodable frames.
+        VideoDecodeError: the file is not a video, is corrupt, has no video stream or no decodable frames, or it
+            was cut short (an interrupted download or copy: its container structure declares more bytes than it has,
+            see `file_truncation`) and the segment (the whole video when `end` is None) reaches past the video left
+            in it. A segment within that video is read, with a warning.
         ValueError: `num_frames < 1`, `start`/`end` negative, `start >= end`, `start` beyond the end of the video, or
             `keyframe_tolerance` outside `[0, 1)`.
     """
@@ -123,11 +128,14 @@ def read_video(
             raise ValueError(f"{name}={value} must be >= 0 seconds (video '{path}').")
     check_keyframe_tolerance(keyframe_tolerance)
 
+    truncation = file_truncation(path)
     try:
         with _open(path) as container:
             stream = _video_stream(container, path)
             try:
-                fps, duration = _stream_timing(container, stream, path)
+                fps, duration, cut_at = _stream_timing(container, stream, path, truncation)
+                if cut_at is not None:
+                    _check_truncated_segment(path, truncation, cut_at, start, end, fps)
                 if fps is None or duration is None:
                     logger.debug("'%s' has no usable frame rate/duration: decoding every frame.", path)
                 else:
@@ -137,9 +145,36 @@ def read_video(
                     return _decode_by_seeking(container, stream, indices / fps, fps, path, snap_s)
             except _SeekFailed as e:
                 logger.debug("Seeking failed in '%s' (%s): decoding every frame.", path, e)
+        if truncation is not None:
+            logger.warning(
+                "'%s' is truncated (%s) and cannot be sought: frames are sampled from the video it has.",
+                path, truncation.describe(),
+            )
         return _decode_sequentially(path, num_frames, start, end)
     except av.FFmpegError as e:
-        raise VideoDecodeError(f"Could not decode video '{path}': {e}") from e
+        cut = f" It is truncated: {truncation.describe()}. Fix: {_FIX}." if truncation is not None else ""
+        raise VideoDecodeError(f"Could not decode video '{path}': {e}.{cut}") from e
+
+
+def _check_truncated_segment(
+    path: Path, truncation: Truncation, cut_at: float, start: float | None, end: float | None, fps: float
+) -> None:
+    """Raise `VideoDecodeError` when `[start, end)` of a file cut short reaches past the `cut_at` seconds of video it
+    has (the whole video, with `end=None`); otherwise warn that the file is truncated and read the segment."""
+    problem = _truncation_problem(path, truncation, cut_at, start, end, fps)
+    if problem is not None:
+        raise VideoDecodeError(problem)
+    if str(path) in _WARNED_TRUNCATED:  # once per file and process: a long video is read window by window
+        return
+    if len(_WARNED_TRUNCATED) < 10_000:
+        _WARNED_TRUNCATED.add(str(path))
+    logger.warning(
+        "'%s' is truncated (%s); segments within the %.3f s of video it has are read (here %s-%s s), others refused.",
+        path, truncation.describe(), cut_at, f"{start or 0:g}", f"{end:g}",
+    )
+
+
+_WARNED_TRUNCATED: set[str] = set()  # files cut short that `_check_truncated_segment` warned about
 
 
 def to_frames_array(video) -> np.ndarray:
@@ -208,7 +243,7 @@ def video_duration(path: str | os.PathLike) -> float:
         with _open(path) as container:
             stream = _video_stream(container, path)
             try:
-                _, duration = _stream_timing(container, stream, path)
+                duration = _stream_timing(container, stream, path, file_truncation(path)).duration
             except _SeekFailed:
                 duration = None
             if duration is not None:
@@ -280,14 +315,209 @@ def _check_num_frames(num_frames) -> None:
         raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}.")
 
 
+# --- files cut short (an interrupted download or copy) ----------------------------------------------------------------
+# Muxers write the size of every top-level element, so a file whose elements add up to more bytes than it holds was cut
+# short. The walks read only element headers (a few bytes per element: ftyp + moov + mdat for most MP4s).
+_MAX_TOP_LEVEL_ELEMENTS = 1_000_000  # a fragmented MP4 has two per fragment; stop walking pathological files there
+_MP4_BOX_TYPES = {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"styp", b"moof", b"sidx", b"uuid"}
+_FIX = (
+    "download or copy it again, or leave it out (`vidgpt2 check-data ... --write-clean DIR` writes the usable rows; "
+    "--on-bad-video skip drops them)"
+)
+
+
+class Truncation(NamedTuple):
+    """A video file shorter than its own container structure says: the end of the file is missing.
+
+    Attributes:
+        container: the container family whose sizes were read: "MP4/MOV", "Matroska/WebM" or "AVI".
+        file_size: bytes in the file.
+        declared_size: bytes its top-level elements declare (MP4/MOV boxes, the Matroska Segment, AVI RIFF chunks).
+        has_index: False for an MP4/MOV file without its index (no complete `moov` box; FFmpeg: "moov atom not
+            found"), which cannot be opened at all; True otherwise.
+    """
+
+    container: str
+    file_size: int
+    declared_size: int
+    has_index: bool = True
+
+    def describe(self) -> str:
+        """E.g. "it has 3,154 of the 3,943 bytes its MP4/MOV structure declares (an interrupted download or copy?)"."""
+        index = "" if self.has_index else 'no complete index (moov box; FFmpeg: "moov atom not found")'
+        if self.declared_size <= self.file_size:
+            return f"it has {index} (an interrupted download, copy or recording?)"
+        return (
+            f"it has {self.file_size:,} of the {self.declared_size:,} bytes its {self.container} structure declares"
+            f"{' and ' + index if index else ''} (an interrupted download or copy?)"
+        )
+
+
+def file_truncation(path: str | os.PathLike) -> Truncation | None:
+    """How a video file was cut short, from its container structure, or None when it is whole or not MP4/MOV,
+    Matroska/WebM or AVI (those are told apart by their first bytes, not the suffix).
+
+    MP4/MOV (ISO/IEC 14496-12 section 4.2): top-level boxes are `size (u32 BE) type (4 bytes)`, `size == 1` followed
+    by a u64 size, `size == 0` reaching to the end of the file. Matroska (RFC 9559): an EBML header element then the
+    Segment (ID 0x18538067) with a variable-size integer size (all ones: unknown, e.g. written live). AVI (RIFF):
+    chunks `id (4 bytes) size (u32 LE)` padded to even sizes, `RIFF ... AVI ` then `RIFF ... AVIX` for OpenDML files.
+    Reads a few bytes per top-level element; raises nothing for malformed structures (they give None).
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            head = file.read(12)
+            if head[4:8] in _MP4_BOX_TYPES:
+                return _mp4_truncation(file, size)
+            if head[:4] == b"\x1a\x45\xdf\xa3":
+                return _matroska_truncation(file, size)
+            if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+                return _riff_truncation(file, size)
+    except OSError as e:
+        logger.debug("Cannot read the structure of '%s': %s", path, e)
+    return None
+
+
+def _mp4_truncation(file, size: int) -> Truncation | None:
+    offset, has_moov = 0, False
+    for _ in range(_MAX_TOP_LEVEL_ELEMENTS):
+        if offset >= size:
+            break
+        file.seek(offset)
+        header = file.read(16)
+        if len(header) < 8:
+            return Truncation("MP4/MOV", size, offset + 8, has_moov)
+        box_size, box_type = struct.unpack(">I4s", header[:8])
+        if box_size == 1:
+            if len(header) < 16:
+                return Truncation("MP4/MOV", size, offset + 16, has_moov)
+            box_size = struct.unpack(">Q", header[8:16])[0]
+        elif box_size == 0:  # reaches to the end of the file
+            box_size = size - offset
+        if box_size < 8:
+            return None  # not a box structure we can follow
+        has_moov = has_moov or (box_type == b"moov" and offset + box_size <= size)
+        offset += box_size
+    else:
+        return None
+    if offset > size or not has_moov:
+        return Truncation("MP4/MOV", size, max(offset, size), has_moov)
+    return None
+
+
+def _ebml_number(file, size_field: bool) -> tuple[int, int] | None:
+    """(value, bytes) of an EBML variable-size integer; a size keeps no marker bit and all ones is -1 (unknown)."""
+    first = file.read(1)
+    if not first or first[0] == 0:
+        return None
+    length = 9 - first[0].bit_length()
+    rest = file.read(length - 1)
+    if len(rest) < length - 1:
+        return None
+    value = int.from_bytes(first + rest, "big")
+    if size_field:
+        value &= (1 << (7 * length)) - 1
+        if value == (1 << (7 * length)) - 1:
+            value = -1
+    return value, length
+
+
+def _matroska_truncation(file, size: int) -> Truncation | None:
+    file.seek(0)
+    header_id, header_size = _ebml_number(file, False), _ebml_number(file, True)
+    if header_id is None or header_size is None or header_size[0] < 0:
+        return None
+    file.seek(file.tell() + header_size[0])
+    segment_id, segment_size = _ebml_number(file, False), _ebml_number(file, True)
+    if segment_id is None or segment_id[0] != 0x18538067:
+        return None
+    if segment_size is None:  # the file ends inside the Segment header
+        return Truncation("Matroska/WebM", size, size + 1)
+    if segment_size[0] < 0:  # unknown size (written live): nothing to compare
+        return None
+    declared = file.tell() + segment_size[0]
+    return Truncation("Matroska/WebM", size, declared) if declared > size else None
+
+
+def _riff_truncation(file, size: int) -> Truncation | None:
+    offset = 0
+    for _ in range(_MAX_TOP_LEVEL_ELEMENTS):
+        if offset >= size:
+            break
+        file.seek(offset)
+        header = file.read(8)
+        if len(header) < 8:
+            return Truncation("AVI", size, offset + 8)
+        chunk_size = struct.unpack("<I", header[4:8])[0]
+        if chunk_size == 0 and header[:4] == b"RIFF":
+            return None  # a writer that never filled the size in
+        offset += 8 + chunk_size + (chunk_size & 1)
+    else:
+        return None
+    return Truncation("AVI", size, offset) if offset > size else None
+
+
+def _index_end(stream, file_size: int) -> float | None:
+    """Seconds (on the clock of `frame.time`) before which every frame of `stream` is whole in a file of `file_size`
+    bytes, or None when the stream's index (MP4/MOV sample tables, AVI `idx1`: entries with a position and a size)
+    is empty or points at no data past the end of the file.
+
+    A frame shown before the decode timestamp of the first sample that is not wholly in the file was decoded before
+    that sample (presentation never precedes decoding), so it and every frame it references are in the file.
+    """
+    entries = stream.index_entries
+    count = len(entries)
+
+    def cut(entry) -> bool:  # a sample not wholly in the file (entries without a size, e.g. Matroska cues, say nothing)
+        return entry.size > 0 and entry.pos >= 0 and entry.pos + entry.size > file_size
+
+    if count == 0 or not any(cut(e) for e in entries[max(0, count - 16) :]):
+        return None
+    # a file cut short: find the first sample past the cut (paid for only by such files)
+    return float(min(e.timestamp for e in entries if cut(e)) * stream.time_base)
+
+
+class _Timing(NamedTuple):
+    """What `_stream_timing` found: frames per second and duration in seconds of what the video stream presents
+    (None where it cannot be told), and `cut_at`: for a file cut short (`file_truncation`) whose video stream lost
+    frames, the seconds of video left (`duration`); None otherwise."""
+
+    fps: float | None
+    duration: float | None
+    cut_at: float | None = None
+
+
+def _truncation_problem(
+    path: str | os.PathLike, truncation: Truncation, cut_at: float, start: float | None, end: float | None, fps: float
+) -> str | None:
+    """Why `[start, end)` of a file cut short cannot be read, or None when it lies within the `cut_at` seconds of
+    video that are left (at most a frame and a half past, which `read_video` clamps as for whole files)."""
+    if cut_at >= 1 / fps and end is not None and end <= cut_at + 1.5 / fps:
+        return None
+    if cut_at < 1 / fps:
+        left = "no frame of its video is whole"
+    else:
+        asked = "the whole video was asked for" if end is None else f"frames up to {end:g} s were asked for"
+        left = f"only its first {cut_at:.3f} s of video can be decoded and {asked}"
+    return f"'{path}' is truncated: {truncation.describe()}; {left}. Fix: {_FIX}."
+
+
 class _SeekFailed(Exception):
     """Seeking is not usable in this file; the caller falls back to a sequential decode."""
 
 
 def _open(path: Path):
+    """`av.open`; a file that does not open raises `VideoDecodeError`, which says so when it was cut short."""
     try:
         return av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as e:
+        truncation = file_truncation(path)
+        if truncation is not None:
+            raise VideoDecodeError(
+                f"Could not open '{path}' as a video: it is truncated: {truncation.describe()}. Fix: {_FIX}. "
+                f"(FFmpeg: {e})"
+            ) from e
         raise VideoDecodeError(f"Could not open '{path}' as a video: {e}") from e
 
 
@@ -302,8 +532,9 @@ def _decode_frames(container, stream) -> Iterator[av.VideoFrame]:
     yield from container.decode(stream)
 
 
-def _stream_timing(container, stream, path: Path) -> tuple[float | None, float | None]:
-    """(frames per second, duration in seconds) of what the video stream presents, or None where it cannot be told.
+def _stream_timing(container, stream, path: Path, truncation: Truncation | None = None) -> _Timing:
+    """Frames per second and duration in seconds of what the video stream presents (None where it cannot be told),
+    and for a file cut short (`truncation`, from `file_truncation`) where its video ends (`_Timing.cut_at`).
 
     Header figures (`_header_durations`) can disagree with the video stream itself: a WebM/MKV container lasts as long
     as its longest stream, so audio that outlasts the video makes it look longer; an MP4 cut with an edit list
@@ -312,30 +543,51 @@ def _stream_timing(container, stream, path: Path) -> tuple[float | None, float |
     the duration is where its last frame ends, rounded to whole frames. A disagreement is logged; as a warning
     (truncated file?) when every figure the video stream gives about itself says it lasts longer.
 
+    A file cut short: when the stream's index points past the end of the file (MP4/MOV), the video ends before the
+    first sample that is not whole (`_index_end`, no reading at all); otherwise (Matroska, AVI: their indexes are
+    written at the end, so they are gone) where its packets end, read from the start when seeking past the cut finds
+    none. `cut_at` is set when a file cut short presents less video than its own headers say.
+
     Raises:
         _SeekFailed: the end of the video stream cannot be found by seeking (the caller decodes every frame).
     """
     rate = stream.average_rate or stream.guessed_rate
     fps = float(rate) if rate else None
     if not fps or fps <= 0:
-        return None, None
+        return _Timing(None, None)
     claims = _header_durations(container, stream, fps)
     if not claims:
-        return fps, None
-    try:
-        presented = _presented_end(container, stream, max(claims.values()), fps)
-    except _SeekFailed as e:
-        # nothing where the headers say the video ends: a file cut short (an interrupted download or copy). Its
-        # packets are read from the start instead, still without decoding, so a segment inside what is left stays
-        # readable; the disagreement is then reported as a truncated file.
-        logger.debug("'%s': %s; reading its packets from the start", path, e)
-        presented = _presented_end(container, stream, 0.0, fps)
+        return _Timing(fps, None)
+    whole_until = _index_end(stream, truncation.file_size) if truncation is not None else None
+    if whole_until is not None:
+        presented = whole_until
+    else:
+        try:
+            presented = _presented_end(container, stream, max(claims.values()), fps)
+        except _SeekFailed as e:
+            # nothing where the headers say the video ends: a file cut short (an interrupted download or copy). Its
+            # packets are read from the start instead, still without decoding, so a segment inside what is left
+            # stays readable; the disagreement is then reported as a truncated file.
+            logger.debug("'%s': %s; reading its packets from the start", path, e)
+            presented = _presented_end(container, stream, 0.0, fps)
     presented -= _stream_start(stream)
-    num_available = round(presented * fps)
+    num_available = max(round(presented * fps), 0)
+    single_stream = len(container.streams) == 1
+    if truncation is not None:
+        own = _own_durations(claims, single_stream)
+        if whole_until is not None or (own and num_available / fps < min(own) - 1.5 / fps):
+            return _Timing(fps, num_available / fps if num_available else None, num_available / fps)
+        logger.debug("'%s' is truncated (%s), but its video stream is whole.", path, truncation.describe())
     if num_available < 1:
-        return fps, None
-    _log_header_disagreement(path, claims, num_available / fps, fps, single_stream=len(container.streams) == 1)
-    return fps, num_available / fps
+        return _Timing(fps, None)
+    _log_header_disagreement(path, claims, num_available / fps, fps, single_stream)
+    return _Timing(fps, num_available / fps)
+
+
+def _own_durations(claims: dict[str, float], single_stream: bool) -> list[float]:
+    """The header durations that are the video stream's own: all but the container's, which is the video's own only
+    when the file has no other stream."""
+    return [seconds for source, seconds in claims.items() if source != "container duration" or single_stream]
 
 
 def _header_durations(container, stream, fps: float) -> dict[str, float]:
@@ -416,8 +668,7 @@ def _log_header_disagreement(
     if all(abs(seconds - duration) <= tolerance for seconds in claims.values()):
         return
     said = ", ".join(f"{source} {seconds:.3f} s" for source, seconds in claims.items())
-    # the container's duration is the video's own only when the file has no other stream
-    own = [seconds for source, seconds in claims.items() if source != "container duration" or single_stream]
+    own = _own_durations(claims, single_stream)
     if own and duration < min(own) - tolerance:
         logger.warning(
             "The video stream of '%s' ends at %.3f s although its header says it lasts longer (%s; truncated file?): "
@@ -629,7 +880,9 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 
 
 __all__ = [
+    "Truncation",
     "VideoDecodeError",
+    "file_truncation",
     "read_video",
     "sample_frame_indices",
     "segment_windows",

@@ -11,6 +11,10 @@ threads (PyAV issue #2276), is off unless enabled with `av.logging.set_level`) w
 - its first frame decodes (and converts to RGB, as training does);
 - its duration (frame count / fps, as :func:`vidgpt2.video_io.read_video` computes it; measured by decoding when
   the header does not say and a segment needs it);
+- the file is whole (:func:`vidgpt2.video_io.file_truncation`: its container structure declares no more bytes than it
+  has); for a file cut short, e.g. a partial download of a "faststart" MP4 whose index (and so first frame) survived,
+  where its video ends, from the index without decoding (every segment reaching past it is bad, as ``read_video``
+  refuses it);
 
 then checks each segment ``[start, end)`` against that duration: non-empty (``end > start``) and starting inside the
 video (an ``end`` past the video's end is clamped by ``read_video``, not an error). With ``num_frames`` each segment
@@ -44,7 +48,9 @@ from ..video_io import (
     _open,
     _SeekFailed,
     _stream_timing,
+    _Timing,
     _video_stream,
+    file_truncation,
     read_video,
 )
 from .captions import FEATURES, unique_videos
@@ -58,6 +64,8 @@ ON_BAD_VIDEO_CHOICES = ("error", "skip")
 VIDEO_ERRORS = (OSError, ValueError, av.FFmpegError)
 # bad clips shown in an exception message; the full list is logged
 MAX_LISTED = 20
+# what to do about a file cut short
+_FIX = "download or copy it again"
 
 
 def default_num_workers() -> int:
@@ -74,11 +82,25 @@ class VideoProbe:
         duration: seconds (frame count / fps, as ``read_video`` computes it); None when the file does not say and
             no segment needed it measured.
         error: why the file cannot be used, or None when it is fine.
+        truncated: for a file cut short (`vidgpt2.video_io.file_truncation`) whose video stream lost frames, why a
+            segment reaching past `duration` (the video left) cannot be read: see :meth:`segment_problem`.
+        readable_until: with `truncated`: the latest segment end that can be read (seconds).
     """
 
     path: str
     duration: float | None = None
     error: str | None = None
+    truncated: str | None = None
+    readable_until: float | None = None
+
+    def segment_problem(self, start: float | None, end: float | None) -> str | None:
+        """Why the segment ``[start, end)`` of this file cannot be read (as `read_video` would refuse it), or None."""
+        return self.error or segment_problem(start, end, self.duration) or self._truncation_problem(start, end)
+
+    def _truncation_problem(self, start: float | None, end: float | None) -> str | None:
+        if self.truncated is None or (end is not None and end <= self.readable_until):
+            return None
+        return self.truncated
 
 
 @dataclass(frozen=True)
@@ -180,24 +202,50 @@ def probe_video(path: str | os.PathLike, *, measure_duration: bool = False) -> V
     name = str(path)
     if not file.is_file():
         return VideoProbe(name, error="is a directory, not a video file" if file.is_dir() else "file not found")
+    truncation = file_truncation(file)  # a few bytes read: was the file cut short (a partial download)?
     try:
+        timing = None
+        if truncation is not None:
+            # measured before decoding anything: a file cut inside its first frame can crash the decoder (PyAV #2344)
+            with _open(file) as container:
+                timing = _timing_or_none(container, _video_stream(container, file), file, truncation)
+            if timing.cut_at is not None and timing.cut_at < 1 / timing.fps:
+                return VideoProbe(name, error=f"truncated file: {truncation.describe()}; no frame is whole. Fix: {_FIX}")
         with _open(file) as container:
             stream = _video_stream(container, file)
             first = next(_decode_frames(container, stream), None)
             if first is None:
                 return VideoProbe(name, error="no decodable frames")
             first.to_ndarray(format="rgb24")  # the conversion every sampled frame goes through
-            try:  # what the video stream presents, as read_video samples it (this seeks to the end)
-                fps, duration = _stream_timing(container, stream, file)
-            except _SeekFailed:
-                fps, duration = None, None
+            if timing is None:  # what the video stream presents, as read_video samples it (this seeks to the end)
+                timing = _timing_or_none(container, stream, file, None)
+        duration = timing.duration
         if duration is None and measure_duration:
             with _open(file) as container:
                 frames = _decode_frames(container, _video_stream(container, file))
-                duration = _measured_duration(next(frames), frames, fps)
+                duration = _measured_duration(next(frames), frames, timing.fps)
     except (VideoDecodeError, av.FFmpegError, OSError) as error:
-        return VideoProbe(name, error=_one_line(error))
-    return VideoProbe(name, duration=duration)
+        reason = _one_line(error)
+        if truncation is not None and "truncated" not in reason:
+            reason += f" (truncated file: {truncation.describe()}. Fix: {_FIX})"
+        return VideoProbe(name, error=reason)
+    if timing.cut_at is None:
+        return VideoProbe(name, duration=duration)
+    return VideoProbe(
+        name,
+        duration=duration,
+        truncated=f"truncated file: {truncation.describe()}; only its first {timing.cut_at:.3f} s of video can be "
+        f"decoded. Fix: {_FIX}",
+        readable_until=timing.cut_at + 1.5 / timing.fps,  # as read_video accepts (video_io._truncation_problem)
+    )
+
+
+def _timing_or_none(container, stream, file: Path, truncation) -> _Timing:
+    """`_stream_timing`, or no timing where seeking fails (`read_video` then decodes every frame)."""
+    try:
+        return _stream_timing(container, stream, file, truncation)
+    except _SeekFailed:
+        return _Timing(None, None)
 
 
 def _measured_duration(first: av.VideoFrame, rest, fps: float | None) -> float | None:
@@ -318,8 +366,7 @@ def check_dataset(
     )
     reasons: dict[int, str] = {}
     for i, clip in enumerate(clips):
-        probe = probes[clip.video]
-        reason = probe.error or segment_problem(clip.start, clip.end, probe.duration)
+        reason = probes[clip.video].segment_problem(clip.start, clip.end)
         if reason:
             reasons[i] = reason
     if num_frames is not None:

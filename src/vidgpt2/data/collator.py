@@ -23,6 +23,8 @@ logger = logging.getLogger(__name__)
 # what loading one sample raises: FileNotFoundError (OSError), VideoDecodeError and bad segments (ValueError), a
 # damaged cache file (SafetensorError)
 SAMPLE_ERRORS = (OSError, ValueError, SafetensorError)
+# the batch key that carries how many of its samples were skipped (`VideoCaptionCollator(report_skipped=True)`)
+SKIPPED_SAMPLES_KEY = "skipped_samples"
 
 
 @dataclass
@@ -41,8 +43,11 @@ class VideoCaptionCollator:
             default); ``"skip"`` logs a counted warning and skips the sample: the batch keeps its rows and shapes,
             the sample gets zero frames (or features) and labels all -100, so it adds nothing to the loss. In
             evaluation its caption is generated from those zero frames (the warning says so). A batch in which every
-            sample fails raises. ``num_skipped`` counts the skipped samples (per process; per worker with
-            `dataloader_num_workers` > 0).
+            sample fails raises. ``num_skipped`` counts the samples this collator object skipped: with DataLoader
+            workers each worker holds its own copy, so a total needs `report_skipped`.
+        report_skipped: also return ``batch["skipped_samples"]``, a 0-d int64 tensor: how many samples of the batch
+            were skipped, to be counted wherever the batch arrives (the main process; `training.CaptionTrainer`
+            removes it before the model sees the batch). Off by default: the model takes no such input.
     """
 
     processor: Any
@@ -51,6 +56,7 @@ class VideoCaptionCollator:
     caption_column: str = "caption"
     blank_video: bool = False
     on_bad_video: str = "error"
+    report_skipped: bool = False
     num_skipped: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -86,6 +92,8 @@ class VideoCaptionCollator:
             labels = self.processor.tokenize_captions([r[self.caption_column] for r in rows])
             batch["labels"] = torch.tensor(labels, dtype=torch.long)  # (B, L), -100 = padding
             batch["labels"][failed] = -100  # skipped samples add no loss
+        if self.report_skipped:
+            batch[SKIPPED_SAMPLES_KEY] = torch.tensor(len(failed), dtype=torch.long)
         return batch
 
     def _decode(self, rows: list[dict[str, Any]]) -> torch.Tensor:
@@ -119,7 +127,7 @@ class VideoCaptionCollator:
                 self.num_skipped += 1
                 logger.warning(
                     "skipped sample %s (start=%s, end=%s): %s; it gets zero frames and no loss "
-                    "(--on-bad-video skip; %d skipped so far in this process)",
+                    "(--on-bad-video skip; %d skipped so far in this process or DataLoader worker)",
                     row["video"], row.get("start"), row.get("end"), " ".join(str(error).split()), self.num_skipped,
                 )
         good = [t for t in loaded if t is not None]
@@ -132,7 +140,7 @@ class VideoCaptionCollator:
         return torch.stack([t if t is not None else torch.zeros_like(good[0]) for t in loaded])
 
 
-__all__ = ["VideoCaptionCollator"]
+__all__ = ["SKIPPED_SAMPLES_KEY", "VideoCaptionCollator"]
 
 
 def worker_start_method(num_workers: int) -> str | None:
