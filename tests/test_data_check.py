@@ -362,3 +362,18 @@ def test_train_reports_clips_missing_from_the_feature_cache_at_the_start(bad_fil
     cache.write_metadata({"fingerprint": "x"})
     assert _train(bad_file, tmp_path / "run", "--feature-cache", str(cache.root)) == 1
     assert "data check: 10 of 10 clips" in capsys.readouterr().err
+
+
+def test_write_clean_refuses_to_overwrite_the_checked_captions_file(bad_file, tmp_path, capsys):
+    """`check-data --train-file data/train.jsonl --write-clean data/` used to replace the user's file with the clean
+    subset, losing the bad rows (and the file's original layout) without a word."""
+    data = tmp_path / "data"
+    data.mkdir()
+    train = data / "train.jsonl"
+    train.write_text(bad_file.read_text().replace('"video": "', f'"video": "{bad_file.parent}/'))
+    before = train.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["check-data", "--train-file", str(train), "--write-clean", str(data), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert "would overwrite the captions file being checked" in capsys.readouterr().err
+    assert train.read_bytes() == before

@@ -153,6 +153,15 @@ def cmd_check_data(argv: list[str]) -> int:
 
     if args.dataset and not args.data_dir:
         parser.error("--dataset needs --data-dir")
+    if args.write_clean:  # DIR/<split>.jsonl must not replace a captions file being checked (its bad rows would be lost)
+        inputs = {Path(f).resolve() for f in (args.train_file, args.validation_file, args.test_file) if f}
+        clobbered = sorted(
+            str(path) for split in ("train", "validation", "test")
+            if (path := Path(args.write_clean) / f"{split}.jsonl").resolve() in inputs
+        )
+        if clobbered:
+            parser.error(f"--write-clean {args.write_clean} would overwrite the captions file being checked "
+                         f"({', '.join(clobbered)}); write the clean rows to another folder")
     data = load_data(
         DataArguments(
             train_file=args.train_file, validation_file=args.validation_file, test_file=args.test_file,
