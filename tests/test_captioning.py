@@ -453,3 +453,15 @@ def test_two_processes_share_the_clips_and_merge_one_output(model_dir, corpus, t
     ]  # each clip once, in input order, from both shares
     assert rows[-1]["error"].startswith("FileNotFoundError") and all("caption" in r for r in rows[:-1])
     assert not list(tmp_path.glob("ddp.jsonl.part-*")), "part files are merged and removed"
+
+
+def test_fork_server_preloads_what_decoding_workers_unpickle(model_dir):
+    """Workers fork from a server that already imported the dataset's and video processor's modules (each DataLoader
+    would otherwise import torch/transformers again before its first clip); earlier preload entries are kept."""
+    from vidgpt2.clip_loader import preload_in_fork_server
+
+    processor = VidGPT2Processor.from_pretrained(model_dir)
+    modules = preload_in_fork_server(ClipDataset([Clip("a.mp4")], processor.video_processor))
+    assert modules[0] == "__main__"
+    assert {"vidgpt2.captioning", "vidgpt2.video_processing_vidgpt2", "vidgpt2.clip_loader"} <= set(modules)
+    assert preload_in_fork_server(ClipDataset([Clip("b.mp4")], processor.video_processor)) == modules  # no repeats

@@ -36,8 +36,12 @@ class VideoCaptioningPipeline(Pipeline):
 
     Inputs: a path, a URL, a numpy array / torch tensor (T, H, W, C), a list of frames (one video), a dict
     `{"video": path, "start": s, "end": e}`, a list of any of these (a batch), or a `datasets.Dataset` with a
-    `video` column (and optional `start`/`end` columns). Parameters: `num_frames`, `start`/`end` (seconds),
-    `segment_seconds`/`stride` (caption consecutive windows of a long video file), `generate_kwargs` (`num_beams`,
+    `video` column (and optional `start`/`end` columns), or a torch dataset of such inputs (e.g. transformers'
+    `KeyDataset(dataset, "video")`). Lists and datasets are decoded and batched by the same code as
+    `vidgpt2.caption_videos` (`clip_loader`: worker processes at the lowest CPU priority, started by a fork server)
+    and return a list; a generator is streamed by transformers' own iterator (one video per `preprocess`).
+
+    Parameters: `num_frames`, `start`/`end` (seconds), `segment_seconds`/`stride` (caption consecutive windows of a long video file), `generate_kwargs` (`num_beams`,
     `max_new_tokens`, ...) or the same generation parameters given directly, `return_explanation`, plus
     `batch_size`, `num_workers` (DataLoader processes decoding beside the model), `device` and `dtype` as in any
     pipeline.
