@@ -8,14 +8,25 @@ dataset share.
 Imports only the standard library, torch and the same-folder `video_io`, so it travels with a pushed model as remote
 code next to `pipeline_vidgpt2.py` (`vidgpt2.hub` copies a module and its same-folder imports).
 
-Sharing the CPU between decoding workers and the model: on a machine with few cores the model already keeps every
-core busy (torch's intra-op threads), and a decoding worker that runs at the model's priority preempts one of those
-threads in the middle of a parallel region; the whole region then waits for it. Workers therefore run at the lowest
-CPU priority (`decoding_worker_init`): they decode in the time the model leaves idle (between ops, in the short
-per-token steps of `generate`), and never hold the model back. Measured with `benchmarks/bench_corpus.py` on 2 cores
-(64 clips of 10 s 640x360 H.264; ResNet-50 + GPT-2 small, batch 8, 20 tokens; decoding one clip costs ~0.105 s of
-one core, of which ~0.065 s is decoding the 300 frames up to the last sampled one and ~0.012 s resize/crop/normalise):
-see `decoding_worker_init` for the numbers.
+Sharing the CPU between decoding workers and the model (measured on this project's 2-core machine; the setting of
+`benchmarks/bench_corpus.py`: 10 s 640x360 H.264 clips, ResNet-50 + GPT-2 small, batch 8, 20 tokens, 1 worker):
+- Decoding + preprocessing one clip in a worker costs ~0.105 s wall, 0.125 s CPU (idle machine): ~0.065 s decoding
+  the 300 frames up to the last sampled one (one keyframe interval of P-frames: none can be skipped), ~0.012 s
+  resize/crop/normalise, the rest opening, seeking and RGB conversion. Against ~0.83 s of model time per clip, a
+  serial decode-then-model loop would reach ~0.89x the model alone; overlapping must do better than that.
+- Worker start-up was the larger loss: every DataLoader's worker imported torch, transformers and the video
+  processor before its first clip (6.2-7.6 s at load 4), with the model idle waiting for its first batch, once per
+  `caption_videos` call. The fork server now imports them once (`preload_in_fork_server`): 0.36-0.74 s.
+- On few cores the model already keeps every core busy (torch's intra-op threads), and a worker at the model's
+  priority preempts one of those threads in the middle of a parallel region, which then waits for it. Workers run
+  at the lowest CPU priority (`decoding_worker_init`): they decode in the time the model leaves idle (between ops,
+  in the short per-token steps of `generate`); when the model waits for a batch it sleeps, so the worker still
+  gets the CPU. Interleaved per-batch timings at load 5 could not separate the two priorities (model with a
+  decoding worker beside it vs alone: 0.99x default priority, 0.97x nice 19, medians of 8 batches, per-batch
+  spread 0.67-1.95x); decode-then-model in one process was 0.83x.
+- Batches travel as float32 `(B, T, 3, 224, 224)` through shared memory (38.5 MB at batch 8: ~0.2 s of the worker's
+  CPU per batch at load 5, page faults included); uint8 frames would be 4x smaller but move the normalisation to the
+  model's process: not done.
 """
 
 from __future__ import annotations
@@ -177,12 +188,8 @@ def worker_start_method(num_workers: int) -> str | None:
 
 def decoding_worker_init(worker_id: int) -> None:
     """DataLoader `worker_init_fn` of decoding workers: lowest CPU priority (`os.nice(WORKER_NICENESS)`), so that
-    decoding takes the CPU time the model leaves idle instead of preempting torch's threads.
-
-    Measured (`benchmarks/bench_corpus.py` setting: 2 cores, 1 worker, full-size model, batch 8, 20 tokens; clips/s
-    relative to the model alone on pre-decoded batches, interleaved runs): see the module docstring of
-    `vidgpt2.clip_loader` and BENCHMARKS.md. Where the platform has no `os.nice` (Windows) this does nothing.
-    """
+    decoding takes the CPU time the model leaves idle instead of preempting torch's threads (see the module
+    docstring). Where the platform has no `os.nice` (Windows) this does nothing."""
     if hasattr(os, "nice"):
         try:
             os.nice(WORKER_NICENESS)
