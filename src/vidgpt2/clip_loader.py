@@ -23,7 +23,10 @@ Sharing the CPU between decoding workers and the model (measured on this project
   in the short per-token steps of `generate`); when the model waits for a batch it sleeps, so the worker still
   gets the CPU. Interleaved per-batch timings at load 5 could not separate the two priorities (model with a
   decoding worker beside it vs alone: 0.99x default priority, 0.97x nice 19, medians of 8 batches, per-batch
-  spread 0.67-1.95x); decode-then-model in one process was 0.83x.
+  spread 0.67-1.95x); decode-then-model in one process was 0.83x. The cost of this choice: on a machine busy with
+  other people's work a nice-19 worker gets little CPU against their processes, so decoding slows there
+  (`bench_corpus.py --quick` at load 4-6: engine 0.86x and 0.69x the model alone in two runs, 0.66x before these
+  changes). `WORKER_NICENESS` is the one number to change.
 - Batches travel as float32 `(B, T, 3, 224, 224)` through shared memory (38.5 MB at batch 8: ~0.2 s of the worker's
   CPU per batch at load 5, page faults included); uint8 frames would be 4x smaller but move the normalisation to the
   model's process: not done.
