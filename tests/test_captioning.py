@@ -9,6 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -323,12 +325,103 @@ def test_pipeline_segment_seconds_matches_the_engine(model_dir, corpus):
 
 def test_pipeline_accepts_a_dataset(model_dir, corpus):
     from datasets import Dataset
+    from transformers.pipelines.pt_utils import KeyDataset
 
     captioner = pipeline("video-captioning", model=str(model_dir))
     video = str(corpus / "clips" / "a.mp4")
     dataset = Dataset.from_list([{"video": video, "start": None, "end": None}, {"video": video, "start": 1.0, "end": 2.0}])
     results = captioner(dataset, max_new_tokens=5, batch_size=2, num_workers=1)
     assert results == [captioner(video, max_new_tokens=5), captioner(video, start=1.0, end=2.0, max_new_tokens=5)]
+    # transformers' documented idiom for a column of a dataset: a torch Dataset of inputs
+    assert captioner(KeyDataset(dataset, "video"), max_new_tokens=5, batch_size=2) == [results[0], results[0]]
+
+
+class RecordingVideoProcessor(VidGPT2VideoProcessor):
+    """Writes where it ran (pid, parent pid, niceness) to `record_dir`, then preprocesses as usual. Defined at module
+    level so that forkserver workers can unpickle it."""
+
+    record_dir: str = ""
+
+    def preprocess(self, videos, **kwargs):
+        where = {"pid": os.getpid(), "ppid": os.getppid(), "nice": os.getpriority(os.PRIO_PROCESS, 0)}
+        (Path(self.record_dir) / f"{uuid.uuid4().hex}.json").write_text(json.dumps(where))
+        return super().preprocess(videos, **kwargs)
+
+
+def _recording(video_processor, folder: Path) -> RecordingVideoProcessor:
+    folder.mkdir()
+    recording = RecordingVideoProcessor(**video_processor.to_dict())
+    recording.record_dir = str(folder)
+    return recording
+
+
+def _records(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in folder.glob("*.json")]
+
+
+def test_pipeline_on_a_list_is_the_engine(model_dir, corpus, tmp_path):
+    """A list goes through the engine's decoding core: the same captions as `caption_videos`, decoded in worker
+    processes started by the fork server (their parent is not this process) at the lowest CPU priority."""
+    videos = [str(corpus / "clips" / "a.mp4"), str(corpus / "clips" / "sub" / "b.avi"), str(corpus / "long.mp4")]
+    engine = caption_videos(videos, str(model_dir), batch_size=2, num_workers=1, max_new_tokens=5, show_progress=False)
+    captioner = pipeline("video-captioning", model=str(model_dir))
+    captioner.processor.video_processor = _recording(captioner.processor.video_processor, tmp_path / "workers")
+    results = captioner(videos, batch_size=2, num_workers=1, max_new_tokens=5)
+    assert [r[0]["generated_text"] for r in results] == [row["caption"] for row in engine]
+    records = _records(tmp_path / "workers")
+    assert len(records) == 3 and all(r["pid"] != os.getpid() and r["ppid"] != os.getpid() for r in records)
+    assert {r["nice"] for r in records} == {min(19, os.getpriority(os.PRIO_PROCESS, 0) + 19)}
+    # num_workers=0 decodes here; batch_size is the pipeline's own (given to pipeline(...)) unless the call sets one
+    captioner.processor.video_processor = _recording(captioner.processor.video_processor, tmp_path / "here")
+    assert captioner(videos, num_workers=0, max_new_tokens=5) == results
+    assert {r["pid"] for r in _records(tmp_path / "here")} == {os.getpid()}
+
+
+def test_pipeline_list_names_the_video_that_fails(model_dir, corpus, tmp_path):
+    captioner = pipeline("video-captioning", model=str(model_dir))
+    missing = tmp_path / "missing.mp4"
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        captioner([str(corpus / "clips" / "a.mp4"), str(missing)], batch_size=2, num_workers=1, max_new_tokens=3)
+    with pytest.raises(ValueError, match="needs a 'video' key"):
+        captioner([{"path": str(missing)}], max_new_tokens=3)
+
+
+PIPELINE_WITHOUT_VIDGPT2 = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["vidgpt2"] = None  # any `import vidgpt2` now fails: only the repository's code can be used
+    from transformers import pipeline
+
+    repo, videos, expected = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+    captioner = pipeline("video-captioning", model=repo, trust_remote_code=True)
+    assert type(captioner).__module__.startswith("transformers_modules."), type(captioner).__module__
+    results = captioner(videos, batch_size=2, num_workers=1, max_new_tokens=5)
+    assert [r[0]["generated_text"] for r in results] == expected, (results, expected)
+    print("OK")
+    """
+)
+
+
+def test_pushed_pipeline_captions_a_list_with_workers_without_vidgpt2(model_dir, corpus, tmp_path):
+    """The remote-code copy (pipeline + clip_loader + video_io ...) decodes a list in a worker process where vidgpt2
+    cannot be imported: the worker unpickles the dataset and video processor from `transformers_modules`."""
+    from tests.fake_hub import FakeHfApi
+    from vidgpt2 import VidGPT2ForConditionalGeneration
+    from vidgpt2.hub import push_to_hub
+
+    api = FakeHfApi(tmp_path / "hub")
+    model = VidGPT2ForConditionalGeneration.from_pretrained(model_dir)
+    push_to_hub(model, "user/tiny", processor=VidGPT2Processor.from_pretrained(model_dir), api=api)
+    repo = api.repo_path("user/tiny")
+    assert (repo / "clip_loader.py").is_file()
+    videos = [str(corpus / "clips" / "a.mp4"), str(corpus / "long.mp4"), str(corpus / "clips" / "sub" / "b.avi")]
+    expected = [row["caption"] for row in caption_videos(videos, str(model_dir), num_workers=0, max_new_tokens=5, show_progress=False)]
+    env = dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"), HF_HUB_OFFLINE="1", PYTHONPATH="")
+    result = subprocess.run(
+        [sys.executable, "-c", PIPELINE_WITHOUT_VIDGPT2, str(repo), json.dumps(videos), json.dumps(expected)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-4000:]
 
 
 # --- several processes ------------------------------------------------------------------------------------------------
@@ -442,3 +535,15 @@ def test_caption_cli_int8_is_recorded_and_resume_across_precisions_is_refused(mo
     capsys.readouterr()
     assert cli_main(["caption", *int8, "--dtype", "fp32"]) == 2
     assert '"int8-dynamic-decoder" then, null now' in capsys.readouterr().err
+
+
+def test_fork_server_preloads_what_decoding_workers_unpickle(model_dir):
+    """Workers fork from a server that already imported the dataset's and video processor's modules (each DataLoader
+    would otherwise import torch/transformers again before its first clip); earlier preload entries are kept."""
+    from vidgpt2.clip_loader import preload_in_fork_server
+
+    processor = VidGPT2Processor.from_pretrained(model_dir)
+    modules = preload_in_fork_server(ClipDataset([Clip("a.mp4")], processor.video_processor))
+    assert modules[0] == "__main__"
+    assert {"vidgpt2.captioning", "vidgpt2.video_processing_vidgpt2", "vidgpt2.clip_loader"} <= set(modules)
+    assert preload_in_fork_server(ClipDataset([Clip("b.mp4")], processor.video_processor)) == modules  # no repeats

@@ -44,10 +44,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from .data.collator import worker_start_method
-from .pipeline_vidgpt2 import _is_url, fetch_video
+from . import clip_loader
+from .clip_loader import is_url as _is_url
 from .video_io import segment_windows, video_duration
 
 logger = logging.getLogger(__name__)
@@ -214,48 +213,22 @@ def _probe(clip: Clip) -> float | str | None:
 
 
 # --- decoding in worker processes -------------------------------------------------------------------------------------
-class ClipDataset(Dataset):
+class ClipDataset(clip_loader.ClipDataset):
     """Clip `i` -> `{"index": i, "pixel_values_videos": (T, 3, H, W)}` (or `"video_features"` from a feature cache),
-    or `{"index": i, "error": reason}` when the clip cannot be decoded. Runs in DataLoader worker processes."""
+    or `{"index": i, "error": reason}` when the clip cannot be decoded (`CLIP_ERRORS`). Runs in DataLoader worker
+    processes; the decoding itself is `vidgpt2.clip_loader`'s, which the pipeline uses too."""
 
     def __init__(self, clips: Sequence[Clip], video_processor: Any, feature_cache: Any = None):
-        self.clips = list(clips)
-        self.video_processor = video_processor
+        super().__init__(clips, video_processor, errors=CLIP_ERRORS)
         self.feature_cache = feature_cache
 
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        clip = self.clips[index]
-        downloaded = None
-        try:
-            if self.feature_cache is not None:
-                # (T, C) or (T, h*w, C)
-                return {"index": index, "video_features": self.feature_cache.read(clip.video, clip.start, clip.end)}
-            path = clip.video
-            if _is_url(path):
-                path = downloaded = fetch_video(path)
-            pixels = self.video_processor([path], start=[clip.start], end=[clip.end], return_tensors="pt")
-            return {"index": index, "pixel_values_videos": pixels["pixel_values_videos"][0]}  # (T, 3, H, W)
-        except CLIP_ERRORS as error:
-            return {"index": index, "error": _reason(error)}
-        finally:
-            if downloaded is not None:
-                os.remove(downloaded)
+    def load(self, video: str, start: float | None, end: float | None) -> dict[str, torch.Tensor]:
+        if self.feature_cache is not None:
+            return {"video_features": self.feature_cache.read(video, start, end)}  # (T, C) or (T, h*w, C)
+        return super().load(video, start, end)
 
 
-def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the decoded clips of a batch; failed ones travel as `(index, reason)` pairs."""
-    decoded = [item for item in items if "error" not in item]
-    batch: dict[str, Any] = {
-        "indices": [item["index"] for item in decoded],
-        "failed": [(item["index"], item["error"]) for item in items if "error" in item],
-    }
-    if decoded:
-        name = "video_features" if "video_features" in decoded[0] else "pixel_values_videos"
-        batch["inputs"] = {name: torch.stack([item[name] for item in decoded])}  # (B, T, 3, H, W) or (B, T, ...)
-    return batch
+collate_clips = clip_loader.collate_clips
 
 
 def default_num_workers(local_processes: int = 1) -> int:
@@ -403,13 +376,7 @@ def caption_videos(
     caption_model = _quantized(model) if dtype == "int8" else model
     if num_workers is None:
         num_workers = default_num_workers(_local_processes(state))
-    loader = DataLoader(
-        ClipDataset(share, processor.video_processor, feature_cache),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=collate_clips,
-        multiprocessing_context=worker_start_method(num_workers),
-    )
+    loader = clip_loader.clip_loader(ClipDataset(share, processor.video_processor, feature_cache), batch_size, num_workers)
     new_rows: list[dict[str, Any]] = [r for r in failed_probes if state.is_main_process]
     if ledger is not None:
         ledger.append(new_rows)
@@ -562,9 +529,7 @@ def _key(row: dict[str, Any]) -> tuple[str, float | None, float | None]:
     return (row["video"], row.get("start"), row.get("end"))
 
 
-def _reason(error: BaseException) -> str:
-    message = str(error).splitlines()[0] if str(error) else ""
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+_reason = clip_loader.describe_error
 
 
 def _sort_rows(rows: list[dict[str, Any]], order: dict[tuple, int]) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@
 
 The repository gets safetensors weights, `config.json` with `auto_map`, `generation_config.json`, the processor
 files and the remote-code modules (`configuration_`, `modeling_`, `processing_`, `video_processing_vidgpt2.py`,
-`video_io.py`, and `pipeline_vidgpt2.py` when the package has it), so `trust_remote_code=True` loads the model
+`video_io.py`, and `pipeline_vidgpt2.py` with its same-folder imports such as `clip_loader.py` when the package has it), so `trust_remote_code=True` loads the model
 where vidgpt2 is not installed. An existing README.md on the Hub is kept unless `overwrite_model_card=True`.
 """
 

@@ -7,9 +7,7 @@ Imports only transformers, torch and same-folder modules, so it travels with a p
 from __future__ import annotations
 
 import os
-import tempfile
-import urllib.parse
-import urllib.request
+from collections.abc import Sized
 from typing import Any
 
 import torch
@@ -17,29 +15,13 @@ from transformers import AutoModelForSeq2SeqLM, GenerationConfig, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils import logging
 
+from .clip_loader import ClipDataset, clip_loader, decode_clip, fetch_video
+from .clip_loader import is_url as _is_url
 from .video_io import segment_windows, video_duration
 
 logger = logging.get_logger(__name__)
 
 TASK = "video-captioning"
-
-
-def _is_url(video: Any) -> bool:
-    return isinstance(video, str) and urllib.parse.urlparse(video).scheme in ("http", "https")
-
-
-def fetch_video(url: str, timeout: float | None = 60.0) -> str:
-    """Download a video URL to a temporary file (kept until the process ends) and return its path."""
-    suffix = os.path.splitext(urllib.parse.urlparse(url).path)[1] or ".mp4"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s) only, checked above
-            data = response.read()
-    except OSError as error:
-        raise ValueError(f"Could not download the video {url}: {error}") from error
-    handle, path = tempfile.mkstemp(prefix="vidgpt2-", suffix=suffix)
-    with os.fdopen(handle, "wb") as file:
-        file.write(data)
-    return path
 
 
 def _is_frame(item: Any) -> bool:
@@ -54,8 +36,12 @@ class VideoCaptioningPipeline(Pipeline):
 
     Inputs: a path, a URL, a numpy array / torch tensor (T, H, W, C), a list of frames (one video), a dict
     `{"video": path, "start": s, "end": e}`, a list of any of these (a batch), or a `datasets.Dataset` with a
-    `video` column (and optional `start`/`end` columns). Parameters: `num_frames`, `start`/`end` (seconds),
-    `segment_seconds`/`stride` (caption consecutive windows of a long video file), `generate_kwargs` (`num_beams`,
+    `video` column (and optional `start`/`end` columns), or a torch dataset of such inputs (e.g. transformers'
+    `KeyDataset(dataset, "video")`). Lists and datasets are decoded and batched by the same code as
+    `vidgpt2.caption_videos` (`clip_loader`: worker processes at the lowest CPU priority, started by a fork server)
+    and return a list; a generator is streamed by transformers' own iterator (one video per `preprocess`).
+
+    Parameters: `num_frames`, `start`/`end` (seconds), `segment_seconds`/`stride` (caption consecutive windows of a long video file), `generate_kwargs` (`num_beams`,
     `max_new_tokens`, ...) or the same generation parameters given directly, `return_explanation`, plus
     `batch_size`, `num_workers` (DataLoader processes decoding beside the model), `device` and `dtype` as in any
     pipeline.
@@ -82,16 +68,49 @@ class VideoCaptioningPipeline(Pipeline):
             if "video" not in inputs.column_names:
                 raise ValueError(f"A dataset to caption needs a 'video' column; it has {inputs.column_names}.")
             inputs = [{"video": r["video"], "start": r.get("start"), "end": r.get("end")} for r in inputs]
+        elif isinstance(inputs, torch.utils.data.Dataset) and isinstance(inputs, Sized):  # e.g. KeyDataset(ds, "video")
+            inputs = [inputs[i] for i in range(len(inputs))]
         if segment_seconds is not None:
             return self._caption_windows(inputs, segment_seconds, stride, **kwargs)
         if stride is not None:
             raise ValueError("stride needs segment_seconds (the window length).")
         if isinstance(inputs, (list, tuple)) and inputs and all(_is_frame(f) for f in inputs):
-            # a list of frames is ONE video
-            return super().__call__([list(inputs)], **kwargs)[0]
-        if isinstance(inputs, tuple):
-            inputs = list(inputs)
-        return super().__call__(inputs, **kwargs)
+            return self._caption_list([list(inputs)], **kwargs)[0]  # a list of frames is ONE video
+        if isinstance(inputs, (list, tuple)):
+            return self._caption_list(list(inputs), **kwargs)
+        return super().__call__(inputs, **kwargs)  # one video (or a generator, streamed by transformers)
+
+    def _caption_list(
+        self, videos: list[Any], num_workers: int | None = None, batch_size: int | None = None, **kwargs: Any
+    ) -> list[list[dict[str, Any]]]:
+        """Caption a list of videos with the engine's decoding core (`clip_loader`, as `vidgpt2.caption_videos`):
+        `num_workers` worker processes (lowest CPU priority, forkserver) decode while the model generates on
+        batches of `batch_size`. Returns one `[{"generated_text": ...}]` per video, in input order.
+
+        Raises:
+            ValueError, FileNotFoundError, VideoDecodeError: the first video that cannot be decoded (from a worker,
+                with its traceback) or a malformed input.
+        """
+        num_workers = (self._num_workers or 0) if num_workers is None else num_workers
+        batch_size = (self._batch_size or 1) if batch_size is None else batch_size
+        preprocess, forward, postprocess = self._sanitize_parameters(**kwargs)
+        # fuse the parameters given to pipeline(...) with this call's, as Pipeline.__call__ does
+        preprocess = {**self._preprocess_params, **preprocess}
+        forward = {**self._forward_params, **forward}
+        postprocess = {**self._postprocess_params, **postprocess}
+        clips = [_video_start_end(video, preprocess.get("start"), preprocess.get("end")) for video in videos]
+        dataset = ClipDataset(
+            clips, self.processor.video_processor, num_frames=preprocess.get("num_frames"), timeout=preprocess.get("timeout")
+        )
+        results: list[Any] = [None] * len(clips)
+        for batch in clip_loader(dataset, batch_size, num_workers):
+            pixel_values = batch["inputs"]["pixel_values_videos"]  # (B, T, 3, H, W)
+            if self.dtype is not None:
+                pixel_values = pixel_values.to(self.dtype)
+            outputs = self.forward({"pixel_values_videos": pixel_values}, **forward)
+            for index, result in zip(batch["indices"], self.postprocess(outputs, **postprocess), strict=True):
+                results[index] = [result]
+        return results
 
     def _caption_windows(self, inputs: Any, segment_seconds: float, stride: float | None, **kwargs: Any) -> Any:
         """Cut each video file into windows, caption them all as one batched list, and regroup per video."""
@@ -111,7 +130,7 @@ class VideoCaptioningPipeline(Pipeline):
             for window_start, window_end in segment_windows(length, segment_seconds, stride):
                 items.append({"video": path, "start": round(offset + window_start, 3), "end": round(offset + window_end, 3)})
                 owners.append(n)
-        results = super().__call__(items, **kwargs)  # one [{"generated_text": ...}] per window, batched
+        results = self._caption_list(items, **kwargs)  # one [{"generated_text": ...}] per window, batched
         per_video: list[list[dict[str, Any]]] = [[] for _ in range(1 if single else len(inputs))]
         for owner, item, result in zip(owners, items, results, strict=True):
             per_video[owner].append({"start": item["start"], "end": item["end"], **result[0]})
@@ -156,20 +175,11 @@ class VideoCaptioningPipeline(Pipeline):
         end: float | None = None,
         timeout: float | None = None,
     ) -> dict[str, torch.Tensor]:
-        if isinstance(video, dict):  # {"video": path, "start": s, "end": e}: a segment of a file
-            if "video" not in video:
-                raise ValueError(f"A dict input needs a 'video' key (and optional 'start'/'end'); got {sorted(video)}.")
-            start = video["start"] if video.get("start") is not None else start
-            end = video["end"] if video.get("end") is not None else end
-            video = video["video"]
-        if _is_url(video):
-            video = fetch_video(video, timeout=timeout)
-        kwargs = {k: v for k, v in (("num_frames", num_frames), ("start", start), ("end", end)) if v is not None}
-        inputs = self.processor.video_processor([video], return_tensors="pt", **kwargs)
-        pixel_values = inputs["pixel_values_videos"]  # (1, T, 3, H, W)
+        video, start, end = _video_start_end(video, start, end)
+        pixel_values = decode_clip(self.processor.video_processor, video, start, end, num_frames, timeout)[None]
         if self.dtype is not None:
             pixel_values = pixel_values.to(self.dtype)
-        return {"pixel_values_videos": pixel_values}
+        return {"pixel_values_videos": pixel_values}  # (1, T, 3, H, W)
 
     def _forward(
         self, model_inputs: dict[str, torch.Tensor], generate_kwargs: dict[str, Any], return_explanation: bool = False
@@ -194,6 +204,21 @@ class VideoCaptioningPipeline(Pipeline):
             result["explanation"] = explanation
         return results
 
+
+
+def _video_start_end(video: Any, start: float | None, end: float | None) -> tuple[Any, float | None, float | None]:
+    """`(video, start, end)` of one input: a dict `{"video", "start", "end"}` overrides the call's `start`/`end`.
+
+    Raises:
+        ValueError: a dict without a `video` key.
+    """
+    if isinstance(video, dict):  # {"video": path, "start": s, "end": e}: a segment of a file
+        if "video" not in video:
+            raise ValueError(f"A dict input needs a 'video' key (and optional 'start'/'end'); got {sorted(video)}.")
+        start = video["start"] if video.get("start") is not None else start
+        end = video["end"] if video.get("end") is not None else end
+        video = video["video"]
+    return video, start, end
 
 PIPELINE_REGISTRY.register_pipeline(
     TASK,

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
+from ..clip_loader import worker_start_method  # noqa: F401 - re-exported: training uses it from here
 from .feature_cache import FeatureCache
 from .frame_cache import FrameCache, normalize_frames
 
@@ -142,18 +143,3 @@ class VideoCaptionCollator:
 
 __all__ = ["SKIPPED_SAMPLES_KEY", "VideoCaptionCollator"]
 
-
-def worker_start_method(num_workers: int) -> str | None:
-    """How DataLoader workers are started: ``"forkserver"`` where the platform has it and ``num_workers > 0``.
-
-    PyTorch's default on Linux forks the current process, threads and held locks included. A worker forked while
-    another thread (tqdm's monitor, a queue feeder, a thread pool) holds a lock can wait forever on it; we hit this
-    with torch 2.14, whose worker start-up formats a stack trace (``torch.xpu`` lazy seeding). A fork server starts
-    workers from a clean single-threaded process instead (Python 3.14's default on Linux); the dataset and collator
-    are pickled to them. Returns None (PyTorch's default) for ``num_workers == 0`` or where forkserver is missing.
-    """
-    import multiprocessing
-
-    if num_workers <= 0 or "forkserver" not in multiprocessing.get_all_start_methods():
-        return None
-    return "forkserver"
