@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .data.collator import worker_start_method
 from .pipeline_vidgpt2 import _is_url, fetch_video
-from .video_io import segment_windows, video_duration
+from .video_io import declared_duration, segment_windows, video_duration
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,8 @@ def expand_segments(
 ) -> tuple[list[Clip], list[dict[str, Any]]]:
     """Cut each clip into windows of `segment_seconds` (one every `stride` s; see `video_io.segment_windows`).
 
-    Durations come from the file headers (`video_io.video_duration`); with several processes each probes a share of
+    Durations come from the file headers (`video_io.declared_duration`: a file cut short still gets windows over
+    the video it declares, and those past the cut become failed rows); with several processes each probes a share of
     the videos and the results are gathered, so every process ends with the same windows. A clip that already has
     `start`/`end` is cut inside that segment. URLs cannot be probed without downloading them and are not cut.
 
@@ -208,7 +209,9 @@ def _probe(clip: Clip) -> float | str | None:
         logger.warning("%s: a URL is captioned whole (its duration is not known before downloading it).", clip.video)
         return None
     try:
-        return video_duration(clip.video)
+        # a file cut short (partial download) is windowed over the video its headers declare: windows past the cut
+        # fail when decoded, with `read_video`'s truncation reason, instead of silently getting no row
+        return declared_duration(clip.video)
     except CLIP_ERRORS as error:
         return _reason(error)
 

@@ -262,6 +262,31 @@ def video_duration(path: str | os.PathLike) -> float:
         raise VideoDecodeError(f"Could not read the duration of '{path}': {e}") from e
 
 
+def declared_duration(path: str | os.PathLike) -> float:
+    """Seconds of video the file's headers declare: `video_duration` for a whole file; for a file cut short
+    (`file_truncation`: an interrupted download or copy) the video stream's own header duration (frame count, track
+    duration, DURATION tag; the longest stream's only when it is the sole stream), i.e. the video it was meant to
+    hold. Windows of a long video are laid over this span (`segment_windows`), so the part lost to the cut is not
+    silently left out: its windows fail in `read_video` with the truncation reason.
+
+    Raises:
+        FileNotFoundError, VideoDecodeError: as `video_duration`.
+    """
+    duration = video_duration(path)
+    if file_truncation(path) is None:
+        return duration
+    try:
+        with _open(Path(path)) as container:
+            stream = _video_stream(container, Path(path))
+            rate = stream.average_rate or stream.guessed_rate
+            if not rate or float(rate) <= 0:
+                return duration
+            own = _own_durations(_header_durations(container, stream, float(rate)), len(container.streams) == 1)
+    except av.FFmpegError as e:
+        raise VideoDecodeError(f"Could not read the duration of '{path}': {e}") from e
+    return max(duration, min(own)) if own else duration
+
+
 def segment_windows(duration: float, segment_seconds: float, stride: float | None = None) -> list[tuple[float, float]]:
     """Consecutive windows `[start, end)` in seconds covering `[0, duration)`: `segment_seconds` long, one every
     `stride` seconds (default `segment_seconds`: back to back; smaller overlaps, larger leaves gaps).
@@ -882,6 +907,7 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 __all__ = [
     "Truncation",
     "VideoDecodeError",
+    "declared_duration",
     "file_truncation",
     "read_video",
     "sample_frame_indices",

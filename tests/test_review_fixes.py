@@ -1,0 +1,66 @@
+"""Problems a new user's review found: partial downloads windowed over the video they declare, subtitles that must
+not overwrite a user's files, empty or wholly dropped captions files, flags that would be ignored, and clear errors
+for files that are not videos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import pipeline
+
+from tests.tiny import tiny_model, tiny_tokenizer
+from tests.video_fixtures import ffmpeg, write_test_clip
+from vidgpt2 import VidGPT2Processor, VidGPT2VideoProcessor, video_io
+from vidgpt2.cli import main as cli_main
+from vidgpt2.video_io import VideoDecodeError, video_duration
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("model")
+    video_processor = VidGPT2VideoProcessor(num_frames=4, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    VidGPT2Processor(video_processor=video_processor, tokenizer=tiny_tokenizer()).save_pretrained(folder)
+    tiny_model().save_pretrained(folder)
+    return folder
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# --- 1. a partial download is windowed over the video it declares ---------------------------------------------------
+@pytest.fixture(scope="module")
+def cut_mp4(tmp_path_factory) -> Path:
+    """A faststart MP4 (index first, as web video is served) of 10 s at 8 fps, cut to 4/5 of its bytes (about 5.4 s
+    of video left), as an interrupted download leaves it."""
+    root = tmp_path_factory.mktemp("cut")
+    source = write_test_clip(root / "source.mp4", num_frames=80, fps=8)
+    whole = root / "fs.mp4"
+    ffmpeg("-i", source, "-c", "copy", "-movflags", "+faststart", whole)
+    data = whole.read_bytes()
+    cut = root / "fs_cut.mp4"
+    cut.write_bytes(data[: len(data) * 4 // 5])
+    return cut
+
+
+def test_caption_windows_of_a_cut_file_cover_its_declared_duration_and_fail_past_the_cut(model_dir, cut_mp4, tmp_path, capsys):
+    assert video_io.file_truncation(cut_mp4) is not None
+    assert 3 < video_duration(cut_mp4) < 6  # the video left; its headers declare 10 s
+    out = tmp_path / "caps.jsonl"
+    code = cli_main(["caption", str(cut_mp4), "--model", str(model_dir), "--segment-seconds", "3", "--output", str(out),
+                     "--max-new-tokens", "3", "--num-workers", "0"])
+    assert code == 1  # windows past the cut failed, as any failing video
+    rows = _rows(out)
+    assert [(r["start"], r["end"]) for r in rows] == [(0.0, 3.0), (3.0, 6.0), (6.0, 9.0), (9.0, 10.0)]
+    assert "caption" in rows[0]  # within the part that is left
+    assert all("is truncated" in r["error"] and "download or copy it again" in r["error"] for r in rows[1:])
+    assert "failed" in capsys.readouterr().err
+    assert video_io.declared_duration(cut_mp4) == pytest.approx(10.0)
+
+
+def test_pipeline_segment_seconds_on_a_cut_file_raises_the_truncation_error(model_dir, cut_mp4):
+    captioner = pipeline("video-captioning", model=str(model_dir))
+    with pytest.raises(VideoDecodeError, match=r"fs_cut\.mp4' is truncated.*download or copy it again"):
+        captioner(str(cut_mp4), segment_seconds=3.0, max_new_tokens=3)
