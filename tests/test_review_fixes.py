@@ -64,3 +64,35 @@ def test_pipeline_segment_seconds_on_a_cut_file_raises_the_truncation_error(mode
     captioner = pipeline("video-captioning", model=str(model_dir))
     with pytest.raises(VideoDecodeError, match=r"fs_cut\.mp4' is truncated.*download or copy it again"):
         captioner(str(cut_mp4), segment_seconds=3.0, max_new_tokens=3)
+
+
+# --- 2. subtitles never overwrite a file the user had ----------------------------------------------------------------
+def test_caption_subtitles_refuse_a_users_file_but_rewrite_their_own(model_dir, tmp_path, capsys):
+    folder = tmp_path / "long"
+    folder.mkdir()
+    video = write_test_clip(folder / "my bikes.mp4", num_frames=16, fps=8)
+    mine = folder / "my bikes.srt"
+    mine.write_text("1\n00:00:00,000 --> 00:00:01,000\nthe user's own subtitles\n")
+    out = tmp_path / "caps.jsonl"
+    common = [str(video), "--model", str(model_dir), "--format", "srt", "--segment-seconds", "1", "--max-new-tokens", "3",
+              "--num-workers", "0"]
+    assert cli_main(["caption", *common, "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "my bikes.srt' already exists" in err and "--subtitle-dir" in err
+    assert mine.read_text().endswith("the user's own subtitles\n") and not out.exists()  # refused before captioning
+    mine.unlink()
+    assert cli_main(["caption", *common, "--output", str(out)]) == 0 and "-->" in mine.read_text()
+    # a rerun into the same output rewrites the file it wrote; a run into another output does not
+    assert cli_main(["caption", *common, "--output", str(out)]) == 0
+    assert cli_main(["caption", *common, "--output", str(tmp_path / "other.jsonl")]) == 2
+    assert "my bikes.srt' already exists" in capsys.readouterr().err
+
+
+def test_url_subtitles_go_beside_the_output_with_a_safe_name(tmp_path, monkeypatch):
+    from vidgpt2.captioning import write_subtitles
+
+    monkeypatch.chdir(tmp_path)
+    rows = [{"video": "https://example.com/v/clip.mp4?x=1", "start": 0.0, "end": 1.0, "caption": "a cat"}]
+    written = write_subtitles(rows, "srt", output=tmp_path / "run" / "caps.jsonl")
+    assert written == [tmp_path / "run" / "example.com_v_clip.srt"] and "a cat" in written[0].read_text()
+    assert not (tmp_path / "https:").exists()

@@ -456,7 +456,8 @@ def cmd_caption(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--format", action="append", choices=["jsonl", "csv", "srt", "vtt"], dest="formats",
-        help="Also write CSV (next to --output) or SRT/WebVTT subtitles (one per video, beside it); repeatable.",
+        help="Also write CSV (next to --output) or SRT/WebVTT subtitles (one per video, beside it; a URL's beside --output); "
+        "an existing subtitle file that no run into this --output wrote is refused; repeatable.",
     )
     parser.add_argument("--subtitle-dir", help="Write the subtitle files here instead of beside the videos.")
     parser.add_argument("--segment-seconds", type=float, help="Caption consecutive windows of this many seconds.")
