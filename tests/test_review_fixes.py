@@ -96,3 +96,42 @@ def test_url_subtitles_go_beside_the_output_with_a_safe_name(tmp_path, monkeypat
     written = write_subtitles(rows, "srt", output=tmp_path / "run" / "caps.jsonl")
     assert written == [tmp_path / "run" / "example.com_v_clip.srt"] and "a cat" in written[0].read_text()
     assert not (tmp_path / "https:").exists()
+
+
+# --- 3. a captions file with no usable row is an error, not a run over nothing -----------------------------------------
+@pytest.fixture
+def hollow_files(tmp_path) -> dict[str, Path]:
+    clip = write_test_clip(tmp_path / "a.mp4", num_frames=8, fps=8)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    na = tmp_path / "na.jsonl"
+    na.write_text(json.dumps({"video": clip.name, "caption": "na"}) + "\n" + json.dumps({"video": clip.name, "caption": "N/A"}) + "\n")
+    return {"empty": empty, "na": na}
+
+
+@pytest.mark.parametrize("kind", ["empty", "na"])
+def test_check_data_and_extract_refuse_a_file_with_no_usable_rows(hollow_files, model_dir, tmp_path, capsys, kind):
+    path = hollow_files[kind]
+    assert cli_main(["check-data", "--train-file", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: no usable rows are left" in err
+    assert cli_main(["extract-features", "--model", str(model_dir), "--data-file", str(path),
+                     "--output", str(tmp_path / "cache")]) == 1
+    assert "no usable rows are left" in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_train_refuses_a_file_with_no_usable_rows(hollow_files, tmp_path, capsys):
+    from tests.test_data_check import _train
+
+    assert _train(hollow_files["na"], tmp_path / "run") == 1
+    err = capsys.readouterr().err
+    assert f"{hollow_files['na']}: no usable rows are left" in err and "'na'" in err
+
+
+def test_skipping_every_bad_row_is_an_error(tmp_path, model_dir, capsys):
+    path = tmp_path / "gone.jsonl"
+    path.write_text(json.dumps({"video": "missing.mp4", "caption": "a cat"}) + "\n")
+    assert cli_main(["extract-frames", "--model", str(model_dir), "--data-file", str(path), "--on-bad-video", "skip",
+                     "--output", str(tmp_path / "frames")]) == 1
+    assert "--on-bad-video skip left no usable rows" in capsys.readouterr().err

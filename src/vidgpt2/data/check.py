@@ -475,7 +475,7 @@ def enforce_data_check(
 
     Raises:
         DataCheckError: bad clips were found and `on_bad_video` is ``"error"``.
-        ValueError: `on_bad_video` is not ``"error"`` or ``"skip"``.
+        ValueError: `on_bad_video` is not ``"error"`` or ``"skip"``, or ``"skip"`` dropped every row of a split.
     """
     if on_bad_video not in ON_BAD_VIDEO_CHOICES:
         raise ValueError(f"on_bad_video must be one of {ON_BAD_VIDEO_CHOICES}, got {on_bad_video!r}")
@@ -499,7 +499,14 @@ def enforce_data_check(
         report.summary(),
         ", ".join(f"{split} {len(report.bad_rows(split))} rows" for split in report.num_rows if report.bad_rows(split)),
     )
-    return drop_bad_rows(data, report)
+    kept = drop_bad_rows(data, report)
+    emptied = [f"{split} ({report.num_rows[split]} rows)" for split in kept if len(kept[split]) == 0]
+    if emptied:
+        raise ValueError(
+            f"--on-bad-video skip left no usable rows in {', '.join(emptied)}: every row's video is bad; fix the "
+            "videos or the captions file (`vidgpt2 check-data` lists every bad row)"
+        )
+    return kept
 
 
 def _seconds(value: float | None, default: str) -> str:
