@@ -135,3 +135,21 @@ def test_skipping_every_bad_row_is_an_error(tmp_path, model_dir, capsys):
     assert cli_main(["extract-frames", "--model", str(model_dir), "--data-file", str(path), "--on-bad-video", "skip",
                      "--output", str(tmp_path / "frames")]) == 1
     assert "--on-bad-video skip left no usable rows" in capsys.readouterr().err
+
+
+# --- 4. a feature cache that is no feature cache: one line -----------------------------------------------------------
+def test_check_data_feature_cache_missing_or_a_frame_cache_is_one_clear_line(model_dir, tmp_path, capsys):
+    clip = write_test_clip(tmp_path / "a.mp4", num_frames=8, fps=8)
+    write_test_clip(tmp_path / "b.mp4", num_frames=8, fps=8)
+    captions = tmp_path / "train.jsonl"
+    captions.write_text("".join(json.dumps({"video": v, "caption": "a cat"}) + "\n" for v in (clip.name, "b.mp4")))
+    nothere = tmp_path / "nothere"
+    assert cli_main(["check-data", "--train-file", str(captions), "--feature-cache", str(nothere)]) == 1
+    out, err = capsys.readouterr()
+    assert f"The feature cache {nothere} does not exist" in err and "no cached features" not in out + err
+    frames = tmp_path / "frames"
+    assert cli_main(["extract-frames", "--model", str(model_dir), "--data-file", str(captions), "--output", str(frames)]) == 0
+    capsys.readouterr()
+    assert cli_main(["check-data", "--train-file", str(captions), "--feature-cache", str(frames)]) == 1
+    out, err = capsys.readouterr()
+    assert "is a frame cache (vidgpt2 extract-frames), not a feature cache" in err and "no cached features" not in out

@@ -393,7 +393,12 @@ def check_feature_cache(data: Dataset | Mapping[str, Dataset], cache: FeatureCac
 
     Returns:
         A :class:`DataCheckReport` whose bad clips are those missing from the cache.
+
+    Raises:
+        FileNotFoundError, ValueError: `cache` is no feature cache (missing folder, a frame cache;
+            `FeatureCache.check_folder`).
     """
+    cache.check_folder()
     splits = _as_splits(data)
     clips = _clips(splits)
     missing = {
