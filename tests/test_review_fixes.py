@@ -153,3 +153,28 @@ def test_check_data_feature_cache_missing_or_a_frame_cache_is_one_clear_line(mod
     assert cli_main(["check-data", "--train-file", str(captions), "--feature-cache", str(frames)]) == 1
     out, err = capsys.readouterr()
     assert "is a frame cache (vidgpt2 extract-frames), not a feature cache" in err and "no cached features" not in out
+
+
+# --- 5. ids a dry run or a written Space cannot work with -----------------------------------------------------------
+def test_push_dry_run_refuses_a_bad_repo_id(model_dir, tmp_path, capsys):
+    assert cli_main(["push", "--model", str(model_dir), "--repo-id", "bad id", "--dry-run", str(tmp_path / "d")]) == 1
+    assert "'bad id' is not a Hub repository id" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+    assert cli_main(["push", "--model", str(model_dir), "--repo-id", "me/ok-name", "--dry-run", str(tmp_path / "d")]) == 0
+
+
+@pytest.mark.parametrize("model", ["me/m x", "", "me/", "a/b/c"])
+def test_app_write_space_refuses_a_bad_model_id(tmp_path, capsys, model):
+    pytest.importorskip("gradio")
+    assert cli_main(["app", "--model", model, "--write-space", str(tmp_path / "s")]) == 1
+    assert f"{model!r} is not a Hub model id" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_app_write_space_refuses_a_folder_that_is_not_a_model_and_keeps_the_precision(tmp_path, capsys):
+    pytest.importorskip("gradio")
+    (tmp_path / "notes").mkdir()
+    assert cli_main(["app", "--model", str(tmp_path / "notes"), "--write-space", str(tmp_path / "s")]) == 1
+    assert "a folder without config.json, not a saved model" in capsys.readouterr().err
+    assert cli_main(["app", "--model", "me/vidgpt2-msvd", "--dtype", "int8", "--write-space", str(tmp_path / "s")]) == 0
+    assert 'CaptionEngine("me/vidgpt2-msvd", precision="int8")' in (tmp_path / "s" / "app.py").read_text()

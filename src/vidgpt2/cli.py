@@ -653,7 +653,7 @@ def cmd_app(argv: list[str]) -> int:
         "--precision", "--dtype", dest="precision", type=_precision_name, choices=["float32", "bfloat16", "int8"],
         default=None,
         help="Precision of the caption step on CPU (default float32; fp32/bf16 are accepted too; see BENCHMARKS.md). "
-        "Explanations run in fp32.",
+        "Explanations run in fp32. With --write-space/--push-space it is written into the Space's app.py.",
     )
     parser.add_argument(
         "--write-space", metavar="DIR",
@@ -670,12 +670,13 @@ def cmd_app(argv: list[str]) -> int:
         from . import app
     except ImportError as error:  # gradio missing
         raise RuntimeError(f"vidgpt2 app needs Gradio: pip install 'vidgpt2[app]' ({error})") from error
+    precision = args.precision or app.DEFAULT_PRECISION
     if args.write_space:
-        for path in app.write_space(args.model, args.write_space):
+        for path in app.write_space(args.model, args.write_space, precision=precision):
             print(path)
         return 0
     if args.push_space:
-        print(app.push_space(args.model, args.push_space))
+        print(app.push_space(args.model, args.push_space, precision=precision))
         return 0
     app.launch(args.model, host=args.host, port=args.port, share=args.share, precision=args.precision or app.DEFAULT_PRECISION)
     return 0
