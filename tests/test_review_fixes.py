@@ -178,3 +178,22 @@ def test_app_write_space_refuses_a_folder_that_is_not_a_model_and_keeps_the_prec
     assert "a folder without config.json, not a saved model" in capsys.readouterr().err
     assert cli_main(["app", "--model", "me/vidgpt2-msvd", "--dtype", "int8", "--write-space", str(tmp_path / "s")]) == 0
     assert 'CaptionEngine("me/vidgpt2-msvd", precision="int8")' in (tmp_path / "s" / "app.py").read_text()
+
+
+# --- 6. a dataset choice flag with data it does not apply to ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("command", "data", "flag", "applies"),
+    [
+        ("check-data", ["--train-file", "x.jsonl"], ["--bddx-target", "action"], "--dataset bddx"),
+        ("check-data", ["--dataset", "bddx", "--data-dir", "d"], ["--msrvtt-split", "9k"], "--dataset msrvtt"),
+        ("extract-frames", ["--data-file", "x.jsonl"], ["--bddx-target", "justification"], "--dataset bddx"),
+        ("extract-features", ["--dataset", "msvd", "--data-dir", "d"], ["--msrvtt-split", "official"], "--dataset msrvtt"),
+        ("train", ["--train-file", "x.jsonl", "--output-dir", "o"], ["--bddx-target", "action"], "--dataset bddx"),
+    ],
+)
+def test_dataset_choice_flags_that_would_be_ignored_are_refused(command, data, flag, applies, capsys):
+    extra = ["--model", "m", "--output", "o"] if command.startswith("extract") else []
+    with pytest.raises(SystemExit) as exit_:
+        cli_main([command, *data, *flag, *extra])
+    assert exit_.value.code == 2
+    assert f"{flag[0]} {flag[1]} applies only with {applies}" in capsys.readouterr().err

@@ -84,12 +84,14 @@ def _add_dataset_choice_arguments(parser: argparse.ArgumentParser) -> None:
     """`train`'s choices within a named dataset (`DataArguments.bddx_target`, `.msrvtt_split`), for the commands
     that read the same data: check-data, extract-features, extract-frames."""
     parser.add_argument(
-        "--bddx-target", choices=["action_justification", "action", "justification"], default="action_justification",
-        help="BDD-X target: action | justification | action_justification (the two joined; default).",
+        "--bddx-target", choices=["action_justification", "action", "justification"], default=None,
+        help="BDD-X target, with --dataset bddx only: action | justification | action_justification (the two joined; "
+        "default).",
     )
     parser.add_argument(
         "--msrvtt-split", choices=["official", "9k"], default=None,
-        help="MSR-VTT split: official (6,513/497/2,990) | 9k (9k train / 1k-A test); default: by files.",
+        help="MSR-VTT split, with --dataset msrvtt only: official (6,513/497/2,990) | 9k (9k train / 1k-A test); "
+        "default: by files.",
     )
 
 
@@ -149,10 +151,14 @@ def cmd_check_data(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from .data.check import check_dataset, check_feature_cache, write_clean_captions
     from .data.feature_cache import FeatureCache
-    from .training import DataArguments, load_data
+    from .training import DataArguments, check_dataset_choices, load_data
 
     if args.dataset and not args.data_dir:
         parser.error("--dataset needs --data-dir")
+    try:
+        check_dataset_choices(args.dataset, args.bddx_target, args.msrvtt_split)
+    except ValueError as error:
+        parser.error(str(error))
     if args.write_clean:  # DIR/<split>.jsonl must not replace a captions file being checked (its bad rows would be lost)
         inputs = {Path(f).resolve() for f in (args.train_file, args.validation_file, args.test_file) if f}
         clobbered = sorted(
@@ -197,10 +203,14 @@ def _extraction_splits(parser: argparse.ArgumentParser, args: argparse.Namespace
     """`{name: Dataset}` from `--data-file` (one or more) or `--dataset` + `--data-dir` (read as `train` reads it, with
     `--bddx-target` and `--msrvtt-split`, so the cache holds the clips train asks for); a usage error otherwise."""
     from .data import load_captions_files
-    from .training import DataArguments, load_data
+    from .training import DataArguments, check_dataset_choices, load_data
 
     if bool(args.data_file) == bool(args.dataset):
         parser.error("pass --data-file (one or more) or --dataset with --data-dir")
+    try:
+        check_dataset_choices(args.dataset, args.bddx_target, args.msrvtt_split)
+    except ValueError as error:
+        parser.error(str(error))
     if args.dataset:
         if not args.data_dir:
             parser.error("--dataset needs --data-dir")
