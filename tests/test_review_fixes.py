@@ -197,3 +197,23 @@ def test_dataset_choice_flags_that_would_be_ignored_are_refused(command, data, f
         cli_main([command, *data, *flag, *extra])
     assert exit_.value.code == 2
     assert f"{flag[0]} {flag[1]} applies only with {applies}" in capsys.readouterr().err
+
+
+# --- 7. files that are no video at all ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [(b"", "it is an empty file (0 bytes"), (b"<html><body>Not found</body></html>\n", "it is not a video container")],
+)
+def test_empty_or_non_video_file_says_what_it_is_and_the_fix(tmp_path, capsys, content, said):
+    from vidgpt2.video_io import read_video
+
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(content)
+    for call in (lambda: read_video(path, num_frames=4), lambda: video_duration(path)):
+        with pytest.raises(VideoDecodeError) as error:
+            call()
+        assert said in str(error.value) and "--write-clean" in str(error.value) and "download" in str(error.value)
+    captions = tmp_path / "train.jsonl"
+    captions.write_text(json.dumps({"video": "clip.mp4", "caption": "a cat"}) + "\n")
+    assert cli_main(["check-data", "--train-file", str(captions)]) == 1
+    assert said in capsys.readouterr().out

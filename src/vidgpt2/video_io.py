@@ -543,7 +543,36 @@ def _open(path: Path):
                 f"Could not open '{path}' as a video: it is truncated: {truncation.describe()}. Fix: {_FIX}. "
                 f"(FFmpeg: {e})"
             ) from e
-        raise VideoDecodeError(f"Could not open '{path}' as a video: {e}") from e
+        raise VideoDecodeError(f"Could not open '{path}' as a video: {_unopenable(path)}(FFmpeg: {e})") from e
+
+
+def _unopenable(path: Path) -> str:
+    """Why a file FFmpeg cannot open is no video, in words, with the fix; "" when nothing more can be told."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as file:
+            head = file.read(16)
+    except OSError:
+        return ""
+    if size == 0:
+        return f"it is an empty file (0 bytes; an interrupted download or copy?). Fix: {_FIX}. "
+    if not _looks_like_video(head):
+        return (
+            f"it is not a video container FFmpeg recognises (it starts with {head!r}: a web page, text or another "
+            f"file saved under a video name?). Fix: {_FIX}. "
+        )
+    return ""
+
+
+# First bytes of the containers FFmpeg is asked to read most (ISO/IEC 14496-12 box types at offset 4; EBML; RIFF;
+# MPEG-PS/TS; FLV; ASF; Ogg); a file starting otherwise that FFmpeg cannot open is called "not a video container".
+_VIDEO_MAGIC = (b"\x1a\x45\xdf\xa3", b"RIFF", b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3", b"FLV", b"OggS",
+                b"\x30\x26\xb2\x75", b"GIF8")
+_MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp", b"sidx", b"moof")
+
+
+def _looks_like_video(head: bytes) -> bool:
+    return head[4:8] in _MP4_BOXES or head.startswith(_VIDEO_MAGIC) or head[:1] == b"\x47"  # 0x47: MPEG-TS sync byte
 
 
 def _video_stream(container, path: Path):
