@@ -217,3 +217,18 @@ def test_empty_or_non_video_file_says_what_it_is_and_the_fix(tmp_path, capsys, c
     captions.write_text(json.dumps({"video": "clip.mp4", "caption": "a cat"}) + "\n")
     assert cli_main(["check-data", "--train-file", str(captions)]) == 1
     assert said in capsys.readouterr().out
+
+
+# --- 8. one clip named two ways is captioned once -------------------------------------------------------------------
+def test_a_clip_in_a_manifest_and_as_a_relative_file_argument_is_captioned_once(tmp_path, monkeypatch):
+    from vidgpt2.captioning import resolve_inputs
+
+    (tmp_path / "videos").mkdir()
+    clip = write_test_clip(tmp_path / "videos" / "a.mp4", num_frames=8, fps=8)
+    manifest = tmp_path / "list.jsonl"
+    manifest.write_text(json.dumps({"video": str(clip)}) + "\n" + json.dumps({"video": str(clip), "start": 0, "end": 0.5}) + "\n")
+    monkeypatch.chdir(tmp_path)
+    clips = resolve_inputs([str(manifest), "videos/a.mp4", "./videos/../videos/a.mp4"])
+    assert [(c.video, c.start, c.end) for c in clips] == [(str(clip), None, None), (str(clip), 0.0, 0.5)]
+    # given first as a relative path, the row keeps that path
+    assert [c.video for c in resolve_inputs(["videos/a.mp4", str(clip)])] == ["videos/a.mp4"]

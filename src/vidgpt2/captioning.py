@@ -84,7 +84,8 @@ class Clip:
 
 # --- inputs -----------------------------------------------------------------------------------------------------------
 def resolve_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike | Clip]) -> list[Clip]:
-    """Turn what a user names into clips, in the order given, each clip once.
+    """Turn what a user names into clips, in the order given, each clip once (a local file named by two paths, e.g.
+    relative and absolute, counts once and keeps the path it was first named by).
 
     - a URL (http/https): one clip, downloaded when decoded;
     - a folder: every file below it (recursively) whose suffix is in `VIDEO_EXTENSIONS`, sorted;
@@ -104,10 +105,17 @@ def resolve_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike | Clip
     clips: dict[tuple, Clip] = {}
     for item in inputs:
         for clip in _resolve_one(item):
-            clips.setdefault(clip.key, clip)
+            clips.setdefault(_same_clip_key(clip), clip)
     if not clips:
         raise ValueError("No videos to caption: pass video files, folders, glob patterns, manifests or URLs.")
     return list(clips.values())
+
+
+def _same_clip_key(clip: Clip) -> tuple[str, float | None, float | None]:
+    """`clip.key` with a local file's path resolved (absolute, links followed), so one file named two ways (a
+    manifest's absolute path, a relative file argument) is captioned once, as first named."""
+    video = clip.video if _is_url(clip.video) else os.path.realpath(os.path.expanduser(clip.video))
+    return (video, clip.start, clip.end)
 
 
 def _resolve_one(item: str | os.PathLike | Clip) -> list[Clip]:
