@@ -232,3 +232,16 @@ def test_a_clip_in_a_manifest_and_as_a_relative_file_argument_is_captioned_once(
     assert [(c.video, c.start, c.end) for c in clips] == [(str(clip), None, None), (str(clip), 0.0, 0.5)]
     # given first as a relative path, the row keeps that path
     assert [c.video for c in resolve_inputs(["videos/a.mp4", str(clip)])] == ["videos/a.mp4"]
+
+
+# --- 9. the summary gives bad files and files checked apart -----------------------------------------------------------
+def test_check_data_summary_counts_bad_files_apart_from_files_checked(tmp_path):
+    from tests.test_data_check import write_bad_dataset
+    from vidgpt2.data import load_captions_files
+    from vidgpt2.data.check import check_dataset
+
+    report = check_dataset(load_captions_files(train_file=write_bad_dataset(tmp_path)), num_workers=1, show_progress=False)
+    # bad: truncated, empty, audio-only, missing, a folder, and segments past the end of good.mp4; other.mp4 is good
+    assert report.summary() == (
+        "data check: 7 of 10 clips (7 of 11 rows) are bad, in 6 of the 7 video files checked"
+    )

@@ -163,10 +163,12 @@ class DataCheckReport:
     def summary(self) -> str:
         rows = sum(len(clip.rows) for clip in self.bad)
         total_rows = sum(self.num_rows.values())
-        files = f" in {self.num_videos} video files" if self.num_videos else ""
         if self.ok:
-            return f"data check: all {self.num_clips} clips ({total_rows} rows){files} are usable"
-        return f"data check: {len(self.bad)} of {self.num_clips} clips ({rows} of {total_rows} rows){files} are bad"
+            files = f" ({self.num_videos} video files checked)" if self.num_videos else ""
+            return f"data check: all {self.num_clips} clips ({total_rows} rows) are usable{files}"
+        bad_files = len({clip.video for clip in self.bad})
+        files = f", in {bad_files} of the {self.num_videos} video files checked" if self.num_videos else ""
+        return f"data check: {len(self.bad)} of {self.num_clips} clips ({rows} of {total_rows} rows) are bad{files}"
 
     def lines(self, limit: int | None = None) -> list[str]:
         """One line per bad clip (the first `limit`, and a line saying how many more)."""
