@@ -76,15 +76,16 @@ def test_caption_subtitles_refuse_a_users_file_but_rewrite_their_own(model_dir, 
     out = tmp_path / "caps.jsonl"
     common = [str(video), "--model", str(model_dir), "--format", "srt", "--segment-seconds", "1", "--max-new-tokens", "3",
               "--num-workers", "0"]
-    assert cli_main(["caption", *common, "--output", str(out)]) == 2
+    assert cli_main(["caption", *common, "--output", str(out)]) == 1
     err = capsys.readouterr().err
-    assert "my bikes.srt' already exists" in err and "--subtitle-dir" in err
+    assert "vidgpt2 caption: error: The subtitle file" in err and "my bikes.srt' already exists" in err
+    assert "--subtitle-dir" in err
     assert mine.read_text().endswith("the user's own subtitles\n") and not out.exists()  # refused before captioning
     mine.unlink()
     assert cli_main(["caption", *common, "--output", str(out)]) == 0 and "-->" in mine.read_text()
     # a rerun into the same output rewrites the file it wrote; a run into another output does not
     assert cli_main(["caption", *common, "--output", str(out)]) == 0
-    assert cli_main(["caption", *common, "--output", str(tmp_path / "other.jsonl")]) == 2
+    assert cli_main(["caption", *common, "--output", str(tmp_path / "other.jsonl")]) == 1
     assert "my bikes.srt' already exists" in capsys.readouterr().err
 
 

@@ -496,16 +496,14 @@ def cmd_caption(argv: list[str]) -> int:
             else:
                 print(f"{_clip_name(row)}: {row['caption']}", flush=True)
 
-    try:
-        rows = caption_videos(
-            args.videos, args.model, output=args.output, formats=args.formats or ["jsonl"],
-            subtitle_dir=args.subtitle_dir, segment_seconds=args.segment_seconds, stride=args.stride,
-            explain_dir=args.explain, on_rows=show if single and not args.output else None,
-            **_engine_kwargs(args), **_generate_kwargs(args),
-        )
-    except ValueError as error:  # bad inputs or settings, before anything is captioned
-        print(f"vidgpt2 caption: {error}", file=sys.stderr)
-        return 2
+    # bad inputs or settings (a pattern matching nothing, a refused resume, a subtitle file in the way) raise before
+    # anything is captioned: `run_command` prints "vidgpt2 caption: error: ..." and exits 1, as for any mistake
+    rows = caption_videos(
+        args.videos, args.model, output=args.output, formats=args.formats or ["jsonl"],
+        subtitle_dir=args.subtitle_dir, segment_seconds=args.segment_seconds, stride=args.stride,
+        explain_dir=args.explain, on_rows=show if single and not args.output else None,
+        **_engine_kwargs(args), **_generate_kwargs(args),
+    )
     failures = sum("error" in row for row in rows)
     if state.is_main_process:
         if not single and not args.output:

@@ -533,7 +533,11 @@ class _SeekFailed(Exception):
 
 
 def _open(path: Path):
-    """`av.open`; a file that does not open raises `VideoDecodeError`, which says so when it was cut short."""
+    """`av.open`; a file that does not open raises `VideoDecodeError`, which says so when it was cut short, empty or
+    no video container. An empty file is refused before FFmpeg sees it: some FFmpeg builds open it without an error
+    and no format (pupil-labs/pupil#2083)."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise VideoDecodeError(f"Could not open '{path}' as a video: {_unopenable(path)}".rstrip())
     try:
         return av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as e:
