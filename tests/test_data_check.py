@@ -28,7 +28,7 @@ CAPTION = "a red square turns blue"
 ROWS = [
     ({"video": "good.mp4", "caption": CAPTION}, None),
     ({"video": "truncated.mp4", "caption": CAPTION}, "Invalid data"),
-    ({"video": "empty.mp4", "caption": CAPTION}, "Invalid data"),
+    ({"video": "empty.mp4", "caption": CAPTION}, "empty file (0 bytes"),
     ({"video": "audio.wav", "caption": CAPTION}, "no video stream"),
     ({"video": "missing.mp4", "caption": CAPTION}, "file not found"),
     ({"video": "folder.mp4", "caption": CAPTION}, "is a directory"),

@@ -269,7 +269,7 @@ import tempfile
 
 from vidgpt2.app import CaptionEngine, build_app, write_examples
 
-engine = CaptionEngine({model_literal})
+engine = CaptionEngine({model_literal}{precision_argument})
 demo = build_app(engine, write_examples(tempfile.mkdtemp(prefix="vidgpt2-examples-")))
 
 if __name__ == "__main__":
@@ -293,7 +293,28 @@ VENDORED_PACKAGE = "vidgpt2"
 SPACE_SDK = "gradio"
 
 
-def write_space(model_id: str, folder: str | Path, vidgpt2_requirement: str | None = None) -> list[Path]:
+def check_space_model(model_id: str) -> None:
+    """The model a Space loads: a Hub model id `namespace/name` (the Space's app.py loads it by its full id), or an
+    existing local model folder (a folder with `config.json`: only a Space run from this machine finds it, as the
+    offline test of a written Space does).
+
+    Raises:
+        ValueError: neither, naming the id and the expected form.
+    """
+    folder = Path(model_id) if model_id else None
+    if folder is not None and folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise ValueError(
+                f"{model_id!r} is a folder without config.json, not a saved model: pass the model's Hub id "
+                "(you/vidgpt2-msvd, after `vidgpt2 push`)."
+            )
+        return
+    check_space_ids(model_id, "you/vidgpt2-demo")
+
+
+def write_space(
+    model_id: str, folder: str | Path, vidgpt2_requirement: str | None = None, precision: str = DEFAULT_PRECISION
+) -> list[Path]:
     """Write a Gradio Space for a pushed model: app.py, requirements.txt, README.md with the Space front matter
     (https://huggingface.co/docs/hub/spaces-config-reference) and, by default, a copy of the vidgpt2 package.
 
@@ -311,14 +332,23 @@ def write_space(model_id: str, folder: str | Path, vidgpt2_requirement: str | No
     Returns:
         The files written at the top level (app.py, requirements.txt, README.md, and the vidgpt2 folder).
 
+    `precision` (`"float32"`, `"bfloat16"`, `"int8"`) is the caption step's precision in the Space's app.py, as
+    `vidgpt2 app --precision` serves it.
+
     Raises:
         FileExistsError: the folder already has one of these files.
+        ValueError: `model_id` is neither a Hub model id nor a local model folder (`check_space_model`), or an
+            unknown `precision`.
         RuntimeError: the package's dependencies cannot be found (see `space_requirements`).
     """
     import gradio
 
     from . import __version__
+    from .inference import PRECISIONS
 
+    check_space_model(model_id)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
     folder = Path(folder)
     title = f"vidgpt2: {model_id.rstrip('/').split('/')[-1]}"
     if Path(model_id).exists():
@@ -328,7 +358,11 @@ def write_space(model_id: str, folder: str | Path, vidgpt2_requirement: str | No
         )
     requirements = [vidgpt2_requirement] if vidgpt2_requirement else space_requirements()
     files = {
-        "app.py": SPACE_APP.format(model_id=model_id, model_literal=json.dumps(model_id)),
+        "app.py": SPACE_APP.format(
+            model_id=model_id,
+            model_literal=json.dumps(model_id),
+            precision_argument="" if precision == DEFAULT_PRECISION else f", precision={json.dumps(precision)}",
+        ),
         "requirements.txt": "".join(f"{line}\n" for line in requirements),
         "README.md": SPACE_README.format(
             front_matter=space_front_matter(model_id, title, _semver(gradio.__version__)),
@@ -471,7 +505,7 @@ def upload_space(folder: str | Path, space_id: str, *, api: Any = None, token: s
 
 
 def push_space(model_id: str, space_id: str, *, api: Any = None, token: str | None = None,
-               private: bool = False) -> str:
+               private: bool = False, precision: str = DEFAULT_PRECISION) -> str:
     """Write the Space for the Hub model `model_id` (`write_space`) and upload it to `space_id` (`upload_space`).
 
     Raises:
@@ -488,7 +522,7 @@ def push_space(model_id: str, space_id: str, *, api: Any = None, token: str | No
             "first with `vidgpt2 push`, or check the id."
         )
     with tempfile.TemporaryDirectory(prefix="vidgpt2-space-") as tmp:
-        write_space(model_id, tmp)
+        write_space(model_id, tmp, precision=precision)
         return upload_space(tmp, space_id, api=api, private=private)
 
 

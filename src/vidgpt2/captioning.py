@@ -37,7 +37,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +49,7 @@ import torch
 
 from . import clip_loader
 from .clip_loader import is_url as _is_url
-from .video_io import segment_windows, video_duration
+from .video_io import declared_duration, segment_windows, video_duration
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,8 @@ class Clip:
 
 # --- inputs -----------------------------------------------------------------------------------------------------------
 def resolve_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike | Clip]) -> list[Clip]:
-    """Turn what a user names into clips, in the order given, each clip once.
+    """Turn what a user names into clips, in the order given, each clip once (a local file named by two paths, e.g.
+    relative and absolute, counts once and keeps the path it was first named by).
 
     - a URL (http/https): one clip, downloaded when decoded;
     - a folder: every file below it (recursively) whose suffix is in `VIDEO_EXTENSIONS`, sorted;
@@ -101,10 +104,17 @@ def resolve_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike | Clip
     clips: dict[tuple, Clip] = {}
     for item in inputs:
         for clip in _resolve_one(item):
-            clips.setdefault(clip.key, clip)
+            clips.setdefault(_same_clip_key(clip), clip)
     if not clips:
         raise ValueError("No videos to caption: pass video files, folders, glob patterns, manifests or URLs.")
     return list(clips.values())
+
+
+def _same_clip_key(clip: Clip) -> tuple[str, float | None, float | None]:
+    """`clip.key` with a local file's path resolved (absolute, links followed), so one file named two ways (a
+    manifest's absolute path, a relative file argument) is captioned once, as first named."""
+    video = clip.video if _is_url(clip.video) else os.path.realpath(os.path.expanduser(clip.video))
+    return (video, clip.start, clip.end)
 
 
 def _resolve_one(item: str | os.PathLike | Clip) -> list[Clip]:
@@ -167,7 +177,8 @@ def expand_segments(
 ) -> tuple[list[Clip], list[dict[str, Any]]]:
     """Cut each clip into windows of `segment_seconds` (one every `stride` s; see `video_io.segment_windows`).
 
-    Durations come from the file headers (`video_io.video_duration`); with several processes each probes a share of
+    Durations come from the file headers (`video_io.declared_duration`: a file cut short still gets windows over
+    the video it declares, and those past the cut become failed rows); with several processes each probes a share of
     the videos and the results are gathered, so every process ends with the same windows. A clip that already has
     `start`/`end` is cut inside that segment. URLs cannot be probed without downloading them and are not cut.
 
@@ -207,7 +218,9 @@ def _probe(clip: Clip) -> float | str | None:
         logger.warning("%s: a URL is captioned whole (its duration is not known before downloading it).", clip.video)
         return None
     try:
-        return video_duration(clip.video)
+        # a file cut short (partial download) is windowed over the video its headers declare: windows past the cut
+        # fail when decoded, with `read_video`'s truncation reason, instead of silently getting no row
+        return declared_duration(clip.video)
     except CLIP_ERRORS as error:
         return _reason(error)
 
@@ -330,7 +343,8 @@ def caption_videos(
 
     Raises:
         ValueError: bad inputs (see `resolve_inputs`), formats, dtype (int8 off the CPU or with `explain_dir`),
-            `batch_size`, or subtitles for URLs without `subtitle_dir`, or `csv` without an `output`; an `output`
+            `batch_size`, a subtitle file that exists and was not written by a run into `output`
+            (`claim_subtitle_paths`), or `csv` without an `output`; an `output`
             with rows written with other settings (`run_settings`) or without a settings record.
     """
     formats = _check_formats(formats, output, batch_size)
@@ -352,8 +366,12 @@ def caption_videos(
         clips, failed_probes = expand_segments(clips, segment_seconds, stride, state)
     elif stride is not None:
         raise ValueError("stride needs segment_seconds (the window length).")
-    if set(formats) & set(SUBTITLE_FORMATS) and subtitle_dir is None and any(_is_url(c.video) for c in clips):
-        raise ValueError("Subtitles for URL inputs need a subtitle_dir (--subtitle-dir): there is no file to put them beside.")
+    subtitles = {  # format -> video -> file; a file the user already had is refused before any captioning
+        fmt: subtitle_paths((c.video for c in clips), fmt, subtitle_dir, output)
+        for fmt in SUBTITLE_FORMATS if fmt in formats
+    }
+    if subtitles:
+        claim_subtitle_paths([p for paths in subtitles.values() for p in paths.values()], output, state.is_main_process)
     order = {clip.key: i for i, clip in enumerate(clips)}
     for row in failed_probes:
         order.setdefault(_key(row), len(order))
@@ -417,9 +435,9 @@ def caption_videos(
     else:
         rows = _gather(new_rows, state)
     rows = _sort_rows([r for r in rows if _key(r) in order], order)
-    if set(formats) & set(SUBTITLE_FORMATS) and state.is_main_process:
-        for fmt in set(formats) & set(SUBTITLE_FORMATS):
-            write_subtitles(rows, fmt, subtitle_dir)
+    if state.is_main_process:
+        for fmt, paths in subtitles.items():
+            write_subtitles(rows, fmt, paths=paths)
     if "csv" in formats and state.is_main_process:
         write_csv(rows, Path(output).with_suffix(".csv"))
     return rows
@@ -778,11 +796,78 @@ def subtitle_text(rows: Sequence[dict[str, Any]], fmt: str) -> str:
     return "\n".join(blocks)
 
 
+def subtitle_paths(
+    videos: Iterable[str], fmt: str, subtitle_dir: str | os.PathLike | None = None, output: str | os.PathLike | None = None
+) -> dict[str, Path]:
+    """Where each video's `.srt`/`.vtt` file goes: `<video stem>.<fmt>` beside a local video (where players look for
+    it), or in `subtitle_dir`; a URL's beside `output` (the current folder without one), named from its host and path
+    with characters other than letters, digits, `.`, `_` and `-` replaced by `_`. Two videos with one name in one
+    folder get `<stem>-2.<fmt>`, ... in the order given."""
+    paths: dict[str, Path] = {}
+    used: set[Path] = set()
+    for video in videos:
+        if video in paths:
+            continue
+        if _is_url(video):
+            parsed = urllib.parse.urlsplit(video)
+            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{parsed.netloc}{Path(parsed.path).with_suffix('')}").strip("._")
+            folder = Path(subtitle_dir) if subtitle_dir is not None else Path(output).absolute().parent if output else Path.cwd()
+        else:
+            stem = Path(video).stem
+            folder = Path(subtitle_dir) if subtitle_dir is not None else Path(video).parent
+        stem = stem or "video"
+        path, n = folder / f"{stem}.{fmt}", 1
+        while path in used:  # two videos with one name, written to one folder
+            n += 1
+            path = folder / f"{stem}-{n}.{fmt}"
+        used.add(path)
+        paths[video] = path
+    return paths
+
+
+def _subtitle_record(output: str | os.PathLike) -> Path:
+    """`<output>.subtitles.json`: the subtitle files runs into `output` wrote (absolute paths), which a rerun may
+    rewrite."""
+    output = Path(output)
+    return output.with_name(output.name + ".subtitles.json")
+
+
+def claim_subtitle_paths(paths: Iterable[Path], output: str | os.PathLike | None, write_record: bool = True) -> None:
+    """Refuse to overwrite subtitle files this output's runs did not write, then record `paths` as this output's
+    (`write_record`: the main process only).
+
+    Raises:
+        ValueError: a target file exists and is not in `output`'s record (a file the user had), naming it and the
+            fixes (`--subtitle-dir`, or move it away).
+    """
+    paths = [Path(p).absolute() for p in paths]
+    record = _subtitle_record(output) if output is not None else None
+    ours: set[str] = set()
+    if record is not None and record.exists():
+        ours = set(json.loads(record.read_text(encoding="utf-8")))
+    existing = [p for p in paths if p.exists() and str(p) not in ours]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise ValueError(
+            f"The subtitle file '{existing[0]}'{more} already exists and was not written by "
+            f"{'a run into ' + str(output) if output is not None else 'this run'}: it would be overwritten. "
+            "Write the subtitles elsewhere (--subtitle-dir DIR), or move or delete the file first."
+        )
+    if record is not None and write_record:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(sorted(ours | {str(p) for p in paths}), indent=1) + "\n", encoding="utf-8")
+
+
 def write_subtitles(
-    rows: Sequence[dict[str, Any]], fmt: str, subtitle_dir: str | os.PathLike | None = None
+    rows: Sequence[dict[str, Any]],
+    fmt: str,
+    subtitle_dir: str | os.PathLike | None = None,
+    output: str | os.PathLike | None = None,
+    paths: dict[str, Path] | None = None,
 ) -> list[Path]:
-    """One `.srt`/`.vtt` file per video: `<video stem>.<fmt>` beside the video (where players look for it), or in
-    `subtitle_dir`. Whole-video rows (no `start`/`end`) become one cue over the video's duration."""
+    """One `.srt`/`.vtt` file per video, at `paths[video]` (default: `subtitle_paths`, beside the video, in
+    `subtitle_dir`, or for a URL beside `output`). Whole-video rows (no `start`/`end`) become one cue over the video's
+    duration. Files are overwritten: `caption_videos` checks first (`claim_subtitle_paths`)."""
     by_video: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         if "caption" not in row:
@@ -794,17 +879,12 @@ def write_subtitles(
             row = {**row, "start": row.get("start") or 0.0}
             row["end"] = row.get("end") or video_duration(row["video"])
         by_video.setdefault(row["video"], []).append(row)
-    written, used = [], set()
+    if paths is None:
+        paths = subtitle_paths(by_video, fmt, subtitle_dir, output)
+    written = []
     for video, video_rows in by_video.items():
-        stem = Path(video.split("?")[0]).stem or "video"
-        folder = Path(subtitle_dir) if subtitle_dir is not None else Path(video).parent
-        path = folder / f"{stem}.{fmt}"
-        n = 1
-        while path in used:  # two videos with one name, written to one folder
-            n += 1
-            path = folder / f"{stem}-{n}.{fmt}"
-        used.add(path)
-        folder.mkdir(parents=True, exist_ok=True)
+        path = paths[video]
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(subtitle_text(video_rows, fmt), encoding="utf-8")
         written.append(path)
     logger.info("Wrote %d %s subtitle files", len(written), fmt)
@@ -824,6 +904,8 @@ __all__ = [
     "format_timestamp",
     "read_manifest",
     "resolve_inputs",
+    "claim_subtitle_paths",
+    "subtitle_paths",
     "subtitle_text",
     "write_csv",
     "write_subtitles",

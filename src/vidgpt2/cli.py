@@ -84,12 +84,14 @@ def _add_dataset_choice_arguments(parser: argparse.ArgumentParser) -> None:
     """`train`'s choices within a named dataset (`DataArguments.bddx_target`, `.msrvtt_split`), for the commands
     that read the same data: check-data, extract-features, extract-frames."""
     parser.add_argument(
-        "--bddx-target", choices=["action_justification", "action", "justification"], default="action_justification",
-        help="BDD-X target: action | justification | action_justification (the two joined; default).",
+        "--bddx-target", choices=["action_justification", "action", "justification"], default=None,
+        help="BDD-X target, with --dataset bddx only: action | justification | action_justification (the two joined; "
+        "default).",
     )
     parser.add_argument(
         "--msrvtt-split", choices=["official", "9k"], default=None,
-        help="MSR-VTT split: official (6,513/497/2,990) | 9k (9k train / 1k-A test); default: by files.",
+        help="MSR-VTT split, with --dataset msrvtt only: official (6,513/497/2,990) | 9k (9k train / 1k-A test); "
+        "default: by files.",
     )
 
 
@@ -149,10 +151,14 @@ def cmd_check_data(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     from .data.check import check_dataset, check_feature_cache, write_clean_captions
     from .data.feature_cache import FeatureCache
-    from .training import DataArguments, load_data
+    from .training import DataArguments, check_dataset_choices, load_data
 
     if args.dataset and not args.data_dir:
         parser.error("--dataset needs --data-dir")
+    try:
+        check_dataset_choices(args.dataset, args.bddx_target, args.msrvtt_split)
+    except ValueError as error:
+        parser.error(str(error))
     if args.write_clean:  # DIR/<split>.jsonl must not replace a captions file being checked (its bad rows would be lost)
         inputs = {Path(f).resolve() for f in (args.train_file, args.validation_file, args.test_file) if f}
         clobbered = sorted(
@@ -197,10 +203,14 @@ def _extraction_splits(parser: argparse.ArgumentParser, args: argparse.Namespace
     """`{name: Dataset}` from `--data-file` (one or more) or `--dataset` + `--data-dir` (read as `train` reads it, with
     `--bddx-target` and `--msrvtt-split`, so the cache holds the clips train asks for); a usage error otherwise."""
     from .data import load_captions_files
-    from .training import DataArguments, load_data
+    from .training import DataArguments, check_dataset_choices, load_data
 
     if bool(args.data_file) == bool(args.dataset):
         parser.error("pass --data-file (one or more) or --dataset with --data-dir")
+    try:
+        check_dataset_choices(args.dataset, args.bddx_target, args.msrvtt_split)
+    except ValueError as error:
+        parser.error(str(error))
     if args.dataset:
         if not args.data_dir:
             parser.error("--dataset needs --data-dir")
@@ -456,7 +466,8 @@ def cmd_caption(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--format", action="append", choices=["jsonl", "csv", "srt", "vtt"], dest="formats",
-        help="Also write CSV (next to --output) or SRT/WebVTT subtitles (one per video, beside it); repeatable.",
+        help="Also write CSV (next to --output) or SRT/WebVTT subtitles (one per video, beside it; a URL's beside --output); "
+        "an existing subtitle file that no run into this --output wrote is refused; repeatable.",
     )
     parser.add_argument("--subtitle-dir", help="Write the subtitle files here instead of beside the videos.")
     parser.add_argument("--segment-seconds", type=float, help="Caption consecutive windows of this many seconds.")
@@ -485,16 +496,14 @@ def cmd_caption(argv: list[str]) -> int:
             else:
                 print(f"{_clip_name(row)}: {row['caption']}", flush=True)
 
-    try:
-        rows = caption_videos(
-            args.videos, args.model, output=args.output, formats=args.formats or ["jsonl"],
-            subtitle_dir=args.subtitle_dir, segment_seconds=args.segment_seconds, stride=args.stride,
-            explain_dir=args.explain, on_rows=show if single and not args.output else None,
-            **_engine_kwargs(args), **_generate_kwargs(args),
-        )
-    except ValueError as error:  # bad inputs or settings, before anything is captioned
-        print(f"vidgpt2 caption: {error}", file=sys.stderr)
-        return 2
+    # bad inputs or settings (a pattern matching nothing, a refused resume, a subtitle file in the way) raise before
+    # anything is captioned: `run_command` prints "vidgpt2 caption: error: ..." and exits 1, as for any mistake
+    rows = caption_videos(
+        args.videos, args.model, output=args.output, formats=args.formats or ["jsonl"],
+        subtitle_dir=args.subtitle_dir, segment_seconds=args.segment_seconds, stride=args.stride,
+        explain_dir=args.explain, on_rows=show if single and not args.output else None,
+        **_engine_kwargs(args), **_generate_kwargs(args),
+    )
     failures = sum("error" in row for row in rows)
     if state.is_main_process:
         if not single and not args.output:
@@ -652,7 +661,7 @@ def cmd_app(argv: list[str]) -> int:
         "--precision", "--dtype", dest="precision", type=_precision_name, choices=["float32", "bfloat16", "int8"],
         default=None,
         help="Precision of the caption step on CPU (default float32; fp32/bf16 are accepted too; see BENCHMARKS.md). "
-        "Explanations run in fp32.",
+        "Explanations run in fp32. With --write-space/--push-space it is written into the Space's app.py.",
     )
     parser.add_argument(
         "--write-space", metavar="DIR",
@@ -669,12 +678,13 @@ def cmd_app(argv: list[str]) -> int:
         from . import app
     except ImportError as error:  # gradio missing
         raise RuntimeError(f"vidgpt2 app needs Gradio: pip install 'vidgpt2[app]' ({error})") from error
+    precision = args.precision or app.DEFAULT_PRECISION
     if args.write_space:
-        for path in app.write_space(args.model, args.write_space):
+        for path in app.write_space(args.model, args.write_space, precision=precision):
             print(path)
         return 0
     if args.push_space:
-        print(app.push_space(args.model, args.push_space))
+        print(app.push_space(args.model, args.push_space, precision=precision))
         return 0
     app.launch(args.model, host=args.host, port=args.port, share=args.share, precision=args.precision or app.DEFAULT_PRECISION)
     return 0

@@ -94,6 +94,28 @@ def _step(name: str) -> Iterator[None]:
         raise PushToHubError(f"push_to_hub: {name} failed, nothing was uploaded: {error}") from error
 
 
+def check_repo_id(repo_id: str) -> None:
+    """`repo_id` must be a Hub repository id, `namespace/name` or a bare `name` (the token owner's namespace), as
+    `huggingface_hub.utils.validate_repo_id` (what `HfApi.create_repo` checks) accepts.
+
+    Raises:
+        ValueError: naming the bad id, why, and the expected form.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        if not isinstance(repo_id, str) or not repo_id or repo_id.count("/") > 1:
+            raise HFValidationError("it must be NAME or NAMESPACE/NAME")
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        reason = str(error).split(":")[0].strip().rstrip(".")
+        raise ValueError(
+            f"{repo_id!r} is not a Hub repository id ({reason}); write it as e.g. you/vidgpt2-msvd (letters, digits, "
+            "'-', '_', '.')."
+        ) from error
+
+
 def push_to_hub(
     model_or_dir: VidGPT2ForConditionalGeneration | str | Path,
     repo_id: str,
@@ -145,9 +167,11 @@ def push_to_hub(
         folder written.
 
     Raises:
+        ValueError: `repo_id` is not a Hub repository id (`check_repo_id`), also with `dry_run`.
         PushToHubError: saving, copying or rendering failed; nothing was uploaded.
         FileExistsError: `dry_run` names a file or a folder that is not empty.
     """
+    check_repo_id(repo_id)  # before any work, with or without dry_run: a dry run fails where the push would
     if isinstance(model_or_dir, (str, Path)):
         folder = Path(model_or_dir)
         if not folder.is_dir():
@@ -499,4 +523,4 @@ def _human(count: int) -> str:
     return f"{count:,}"
 
 
-__all__ = ["PushToHubError", "metric_rows", "push_to_hub", "read_metrics", "read_training_args", "render_model_card"]
+__all__ = ["PushToHubError", "check_repo_id", "metric_rows", "push_to_hub", "read_metrics", "read_training_args", "render_model_card"]

@@ -17,7 +17,7 @@ from transformers.utils import logging
 
 from .clip_loader import ClipDataset, clip_loader, decode_clip, fetch_video
 from .clip_loader import is_url as _is_url
-from .video_io import segment_windows, video_duration
+from .video_io import declared_duration, segment_windows
 
 logger = logging.get_logger(__name__)
 
@@ -123,7 +123,7 @@ class VideoCaptioningPipeline(Pipeline):
             if _is_url(path):
                 path = fetch_video(path, timeout=kwargs.get("timeout"))
             offset = float(start or 0.0)
-            duration = video_duration(path)
+            duration = declared_duration(path)  # a file cut short: its windows past the cut raise read_video's reason
             length = (min(end, duration) if end is not None else duration) - offset
             if length <= 0:
                 raise ValueError(f"start={offset} is beyond the end of '{path}' ({duration:.3f} s).")

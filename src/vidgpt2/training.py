@@ -89,13 +89,15 @@ class DataArguments:
         default=None, metadata={"help": "A named dataset read from --data-dir: msvd | msrvtt | bddx | videofolder."}
     )
     data_dir: str | None = field(default=None, metadata={"help": "Folder of the named dataset's files."})
-    bddx_target: str = field(
-        default="action_justification",
-        metadata={"help": "BDD-X target: action | justification | action_justification."},
+    bddx_target: str | None = field(
+        default=None,
+        metadata={"help": "BDD-X target (with --dataset bddx only): action | justification | action_justification "
+                  "(the default)."},
     )
     msrvtt_split: str | None = field(
         default=None,
-        metadata={"help": "MSR-VTT split: official (6,513/497/2,990) | 9k (9k train / 1k-A test); default: by files."},
+        metadata={"help": "MSR-VTT split (with --dataset msrvtt only): official (6,513/497/2,990) | 9k (9k train / 1k-A "
+                  "test); default: by files."},
     )
     feature_cache: str | None = field(
         default=None, metadata={"help": "Read video features from this `vidgpt2 extract-features` folder."}
@@ -154,12 +156,42 @@ class LoraArguments:
 
 
 # --- data ------------------------------------------------------------------------------------------------------------
+DEFAULT_BDDX_TARGET = "action_justification"
+
+
+def _dataset_key(dataset: str | None) -> str | None:
+    return dataset.lower().replace("-", "").replace("_", "") if dataset is not None else None
+
+
+def check_dataset_choices(dataset: str | None, bddx_target: str | None, msrvtt_split: str | None) -> None:
+    """`--bddx-target` chooses within BDD-X and `--msrvtt-split` within MSR-VTT: given with other data they would be
+    silently ignored, so they are refused.
+
+    Raises:
+        ValueError: naming the flag, when it applies, and what was given instead.
+    """
+    given = f"--dataset {dataset}" if dataset is not None else "captions files (--train-file/--data-file)"
+    for flag, value, applies in (("--bddx-target", bddx_target, "bddx"), ("--msrvtt-split", msrvtt_split, "msrvtt")):
+        if value is not None and _dataset_key(dataset) != applies:
+            raise ValueError(
+                f"{flag} {value} applies only with --dataset {applies}, but the data is {given}: drop {flag}."
+            )
+
+
 def load_data(args: DataArguments) -> DatasetDict:
+    """The splits `args` name: a named dataset (`--dataset`, `--data-dir`, with `--bddx-target`/`--msrvtt-split`)
+    or captions files; truncated per `max_train_samples`/`max_eval_samples`.
+
+    Raises:
+        ValueError: no data, `--dataset` without `--data-dir`, or a dataset choice flag given with other data
+            (`check_dataset_choices`); the loaders' errors (a file with no usable rows, ...).
+    """
+    check_dataset_choices(args.dataset, args.bddx_target, args.msrvtt_split)
     if args.dataset is not None:
         if args.data_dir is None:
             raise ValueError("--dataset needs --data-dir (the folder holding the dataset's files).")
-        key = args.dataset.lower().replace("-", "").replace("_", "")
-        kwargs: dict[str, Any] = {"target": args.bddx_target} if key == "bddx" else {}
+        key = _dataset_key(args.dataset)
+        kwargs: dict[str, Any] = {"target": args.bddx_target or DEFAULT_BDDX_TARGET} if key == "bddx" else {}
         if key == "msrvtt":
             kwargs["split_scheme"] = args.msrvtt_split
         data = load_video_caption_dataset(args.dataset, args.data_dir, **kwargs)
@@ -928,6 +960,10 @@ def parse_train_arguments(
         model_args, data_args, lora_args, training_args = parser.parse_args_into_dataclasses(argv)
     if explicit and training_args.metric_for_best_model == "loss":
         training_args.metric_for_best_model = "eval_loss"
+    try:  # a usage error (status 2), as for the other flags
+        check_dataset_choices(data_args.dataset, data_args.bddx_target, data_args.msrvtt_split)
+    except ValueError as error:
+        parser.error(str(error))
     return model_args, data_args, lora_args, training_args
 
 

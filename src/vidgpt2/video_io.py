@@ -262,6 +262,31 @@ def video_duration(path: str | os.PathLike) -> float:
         raise VideoDecodeError(f"Could not read the duration of '{path}': {e}") from e
 
 
+def declared_duration(path: str | os.PathLike) -> float:
+    """Seconds of video the file's headers declare: `video_duration` for a whole file; for a file cut short
+    (`file_truncation`: an interrupted download or copy) the video stream's own header duration (frame count, track
+    duration, DURATION tag; the longest stream's only when it is the sole stream), i.e. the video it was meant to
+    hold. Windows of a long video are laid over this span (`segment_windows`), so the part lost to the cut is not
+    silently left out: its windows fail in `read_video` with the truncation reason.
+
+    Raises:
+        FileNotFoundError, VideoDecodeError: as `video_duration`.
+    """
+    duration = video_duration(path)
+    if file_truncation(path) is None:
+        return duration
+    try:
+        with _open(Path(path)) as container:
+            stream = _video_stream(container, Path(path))
+            rate = stream.average_rate or stream.guessed_rate
+            if not rate or float(rate) <= 0:
+                return duration
+            own = _own_durations(_header_durations(container, stream, float(rate)), len(container.streams) == 1)
+    except av.FFmpegError as e:
+        raise VideoDecodeError(f"Could not read the duration of '{path}': {e}") from e
+    return max(duration, min(own)) if own else duration
+
+
 def segment_windows(duration: float, segment_seconds: float, stride: float | None = None) -> list[tuple[float, float]]:
     """Consecutive windows `[start, end)` in seconds covering `[0, duration)`: `segment_seconds` long, one every
     `stride` seconds (default `segment_seconds`: back to back; smaller overlaps, larger leaves gaps).
@@ -508,7 +533,11 @@ class _SeekFailed(Exception):
 
 
 def _open(path: Path):
-    """`av.open`; a file that does not open raises `VideoDecodeError`, which says so when it was cut short."""
+    """`av.open`; a file that does not open raises `VideoDecodeError`, which says so when it was cut short, empty or
+    no video container. An empty file is refused before FFmpeg sees it: some FFmpeg builds open it without an error
+    and no format (pupil-labs/pupil#2083)."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise VideoDecodeError(f"Could not open '{path}' as a video: {_unopenable(path)}".rstrip())
     try:
         return av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as e:
@@ -518,7 +547,36 @@ def _open(path: Path):
                 f"Could not open '{path}' as a video: it is truncated: {truncation.describe()}. Fix: {_FIX}. "
                 f"(FFmpeg: {e})"
             ) from e
-        raise VideoDecodeError(f"Could not open '{path}' as a video: {e}") from e
+        raise VideoDecodeError(f"Could not open '{path}' as a video: {_unopenable(path)}(FFmpeg: {e})") from e
+
+
+def _unopenable(path: Path) -> str:
+    """Why a file FFmpeg cannot open is no video, in words, with the fix; "" when nothing more can be told."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as file:
+            head = file.read(16)
+    except OSError:
+        return ""
+    if size == 0:
+        return f"it is an empty file (0 bytes; an interrupted download or copy?). Fix: {_FIX}. "
+    if not _looks_like_video(head):
+        return (
+            f"it is not a video container FFmpeg recognises (it starts with {head!r}: a web page, text or another "
+            f"file saved under a video name?). Fix: {_FIX}. "
+        )
+    return ""
+
+
+# First bytes of the containers FFmpeg is asked to read most (ISO/IEC 14496-12 box types at offset 4; EBML; RIFF;
+# MPEG-PS/TS; FLV; ASF; Ogg); a file starting otherwise that FFmpeg cannot open is called "not a video container".
+_VIDEO_MAGIC = (b"\x1a\x45\xdf\xa3", b"RIFF", b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3", b"FLV", b"OggS",
+                b"\x30\x26\xb2\x75", b"GIF8")
+_MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp", b"sidx", b"moof")
+
+
+def _looks_like_video(head: bytes) -> bool:
+    return head[4:8] in _MP4_BOXES or head.startswith(_VIDEO_MAGIC) or head[:1] == b"\x47"  # 0x47: MPEG-TS sync byte
 
 
 def _video_stream(container, path: Path):
@@ -882,6 +940,7 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
 __all__ = [
     "Truncation",
     "VideoDecodeError",
+    "declared_duration",
     "file_truncation",
     "read_video",
     "sample_frame_indices",

@@ -356,7 +356,8 @@ def read_captions_file(
 
     Raises:
         ValueError: naming the file and line, for a file that is not UTF-8, a missing or mistyped field, a negative
-            time, or a segment whose ``end`` is not after its ``start`` (zero-length segments have no frames).
+            time, or a segment whose ``end`` is not after its ``start`` (zero-length segments have no frames); naming
+            the file, when no usable row is left (an empty file, every caption a placeholder, every video missing).
     """
     path = _require_file(path, "captions file")
     base_dir = path.parent.absolute()
@@ -409,6 +410,12 @@ def read_captions_file(
             junk,
             no_caption,
         )
+    if not result:
+        found = f"{len(clips)} clips, all of whose captions were empty or placeholders (e.g. 'na')" if clips else "no rows"
+        raise ValueError(
+            f"{path}: no usable rows are left (the file has {found}); give a captions file with at least one row "
+            "with a video and a real caption"
+        )
     if check_videos:
         present = [clip for clip in result if os.path.isfile(clip.video)]
         missing = [clip.video for clip in result if not os.path.isfile(clip.video)]
@@ -416,6 +423,9 @@ def read_captions_file(
             logger.warning(
                 "%s: skipped %d clips whose video file is missing (e.g. %s)", path, len(missing), ", ".join(missing[:3])
             )
+        if not present:
+            raise ValueError(f"{path}: no usable rows are left: the video file of every clip is missing "
+                             f"(e.g. {missing[0]}); fix the paths or the folder the videos are in")
         result = present
     return result, _extra_features(result, path)
 

@@ -163,10 +163,12 @@ class DataCheckReport:
     def summary(self) -> str:
         rows = sum(len(clip.rows) for clip in self.bad)
         total_rows = sum(self.num_rows.values())
-        files = f" in {self.num_videos} video files" if self.num_videos else ""
         if self.ok:
-            return f"data check: all {self.num_clips} clips ({total_rows} rows){files} are usable"
-        return f"data check: {len(self.bad)} of {self.num_clips} clips ({rows} of {total_rows} rows){files} are bad"
+            files = f" ({self.num_videos} video files checked)" if self.num_videos else ""
+            return f"data check: all {self.num_clips} clips ({total_rows} rows) are usable{files}"
+        bad_files = len({clip.video for clip in self.bad})
+        files = f", in {bad_files} of the {self.num_videos} video files checked" if self.num_videos else ""
+        return f"data check: {len(self.bad)} of {self.num_clips} clips ({rows} of {total_rows} rows) are bad{files}"
 
     def lines(self, limit: int | None = None) -> list[str]:
         """One line per bad clip (the first `limit`, and a line saying how many more)."""
@@ -393,7 +395,12 @@ def check_feature_cache(data: Dataset | Mapping[str, Dataset], cache: FeatureCac
 
     Returns:
         A :class:`DataCheckReport` whose bad clips are those missing from the cache.
+
+    Raises:
+        FileNotFoundError, ValueError: `cache` is no feature cache (missing folder, a frame cache;
+            `FeatureCache.check_folder`).
     """
+    cache.check_folder()
     splits = _as_splits(data)
     clips = _clips(splits)
     missing = {
@@ -475,7 +482,7 @@ def enforce_data_check(
 
     Raises:
         DataCheckError: bad clips were found and `on_bad_video` is ``"error"``.
-        ValueError: `on_bad_video` is not ``"error"`` or ``"skip"``.
+        ValueError: `on_bad_video` is not ``"error"`` or ``"skip"``, or ``"skip"`` dropped every row of a split.
     """
     if on_bad_video not in ON_BAD_VIDEO_CHOICES:
         raise ValueError(f"on_bad_video must be one of {ON_BAD_VIDEO_CHOICES}, got {on_bad_video!r}")
@@ -499,7 +506,14 @@ def enforce_data_check(
         report.summary(),
         ", ".join(f"{split} {len(report.bad_rows(split))} rows" for split in report.num_rows if report.bad_rows(split)),
     )
-    return drop_bad_rows(data, report)
+    kept = drop_bad_rows(data, report)
+    emptied = [f"{split} ({report.num_rows[split]} rows)" for split in kept if len(kept[split]) == 0]
+    if emptied:
+        raise ValueError(
+            f"--on-bad-video skip left no usable rows in {', '.join(emptied)}: every row's video is bad; fix the "
+            "videos or the captions file (`vidgpt2 check-data` lists every bad row)"
+        )
+    return kept
 
 
 def _seconds(value: float | None, default: str) -> str:

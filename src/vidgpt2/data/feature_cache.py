@@ -145,9 +145,30 @@ class FeatureCache:
                     missing.append(sample)
         return missing
 
+    def check_folder(self) -> None:
+        """Raise when `root` cannot be a feature cache at all, so one line says so instead of every clip "missing".
+
+        Raises:
+            FileNotFoundError: `root` does not exist.
+            ValueError: `root` is not a folder, or is a frame cache (`vidgpt2 extract-frames`: `frames/`, no
+                `features/`).
+        """
+        fix = f"run `vidgpt2 extract-features --output {self.root}` over this data, or give the folder it wrote"
+        if not self.root.exists():
+            raise FileNotFoundError(f"The feature cache {self.root} does not exist: {fix}.")
+        if not self.root.is_dir():
+            raise ValueError(f"The feature cache {self.root} is not a folder: {fix}.")
+        if (self.root / "frames").is_dir() and not self.features_dir.is_dir():
+            raise ValueError(
+                f"{self.root} is a frame cache (vidgpt2 extract-frames), not a feature cache: pass it to "
+                f"`vidgpt2 train --frame-cache`, or {fix}."
+            )
+
     def check_covers(self, samples: Sequence[dict[str, Any]], split: str = "dataset") -> None:
         """Raise before training starts, rather than at the first missing clip mid-epoch, if clips of `split` lack a
-        readable entry (an extraction that was interrupted, or run over other files)."""
+        readable entry (an extraction that was interrupted, or run over other files), or the folder is no feature
+        cache (`check_folder`)."""
+        self.check_folder()
         missing = self.missing(samples)
         if missing:
             shown = ", ".join(repr(s["video"]) for s in missing[:3])
