@@ -83,6 +83,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--grounding-seeds", type=int, default=1,
                         help="How many of --seeds get the grounding table and figures (default 1).")
     parser.add_argument("--no-grounding", action="store_true", help="Skip grounding and figures (action scores only).")
+    parser.add_argument("--results-name", default=None,
+                        help="Name of the results file and run folders (default bench_driving[_quick]).")
 
 
 def train_variant(
@@ -323,7 +325,7 @@ def main() -> int:
     started = time.perf_counter()
     results: dict[str, Any] = {"mode": mode, "machine": info, "sizes": sizes, "config": BENCH_CONFIG, "data_seed": args.seed,
                                "seeds": seeds, "variants": {name: {"runs": {}} for name in names}}
-    out_name = "bench_driving_quick" if args.quick else "bench_driving"
+    out_name = args.results_name or ("bench_driving_quick" if args.quick else "bench_driving")
     # seeds outside, variants inside: a run cut short still has every variant for the seeds it finished
     for index, seed in enumerate(seeds):
         for name in names:
@@ -332,7 +334,7 @@ def main() -> int:
                 continue
             print(f"  training: {name}, seed {seed} ...", file=sys.stderr, flush=True)
             slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
-            run_dir = CACHE_DIR / "runs_driving" / mode / f"{slug}_seed{seed}"
+            run_dir = CACHE_DIR / "runs_driving" / out_name / f"{slug}_seed{seed}"
             ground = not args.no_grounding and index < args.grounding_seeds
             run = train_variant(name, overrides, blank, data_dir, run_dir, sizes, args, seed, ground)
             results["variants"][name]["runs"][str(seed)] = run
