@@ -8,8 +8,12 @@ and BLEU-4 / METEOR / CIDEr scored separately (`score_split`, as ADAPT reports B
 grounding table (`vidgpt2.grounding`: temporal and spatial pointing games with 95% Wilson intervals against chance,
 attention and Grad-CAM, and the deletion test on cause frames vs other frames) for the reference captions.
 
-    python benchmarks/bench_driving.py            # full: ~15-20 min on 2 busy cores
-    python benchmarks/bench_driving.py --quick    # smoke run, ~2-3 min
+    python benchmarks/bench_driving.py            # full: 5 variants x 3 seeds, ~60-70 min on 2 busy cores
+    python benchmarks/bench_driving.py --quick    # smoke run, ~3 min
+    python benchmarks/bench_driving.py --variants pooled motion --seeds 0 --no-grounding   # a quick comparison
+
+Every variant is trained once per training seed (`--seeds`; the data set is the same, written with `--seed`);
+grounding and figures come from the first seed's model only (`--grounding-seeds` for more).
 """
 
 from __future__ import annotations
@@ -52,9 +56,14 @@ VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {
     # name: (config overrides, blank_video)
     "pooled (1 token/frame)": ({"visual_tokens": "pooled"}, False),
     "grid 2x2 (4 tokens/frame)": ({"visual_tokens": "grid", "grid_size": 2}, False),
+    "motion 2x2 (1 token/frame)": ({"visual_tokens": "motion", "grid_size": 2}, False),
     "spatial 3x3 (9 tokens/frame)": ({"visual_tokens": "spatial"}, False),
     "text-only (blank frames)": ({"visual_tokens": "pooled"}, True),
 }
+# --variants picks them by the first word of the name (text-only: "text")
+VARIANT_KEYS = {name.split()[0].split("-")[0]: name for name in VARIANTS}
+# the actions whose direction only the motion (and the lane the ego drives in) shows
+DIRECTION_WORDS = ("left", "right")
 FIGURES_DIR = RESULTS_DIR / "driving_figures"
 
 
@@ -65,11 +74,24 @@ def add_arguments(parser) -> None:
     parser.add_argument("--meteor", action=argparse.BooleanOptionalAction, default=None,
                         help="Java for METEOR and PTB tokens (default: on; off with --quick).")
     parser.add_argument("--figures", type=int, default=None, help="Explanation figures per variant (default 3; quick 1).")
+    parser.add_argument("--variants", nargs="+", choices=sorted(VARIANT_KEYS), default=None,
+                        help=f"Variants to train (default all: {' '.join(VARIANT_KEYS)}).")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="Training seeds, each variant trained once per seed (default 0 1 2; quick: 0).")
+    parser.add_argument("--text-only-seeds", type=int, default=1,
+                        help="How many of --seeds the text-only baseline runs (default 1: it is far below).")
+    parser.add_argument("--grounding-seeds", type=int, default=1,
+                        help="How many of --seeds get the grounding table and figures (default 1).")
+    parser.add_argument("--no-grounding", action="store_true", help="Skip grounding and figures (action scores only).")
+    parser.add_argument("--results-name", default=None,
+                        help="Name of the results file and run folders (default bench_driving[_quick]).")
 
 
-def train_variant(name: str, overrides: dict, blank: bool, data_dir: Path, run_dir: Path, sizes: dict, args) -> dict:
-    """Train with `run_training` (which scores the test split: joined, action_*, justification_*), then caption the
-    test split again for exact match and ground the reference captions."""
+def train_variant(
+    name: str, overrides: dict, blank: bool, data_dir: Path, run_dir: Path, sizes: dict, args, seed: int, ground: bool
+) -> dict:
+    """Train with `run_training` (which scores the test split: joined, action_*, justification_*) with training seed
+    `seed`, then caption the test split again for exact match and, when `ground`, ground the reference captions."""
     from vidgpt2 import VidGPT2ForConditionalGeneration, VidGPT2Processor
     from vidgpt2.data import load_bddx
     from vidgpt2.data.bddx import split_action_justification
@@ -83,7 +105,7 @@ def train_variant(name: str, overrides: dict, blank: bool, data_dir: Path, run_d
     config_path = run_dir / "config.json"
     config_path.write_text(json.dumps({**BENCH_CONFIG, **overrides}, indent=2))
     training_args = demo_training_arguments(
-        run_dir / "model", epochs=sizes["epochs"], seed=args.seed, data_seed=args.seed, logging_steps=25,
+        run_dir / "model", epochs=sizes["epochs"], seed=seed, data_seed=seed, logging_steps=25,
         disable_tqdm=True,
     )
     start = time.perf_counter()
@@ -113,6 +135,7 @@ def train_variant(name: str, overrides: dict, blank: bool, data_dir: Path, run_d
             "caption_ok": prediction == row["caption"],
         })
     result: dict[str, Any] = {
+        "seed": seed,
         "config_overrides": overrides,
         "blank_video": blank,
         "train_and_eval_s": train_s,
@@ -120,13 +143,14 @@ def train_variant(name: str, overrides: dict, blank: bool, data_dir: Path, run_d
         "train_loss": metrics.get("train_loss"),
         "test_metrics": {k: v for k, v in metrics.items() if k.startswith("test_")},
         "exact_match": {key: sum(r[f"{key}_ok"] for r in rows) / len(rows) for key in ("action", "justification", "caption")},
+        "direction": direction_scores(rows),
         "action_by_kind": {},
         "predictions": rows,
     }
     for kind in sorted({r["kind"] for r in rows}):
         subset = [r for r in rows if r["kind"] == kind]
         result["action_by_kind"][kind] = sum(r["action_ok"] for r in subset) / len(subset)
-    if not blank:
+    if ground and not blank:
         start = time.perf_counter()
         records, summary = evaluate_grounding(model, processor, test, truth)
         result["grounding"] = summary
@@ -134,6 +158,23 @@ def train_variant(name: str, overrides: dict, blank: bool, data_dir: Path, run_d
         result["grounding_s"] = time.perf_counter() - start
         result["figures"] = save_figures(name, model, processor, test, truth, args.figures, args.quick)
     return result
+
+
+def direction_scores(rows: list[dict]) -> dict[str, Any]:
+    """The test clips whose reference action has a direction (turns / changes lanes to the left or right): action
+    exact match on them, and how often the predicted action names the same direction word."""
+    def word(text: str) -> str | None:
+        found = [w for w in DIRECTION_WORDS if w in text.split(" because ")[0].split()]
+        return found[0] if len(found) == 1 else None
+
+    subset = [r for r in rows if word(r["reference"]) is not None]
+    if not subset:
+        return {"n": 0, "action_em": None, "same_direction": None}
+    return {
+        "n": len(subset),
+        "action_em": sum(r["action_ok"] for r in subset) / len(subset),
+        "same_direction": sum(word(r["prediction"]) == word(r["reference"]) for r in subset) / len(subset),
+    }
 
 
 def save_figures(name: str, model, processor, test, truth: dict, count: int, quick: bool) -> list[str]:
@@ -171,51 +212,84 @@ def rate_cell(entry: dict | None) -> str:
     return f"{entry['hit_rate']:.2f} ({low:.2f}-{high:.2f}) vs {entry['chance']:.2f}"
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _mean_and_seeds(values: list[float], digits: int = 3) -> str:
+    """"0.865 (0.854, 0.875, 0.865)": the mean and, for more than one seed, each seed's value."""
+    mean = f"{_mean(values):.{digits}f}"
+    return mean if len(values) == 1 else f"{mean} ({', '.join(f'{v:.{digits}f}' for v in values)})"
+
+
 def report(results: dict[str, Any]) -> str:
-    variants = results["variants"]
-    headers = ["variant", "action EM", "justification EM", "caption EM", "action B4 / METEOR / CIDEr",
-               "justification B4 / METEOR / CIDEr", "caption B4 / METEOR / CIDEr", "train s"]
+    """Markdown tables: scores per variant (mean over training seeds, each seed in brackets), action exact match
+    per scenario kind, and the grounding of the first grounded seed."""
+    variants = {name: v for name, v in results["variants"].items() if v["runs"]}
+    headers = ["variant", "seeds", "action EM", "direction subset: action EM", "direction subset: same left/right",
+               "justification EM", "caption EM", "action B4 / METEOR / CIDEr", "train s"]
     rows = []
-    for name, r in variants.items():
-        m = r["test_metrics"]
+    for name, v in variants.items():
+        runs = list(v["runs"].values())
 
-        def triple(prefix: str, m=m) -> str:
-            values = [m.get(f"test_{prefix}{k}") for k in ("bleu_4", "meteor", "cider")]
-            return " / ".join("n/a" if v is None else f"{v:.3f}" for v in values)
+        def triple(prefix: str, runs=runs) -> str:
+            values = [[r["test_metrics"].get(f"test_{prefix}{k}") for r in runs] for k in ("bleu_4", "meteor", "cider")]
+            return " / ".join("n/a" if None in vs else f"{_mean(vs):.3f}" for vs in values)
 
-        em = r["exact_match"]
-        rows.append([name, f"{em['action']:.3f}", f"{em['justification']:.3f}", f"{em['caption']:.3f}",
-                     triple("action_"), triple("justification_"), triple(""), f"{r['train_runtime_s']:.0f}"])
+        direction = [r["direction"] for r in runs if r["direction"]["n"]]
+        rows.append([
+            name, " ".join(str(r["seed"]) for r in runs),
+            _mean_and_seeds([r["exact_match"]["action"] for r in runs]),
+            _mean_and_seeds([d["action_em"] for d in direction]) if direction else "-",
+            _mean_and_seeds([d["same_direction"] for d in direction]) if direction else "-",
+            _mean_and_seeds([r["exact_match"]["justification"] for r in runs]),
+            _mean_and_seeds([r["exact_match"]["caption"] for r in runs]),
+            triple("action_"),
+            f"{_mean([r['train_runtime_s'] for r in runs]):.0f}",
+        ])
     text = markdown_table(headers, rows)
-    kinds = sorted(next(iter(variants.values()))["action_by_kind"])
-    text += "\n\nAction exact match by scenario kind (with and without the cause together):\n\n"
-    text += markdown_table(["variant"] + kinds, [[n] + [f"{r['action_by_kind'][k]:.2f}" for k in kinds]
-                                                  for n, r in variants.items()])
-    text += (
-        "\n\nGrounding of the reference captions' cause words (test clips with a cause): hit rate (95% Wilson CI) vs "
-        "chance. Temporal: top frame shows the cause (chance: share of cause frames). Spatial: heatmap maximum on "
-        "the top-ranked cause frame inside the true box (chance: box area / frame area). Deletion: mean drop of "
-        "log p(caption) masking the cause frames vs as many other frames; share of clips where the cause hurts "
-        "more.\n\n"
+    first = next(iter(variants.values()))["runs"]
+    n_direction = next(iter(first.values()))["direction"]["n"]
+    text += (f"\n\nMean over the training seeds, each seed's value in brackets. Direction subset: the {n_direction} "
+             "test clips whose action has a direction (turns, lane changes); 'same left/right': the predicted action "
+             "names the reference's direction.\n")
+    kinds = sorted(next(iter(first.values()))["action_by_kind"])
+    text += "\nAction exact match by scenario kind (with and without the cause together; mean over seeds):\n\n"
+    text += markdown_table(
+        ["variant"] + kinds,
+        [[n] + [f"{_mean([r['action_by_kind'][k] for r in v['runs'].values()]):.2f}" for k in kinds]
+         for n, v in variants.items()],
     )
-    headers = ["variant", "n", "attention: temporal", "Grad-CAM: temporal", "attention: spatial", "Grad-CAM: spatial",
-               "deletion: cause / other (cause > other)"]
-    rows = []
-    for name, r in variants.items():
-        g = r.get("grounding")
-        if g is None:
-            continue
-        d = g.get("deletion")
-        deletion = "-" if d is None else f"{d['drop_cause']:.2f} / {d['drop_other']:.2f} ({d['cause_beats_other']:.2f})"
-        rows.append([name, g["num_clips"], rate_cell(g.get("attention_temporal")), rate_cell(g.get("grad-cam_temporal")),
-                     rate_cell(g.get("attention_spatial")), rate_cell(g.get("grad-cam_spatial")), deletion])
-    text += markdown_table(headers, rows)
+    grounded = {n: r for n, v in variants.items() for r in v["runs"].values() if r.get("grounding")}
+    if grounded:
+        text += (
+            "\n\nGrounding of the reference captions' cause words (test clips with a cause; first seed's model): hit "
+            "rate (95% Wilson CI) vs chance. Temporal: top frame shows the cause (chance: share of cause frames). "
+            "Spatial: heatmap maximum on the top-ranked cause frame inside the true box (chance: box area / frame "
+            "area). Deletion: mean drop of log p(caption) masking the cause frames vs as many other frames; share of "
+            "clips where the cause hurts more.\n\n"
+        )
+        headers = ["variant", "seed", "n", "attention: temporal", "Grad-CAM: temporal", "attention: spatial",
+                   "Grad-CAM: spatial", "deletion: cause / other (cause > other)"]
+        rows = []
+        for name, v in variants.items():
+            for r in v["runs"].values():
+                g = r.get("grounding")
+                if g is None:
+                    continue
+                d = g.get("deletion")
+                deletion = "-" if d is None else f"{d['drop_cause']:.2f} / {d['drop_other']:.2f} ({d['cause_beats_other']:.2f})"
+                rows.append([name, r["seed"], g["num_clips"], rate_cell(g.get("attention_temporal")),
+                             rate_cell(g.get("grad-cam_temporal")), rate_cell(g.get("attention_spatial")),
+                             rate_cell(g.get("grad-cam_spatial")), deletion])
+        text += markdown_table(headers, rows)
     sizes = results["sizes"]
+    figures = [f for v in variants.values() for r in v["runs"].values() for f in r.get("figures", [])]
     text += (
         f"\n\nData: {sizes['num_train']} training / {sizes['num_test']} test clips (every scenario kind with and "
         f"without its cause equally often), 8 frames of 96x96. Training: {sizes['num_train']} clips x "
-        f"{sizes['epochs']} epochs = {sizes['steps']} steps of batch 16 for every variant (demo recipe: lr 2e-3 "
-        "cosine, warm-up 20). Figures: " + ", ".join(f for r in variants.values() for f in r.get("figures", []))
+        f"{sizes['epochs']} epochs = {sizes['steps']} steps of batch 16 for every variant and seed (demo recipe: lr "
+        "2e-3 cosine, warm-up 20). Figures: " + (", ".join(figures) or "none")
     )
     return text
 
@@ -240,28 +314,41 @@ def main() -> int:
         args.meteor = not args.quick
     if args.figures is None:
         args.figures = 1 if args.quick else 3
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    names = [VARIANT_KEYS[key] for key in args.variants] if args.variants else list(VARIANTS)
     sizes["steps"] = math.ceil(math.ceil(sizes["num_train"] / 16) * sizes["epochs"])
-    data_dir = CACHE_DIR / "driving_96" / f"train{sizes['num_train']}_test{sizes['num_test']}_seed{args.seed}"
+    # v2: the generator's turn rate went from 0.07 to 0.15 rad per frame (older folders hold the weaker turns)
+    data_dir = CACHE_DIR / "driving_96_v2" / f"train{sizes['num_train']}_test{sizes['num_test']}_seed{args.seed}"
     if not (data_dir / "ground_truth.jsonl").exists():
         write_driving_dataset(data_dir, num_train=sizes["num_train"], num_validation=4 if args.quick else 12, num_test=sizes["num_test"],
                               size=96, seed=args.seed, progress=False)
     started = time.perf_counter()
-    results: dict[str, Any] = {"mode": mode, "machine": info, "sizes": sizes, "config": BENCH_CONFIG, "variants": {}}
-    for name, (overrides, blank) in VARIANTS.items():
-        print(f"  training: {name} ...", file=sys.stderr, flush=True)
-        slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
-        run_dir = CACHE_DIR / "runs_driving" / mode / slug
-        results["variants"][name] = train_variant(name, overrides, blank, data_dir, run_dir, sizes, args)
-        print(f"  ... {results['variants'][name]['train_and_eval_s']:.0f} s, load {load_average()}", file=sys.stderr)
+    results: dict[str, Any] = {"mode": mode, "machine": info, "sizes": sizes, "config": BENCH_CONFIG, "data_seed": args.seed,
+                               "seeds": seeds, "variants": {name: {"runs": {}} for name in names}}
+    out_name = args.results_name or ("bench_driving_quick" if args.quick else "bench_driving")
+    # seeds outside, variants inside: a run cut short still has every variant for the seeds it finished
+    for index, seed in enumerate(seeds):
+        for name in names:
+            overrides, blank = VARIANTS[name]
+            if blank and index >= args.text_only_seeds:
+                continue
+            print(f"  training: {name}, seed {seed} ...", file=sys.stderr, flush=True)
+            slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
+            run_dir = CACHE_DIR / "runs_driving" / out_name / f"{slug}_seed{seed}"
+            ground = not args.no_grounding and index < args.grounding_seeds
+            run = train_variant(name, overrides, blank, data_dir, run_dir, sizes, args, seed, ground)
+            results["variants"][name]["runs"][str(seed)] = run
+            write_results(out_name, results)  # after every run
+            print(f"  ... {run['train_and_eval_s']:.0f} s, action EM {run['exact_match']['action']:.3f}, direction "
+                  f"{run['direction']}, load {load_average()}", file=sys.stderr, flush=True)
     results["runtime_s"] = time.perf_counter() - started
     results["load_average_at_end"] = load_average()
     print("\n## Explainable driving (synthetic BDD-X)\n")
     print(report(results))
-    path = write_results("bench_driving_quick" if args.quick else "bench_driving", results)
+    path = write_results(out_name, results)
     print(f"\nRuntime {results['runtime_s']:.0f} s; load average at end {results['load_average_at_end']}; "
           f"raw results: {path}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

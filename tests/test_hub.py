@@ -260,8 +260,10 @@ LOAD_WITHOUT_VIDGPT2 = textwrap.dedent(
 )
 
 
-def test_pushed_repo_loads_with_remote_code_without_vidgpt2(api, processor, tmp_path):
-    model = tiny_model(seed=3)
+# motion tokens (issue 12): their own layer must come through the remote code too (grid 1x1: the 32 px frames here)
+@pytest.mark.parametrize("overrides", [{}, {"visual_tokens": "motion", "grid_size": 1}], ids=["pooled", "motion"])
+def test_pushed_repo_loads_with_remote_code_without_vidgpt2(api, processor, tmp_path, overrides):
+    model = tiny_model(seed=3, **overrides)
     push_to_hub(model, REPO, processor=processor, api=api)
 
     video = np.random.default_rng(0).integers(0, 256, size=(6, 40, 48, 3), dtype=np.uint8)

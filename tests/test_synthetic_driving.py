@@ -88,6 +88,29 @@ def test_lead_car_grows_only_when_it_brakes():
     assert c.cause_frames[0] > c.cause_onset  # growth shows only after the braking started
 
 
+def _road_column(frame: np.ndarray) -> float:
+    """Mean column of the grey road pixels in the lower half of a (S, S, 3) frame."""
+    f = frame.astype(int)
+    grey = (np.abs(f[..., 0] - f[..., 2]) < 12) & (f[..., 0] > 70) & (f[..., 0] < 110)
+    grey[: frame.shape[0] // 2] = False
+    return float(np.nonzero(grey)[1].mean())
+
+
+@pytest.mark.parametrize("kind", ["road_bend", "obstacle"])
+def test_turns_and_lane_changes_move_the_scene_visibly_the_right_way(kind):
+    """The direction of a turn or lane change shows as motion: between the onset and the last frame the road slides
+    against the direction (a right turn moves the scene left) by at least 5 px at 96 px. At the old turn rate
+    (0.07 rad per frame) a turn that starts one frame before the end moved the road only about 3 px."""
+    seen = set()
+    for seed in range(10):
+        c = clip(kind, seed, size=96)
+        direction = c.action.split()[-1]
+        seen.add(direction)
+        shift = _road_column(c.frames[-1]) - _road_column(c.frames[c.cause_onset])  # > 0: the road moved right
+        assert (shift < -5 if direction == "right" else shift > 5), (seed, direction, c.cause_onset, shift)
+    assert seen == {"left", "right"}
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="kind must be one of"):
         clip("rain")

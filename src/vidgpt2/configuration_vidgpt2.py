@@ -12,7 +12,7 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-VISUAL_TOKEN_MODES = ("pooled", "spatial", "grid")
+VISUAL_TOKEN_MODES = ("pooled", "spatial", "grid", "motion")
 
 
 class VidGPT2Config(PreTrainedConfig):
@@ -37,8 +37,13 @@ class VidGPT2Config(PreTrainedConfig):
             ``"pooled"``: one token per frame. ``"spatial"``: one token per cell of the last feature map per frame.
             ``"grid"``: the last feature map average-pooled to ``grid_size x grid_size`` cells per frame
             (adaptive average pooling), a few tokens that keep where things are at any ``image_size``.
+            ``"motion"``: one token per frame, like ``"pooled"``, plus a projection of how the ``grid_size x
+            grid_size`` grid of the frame's features changed since the previous frame (the first frame's change is
+            zero): reads which way the scene moves (ego-motion: turns, lane changes) at the cost of one linear layer,
+            with no second backbone pass and no extra tokens.
         grid_size (`int`, defaults to 2):
-            Side of the per-frame token grid for ``visual_tokens="grid"`` (ignored otherwise).
+            Side of the per-frame grid for ``visual_tokens="grid"`` (tokens) and ``"motion"`` (the grid whose
+            change makes the motion part); ignored otherwise.
         temporal_embeddings (`bool`, defaults to `True`):
             Add a learned embedding per frame index. ``False`` is the order-blind ablation.
         num_visual_layers (`int`, defaults to 1):
@@ -62,7 +67,7 @@ class VidGPT2Config(PreTrainedConfig):
     text_config: dict | GPT2Config | None = None
     num_frames: int = 8
     image_size: int = 224
-    visual_tokens: Literal["pooled", "spatial", "grid"] = "pooled"
+    visual_tokens: Literal["pooled", "spatial", "grid", "motion"] = "pooled"
     grid_size: int = 2
     temporal_embeddings: bool = True
     num_visual_layers: int = 1
@@ -115,7 +120,7 @@ class VidGPT2Config(PreTrainedConfig):
             raise bad("visual_tokens", self.visual_tokens, f"one of {VISUAL_TOKEN_MODES}")
         if not isinstance(self.grid_size, int) or isinstance(self.grid_size, bool) or self.grid_size < 1:
             raise bad("grid_size", self.grid_size, "a positive integer")
-        if self.visual_tokens == "grid" and self.grid_size > self.spatial_grid:
+        if self.visual_tokens in ("grid", "motion") and self.grid_size > self.spatial_grid:
             raise bad(
                 "grid_size",
                 self.grid_size,
@@ -161,8 +166,15 @@ class VidGPT2Config(PreTrainedConfig):
 
     @property
     def token_grid(self) -> int:
-        """Side of each frame's token grid: 1 pooled, `spatial_grid` spatial, `grid_size` grid."""
-        return {"pooled": 1, "spatial": self.spatial_grid, "grid": self.grid_size}[self.visual_tokens]
+        """Side of each frame's token grid: 1 pooled and motion, `spatial_grid` spatial, `grid_size` grid."""
+        return {"pooled": 1, "spatial": self.spatial_grid, "grid": self.grid_size, "motion": 1}[self.visual_tokens]
+
+    @property
+    def feature_grid(self) -> int:
+        """Side of each frame's feature grid in `get_video_features(...).pooler_output` (what `forward` takes as
+        `video_features` and the feature cache stores): 1 pooled, `spatial_grid` spatial, `grid_size` grid and
+        motion (whose one token per frame is made from that grid)."""
+        return self.grid_size if self.visual_tokens == "motion" else self.token_grid
 
     @property
     def tokens_per_frame(self) -> int:

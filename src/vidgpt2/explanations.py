@@ -22,6 +22,9 @@ How the pieces are computed (B = 1 video, T frames, L caption tokens, N = T * to
   log-probs, eos included, teacher forced) is differentiated with respect to A, channel weights are the spatially
   averaged gradients, cam = relu(sum_c w_c A_c) (method "grad-cam"). Both are scaled to [0, 1] by their maximum
   over the whole video, so frames stay comparable, and upsampled (bilinear) to the frame size.
+- Motion tokens (`visual_tokens="motion"`) are one per frame, like pooled ones (Grad-CAM by default, temporal maps
+  only from attention): token t holds frame t's features and their change since frame t-1, so attention to it is
+  credited to frame t, the frame where the change shows (Grad-CAM follows the gradient into both frames).
 - Caveat: with visual self-attention layers (`num_visual_layers > 0`; the default is 1) visual token t has already
   read the other frames, so attention to token t is attention to frame t's slot, which holds mostly but not only
   frame t. `faithfulness` measures how far a ranking of frames holds up when frames are actually removed.

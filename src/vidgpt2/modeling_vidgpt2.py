@@ -5,7 +5,9 @@ Data flow (shapes for the default config: B videos, T=8 frames, 224x224, ResNet-
     pixel_values_videos (B, T, 3, 224, 224)
       -> vision tower on (B*T, 3, 224, 224)             [ResNet; frozen by default]
       -> video features (B, T, 2048) pooled | (B, T, 49, 2048) spatial   <- `get_video_features(...).pooler_output`
+         | (B, T, g*g, 2048) grid and motion
       -> linear projection + LayerNorm, + temporal (+ spatial) position embeddings
+         (motion: projection of the frame's mean feature + projection of its grid's change since frame t-1)
       -> `num_visual_layers` self-attention layers   -> visual tokens (B, N, 768), N = T or T*49
       -> GPT-2 decoder cross-attending to the visual tokens -> logits (B, L, vocab)
 
@@ -193,7 +195,16 @@ class VidGPT2VideoEncoder(nn.Module):
             VidGPT2PositionEmbedding(config.num_frames, width) if config.temporal_embeddings else None
         )
         self.spatial_embedding = (
-            VidGPT2PositionEmbedding(config.tokens_per_frame, width) if config.visual_tokens != "pooled" else None
+            VidGPT2PositionEmbedding(config.tokens_per_frame, width)
+            if config.visual_tokens in ("spatial", "grid")
+            else None
+        )
+        # motion tokens: the change of each frame's g x g feature grid since the previous frame, all cells at once
+        # (g*g*C -> d), so that where the change happened (left or right of the frame) stays readable
+        self.motion_projection = (
+            nn.Linear(config.feature_grid**2 * config.vision_feature_dim, width)
+            if config.visual_tokens == "motion"
+            else None
         )
         self.dropout = nn.Dropout(config.visual_dropout)
         self.layers = nn.ModuleList(
@@ -223,7 +234,7 @@ class VidGPT2VideoEncoder(nn.Module):
         Returns a `BaseModelOutputWithPooling` (the transformers 5.x `get_*_features` contract):
             pooler_output: the backbone features exactly as `forward(video_features=...)` takes them (and the feature
                 cache stores them): (B, T, C) for ``visual_tokens="pooled"``, (B, T, h*w, C) for ``"spatial"``,
-                (B, T, g*g, C) for ``"grid"`` (g = ``grid_size``).
+                (B, T, g*g, C) for ``"grid"`` and ``"motion"`` (g = ``grid_size``).
             last_hidden_state: the tower's last feature map, (B*T, C, h, w).
             hidden_states: the tower's stage outputs when `output_hidden_states` (default: the config's flag).
             attentions: always `None`; a ResNet has no attention.
@@ -250,12 +261,13 @@ class VidGPT2VideoEncoder(nn.Module):
     def pool_feature_map(self, feature_map: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
         """Lay the tower's last feature map out as the visual tokens use it.
 
-        (B*T, C, h, w) -> (B, T, C) mean over cells for ``visual_tokens="pooled"``, (B, T, h*w, C) for ``"spatial"``.
+        (B*T, C, h, w) -> (B, T, C) mean over cells for ``visual_tokens="pooled"``, (B, T, h*w, C) for ``"spatial"``,
+        (B, T, g*g, C) adaptive-pooled blocks for ``"grid"`` and ``"motion"``.
         """
         if self.config.visual_tokens == "pooled":
             # (B*T, C, h, w) -> (B*T, C) -> (B, T, C)
             return feature_map.mean(dim=(2, 3)).view(batch, frames, -1)
-        if self.config.visual_tokens == "grid":
+        if self.config.visual_tokens in ("grid", "motion"):
             # (B*T, C, h, w) -> (B*T, C, g, g): mean over each of g x g near-equal blocks of cells
             feature_map = F.adaptive_avg_pool2d(feature_map, self.config.grid_size)
         # (B*T, C, h, w) -> (B*T, h*w, C) -> (B, T, h*w, C)
@@ -273,7 +285,8 @@ class VidGPT2VideoEncoder(nn.Module):
         """Frames (B, T, 3, H, W) or cached features (`get_video_features(...).pooler_output`) -> visual tokens.
 
         Returns `BaseModelOutput` (a tuple of its non-None fields when `return_dict=False`):
-            last_hidden_state: (B, N, d) visual tokens, N = T (pooled) or T*h*w (spatial), after the final LayerNorm.
+            last_hidden_state: (B, N, d) visual tokens after the final LayerNorm, N = T (pooled, motion), T*h*w
+                (spatial) or T*g*g (grid).
             hidden_states: when `output_hidden_states`, `num_visual_layers + 1` tensors (B, N, d): the tokens before
                 the first visual layer and after each one (the last one before the final LayerNorm).
             attentions: when `output_attentions`, one (B, heads, N, N) tensor per visual layer.
@@ -292,8 +305,11 @@ class VidGPT2VideoEncoder(nn.Module):
         if video_features is None:
             video_features = self.get_video_features(pixel_values_videos, output_hidden_states=False).pooler_output
         self._check_features(video_features)
-        tokens = self.projection(video_features.to(self.projection.weight.dtype))  # (B, T, [h*w,] C) -> (..., d)
-        tokens = self.projection_norm(tokens)
+        video_features = video_features.to(self.projection.weight.dtype)
+        if self.motion_projection is not None:
+            tokens = self.projection_norm(self.motion_tokens(video_features))  # (B, T, d)
+        else:
+            tokens = self.projection_norm(self.projection(video_features))  # (B, T, [h*w,] C) -> (..., d)
         frames = tokens.shape[1]
         if self.temporal_embedding is not None:
             time = self.temporal_embedding(torch.arange(frames, device=tokens.device))  # (T, d)
@@ -319,6 +335,19 @@ class VidGPT2VideoEncoder(nn.Module):
         )
         return output if return_dict else output.to_tuple()
 
+    def motion_tokens(self, grid_features: torch.Tensor) -> torch.Tensor:
+        """``visual_tokens="motion"``: (B, T, g*g, C) grid features -> (B, T, d) one token per frame, before the
+        LayerNorm: ``projection(mean of the frame's cells) + motion_projection(cells(t) - cells(t-1))``.
+
+        The first frame has no previous one: its change is zero (its token is then the pooled one). The change keeps
+        the g x g layout, so a scene sliding left and one sliding right give different tokens even when every
+        frame's mean feature is the same; pooled tokens cannot tell them apart.
+        """
+        appearance = self.projection(grid_features.mean(dim=2))  # (B, T, C) -> (B, T, d)
+        previous = torch.cat([grid_features[:, :1], grid_features[:, :-1]], dim=1)  # frame t-1; frame 0 for itself
+        change = (grid_features - previous).flatten(2)  # (B, T, g*g*C), zero at t = 0
+        return appearance + self.motion_projection(change)
+
     def _check_pixels(self, pixel_values_videos: torch.Tensor) -> None:
         if pixel_values_videos.dim() != 5 or pixel_values_videos.shape[2] != self.config.vision_config.num_channels:
             raise ValueError(
@@ -339,7 +368,7 @@ class VidGPT2VideoEncoder(nn.Module):
         if self.config.visual_tokens == "pooled":
             expected, ok = f"(batch, frames, {channels})", video_features.dim() == 3
         else:
-            cells = self.config.tokens_per_frame
+            cells = self.config.feature_grid**2
             expected = f"(batch, frames, {cells}, {channels})"
             ok = video_features.dim() == 4 and video_features.shape[2] == cells
         if not ok or video_features.shape[-1] != channels:

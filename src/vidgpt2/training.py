@@ -70,7 +70,7 @@ class ModelArguments:
     )
     num_frames: int | None = field(default=None, metadata={"help": "Frames sampled per video (default: model's)."})
     image_size: int | None = field(default=None, metadata={"help": "Frame side in pixels (default: model's)."})
-    visual_tokens: str | None = field(default=None, metadata={"help": "'pooled', 'spatial' or 'grid' (new models only)."})
+    visual_tokens: str | None = field(default=None, metadata={"help": "'pooled', 'spatial', 'grid' or 'motion' (new models only)."})
     freeze_vision: bool | None = field(
         default=None,
         metadata={

@@ -47,7 +47,7 @@ def vision_fingerprint(model: Any, dtype: str = "float32") -> str:
     float32 adds nothing to the hash, so caches written before the dtype was recorded keep their fingerprint."""
     digest = hashlib.sha1()
     config = model.config
-    tokens = f"grid{config.grid_size}" if config.visual_tokens == "grid" else config.visual_tokens
+    tokens = f"{config.visual_tokens}{config.grid_size}" if config.visual_tokens in ("grid", "motion") else config.visual_tokens
     digest.update(f"{tokens}|{config.image_size}".encode())
     if dtype != "float32":
         digest.update(f"|dtype={dtype}".encode())
