@@ -6,7 +6,7 @@ real `bddx` loader (target "action_justification"). Training: `vidgpt2.training.
 recipe (`demo_training_arguments`), the same steps for every variant. Scores: action and justification exact match
 and BLEU-4 / METEOR / CIDEr scored separately (`score_split`, as ADAPT reports BDD-X), the joined caption, and the
 grounding table (`vidgpt2.grounding`: temporal and spatial pointing games with 95% Wilson intervals against chance,
-attention and Grad-CAM, and the deletion test on cause frames vs other frames) for the reference captions.
+attention, Grad-CAM and (temporal only) per-frame occlusion, and the deletion test on cause frames vs other frames) for the reference captions.
 
     python benchmarks/bench_driving.py            # full: 5 variants x 3 seeds, ~60-70 min on 2 busy cores
     python benchmarks/bench_driving.py --quick    # smoke run, ~3 min
@@ -264,13 +264,14 @@ def report(results: dict[str, Any]) -> str:
     if grounded:
         text += (
             "\n\nGrounding of the reference captions' cause words (test clips with a cause; first seed's model): hit "
-            "rate (95% Wilson CI) vs chance. Temporal: top frame shows the cause (chance: share of cause frames). "
+            "rate (95% Wilson CI) vs chance. Temporal: top frame shows the cause (chance: share of cause frames); "
+            "occlusion ranks frames by the cause words' log-prob drop when the frame is replaced by a flat one. "
             "Spatial: heatmap maximum on the top-ranked cause frame inside the true box (chance: box area / frame "
             "area). Deletion: mean drop of log p(caption) masking the cause frames vs as many other frames; share of "
             "clips where the cause hurts more.\n\n"
         )
-        headers = ["variant", "seed", "n", "attention: temporal", "Grad-CAM: temporal", "attention: spatial",
-                   "Grad-CAM: spatial", "deletion: cause / other (cause > other)"]
+        headers = ["variant", "seed", "n", "attention: temporal", "Grad-CAM: temporal", "occlusion: temporal",
+                   "attention: spatial", "Grad-CAM: spatial", "deletion: cause / other (cause > other)"]
         rows = []
         for name, v in variants.items():
             for r in v["runs"].values():
@@ -280,7 +281,8 @@ def report(results: dict[str, Any]) -> str:
                 d = g.get("deletion")
                 deletion = "-" if d is None else f"{d['drop_cause']:.2f} / {d['drop_other']:.2f} ({d['cause_beats_other']:.2f})"
                 rows.append([name, r["seed"], g["num_clips"], rate_cell(g.get("attention_temporal")),
-                             rate_cell(g.get("grad-cam_temporal")), rate_cell(g.get("attention_spatial")),
+                             rate_cell(g.get("grad-cam_temporal")), rate_cell(g.get("occlusion_temporal")),
+                             rate_cell(g.get("attention_spatial")),
                              rate_cell(g.get("grad-cam_spatial")), deletion])
         text += markdown_table(headers, rows)
     sizes = results["sizes"]

@@ -14,10 +14,12 @@ import vidgpt2.explanations
 from tests.tiny import tiny_model, tiny_pixels, tiny_tokenizer
 from vidgpt2.explanations import (
     Explanation,
+    caption_logprobs,
     denormalize_frames,
     explain,
     faithfulness,
     mean_faithfulness,
+    occlusion_frame_scores,
     plot_explanation,
     save_explanation,
 )
@@ -282,3 +284,107 @@ def test_matplotlib_is_imported_only_inside_the_plotting_functions():
         node.module for node in top_level if isinstance(node, ast.ImportFrom)
     ]
     assert names and not any("matplotlib" in (name or "") for name in names)
+
+
+# --- occlusion -----------------------------------------------------------------------------------------------------
+def _occlusion_model(visual_tokens: str):
+    extra = {"grid_size": 2} if visual_tokens in ("grid", "motion") else {}
+    return tiny_model(visual_tokens=visual_tokens, image_size=64, **extra)
+
+
+@pytest.mark.parametrize("visual_tokens", ["pooled", "grid", "motion", "spatial"])
+def test_occlusion_scores_shapes_match_one_at_a_time_scoring_and_need_no_gradients(visual_tokens):
+    model = _occlusion_model(visual_tokens)
+    pixels = tiny_pixels(model.config, batch=1)  # (1, 4, 3, 64, 64)
+    ids = [5, 6, 7, 1]
+    with torch.inference_mode():
+        scores = occlusion_frame_scores(model, pixels, ids)  # one batch of T + 1 videos
+    assert scores.shape == (4, 4) and scores.dtype == torch.float32
+    assert scores.abs().max() > 0  # an untrained model still reads its frames
+    labels = torch.tensor([ids])
+    with torch.no_grad():  # the definition, one video at a time
+        reference = caption_logprobs(model, labels, pixel_values_videos=pixels)[0]  # (L,)
+        for t in range(4):
+            occluded = pixels.clone()
+            occluded[0, t] = 0.0  # the dataset-mean flat frame in normalised space
+            drop = reference - caption_logprobs(model, labels, pixel_values_videos=occluded)[0]
+            np.testing.assert_allclose(scores[:, t].numpy(), drop.numpy(), atol=1e-4)
+    np.testing.assert_allclose(occlusion_frame_scores(model, pixels[0], ids, batch_size=2).numpy(), scores.numpy(),
+                               atol=1e-4)  # (T, 3, H, W) input, several passes: the same
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_occlusion_ranks_first_the_only_frame_the_score_depends_on(monkeypatch):
+    """A scorer whose log-probs depend on frame 1 only: occluding it is the only drop, per word."""
+    weights = torch.tensor([0.5, 2.0, 1.0])  # per word
+
+    def frame_one_scorer(model, labels, pixel_values_videos):
+        evidence = pixel_values_videos[:, 1].abs().mean(dim=(1, 2, 3))  # (B,)
+        return evidence[:, None] * weights[None, : labels.shape[1]]  # (B, L)
+
+    monkeypatch.setattr(vidgpt2.explanations, "caption_logprobs", frame_one_scorer)
+    model = tiny_model()
+    pixels = torch.ones(1, 4, 3, 8, 8)
+    scores = occlusion_frame_scores(model, pixels, [5, 6, 1])  # (3, 4)
+    expected = torch.zeros(3, 4)
+    expected[:, 1] = weights  # evidence 1 -> 0 when frame 1 is flat
+    torch.testing.assert_close(scores, expected)
+    assert scores.sum(0).argmax() == 1
+    clip_mean = occlusion_frame_scores(model, pixels, [5, 6, 1], baseline="clip_mean")  # the mean of ones is one
+    torch.testing.assert_close(clip_mean, torch.zeros(3, 4))
+
+
+def test_occlusion_leaves_train_and_eval_modes_as_they_were_and_refuses_bad_inputs():
+    model = tiny_model(image_size=64, visual_dropout=0.5)
+    model.train()
+    modes = {name: m.training for name, m in model.named_modules()}
+    pixels = tiny_pixels(model.config, batch=1)
+    first = occlusion_frame_scores(model, pixels, [5, 6, 1])
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    torch.testing.assert_close(first, occlusion_frame_scores(model, pixels, [5, 6, 1]))  # eval inside: no dropout
+    model.eval()
+    occlusion_frame_scores(model, pixels, [5, 6, 1])
+    assert not any(m.training for m in model.modules())
+    with pytest.raises(ValueError, match="one video"):
+        occlusion_frame_scores(model, pixels.repeat(2, 1, 1, 1, 1), [5, 1])
+    with pytest.raises(ValueError, match="empty caption"):
+        occlusion_frame_scores(model, pixels, [])
+    with pytest.raises(ValueError, match="baseline="):
+        occlusion_frame_scores(model, pixels, [5, 1], baseline="black")
+    with pytest.raises(ValueError, match="batch_size=0"):
+        occlusion_frame_scores(model, pixels, [5, 1], batch_size=0)
+    with pytest.raises(ValueError, match="frame_scores="):
+        _explain(model, pixels, frame_scores="gradients")
+
+
+def test_explain_with_occlusion_frame_scores_ranks_and_plots_by_them(spatial, tmp_path):
+    model, pixels, attention_only = spatial
+    expl = _explain(model, pixels, frame_scores="occlusion")
+    n = len(expl.tokens)
+    assert attention_only.frame_occlusion is None and attention_only.frame_weights is attention_only.frame_attention
+    assert expl.frame_scores == "occlusion" and expl.token_frame_occlusion.shape == (n, 4)
+    full = occlusion_frame_scores(model, pixels, expl.caption_ids).numpy()  # (L, T), eos row included
+    np.testing.assert_allclose(expl.token_frame_occlusion, full[:n], atol=1e-5)
+    np.testing.assert_allclose(expl.frame_weights, full[:n].mean(0), atol=1e-5)
+    np.testing.assert_allclose(expl.token_frame_attention, attention_only.token_frame_attention, atol=1e-6)
+    assert expl.method == "cross-attention"  # heatmaps still from the heatmap method
+    # faithfulness ranks frames by the chosen scores
+    by_scores = faithfulness(model, expl, pixels, k=1, num_random=0)
+    by_weights = faithfulness(model, expl.frame_weights, pixels, expl.caption_ids, k=1, num_random=0)
+    assert (by_scores["drop_top"], by_scores["drop_bottom"]) == (by_weights["drop_top"], by_weights["drop_bottom"])
+    paths = save_explanation(expl, tmp_path, "occl")
+    saved = json.loads(paths["json"].read_text())
+    assert saved["frame_scores"] == "occlusion" and np.allclose(saved["frame_occlusion"], expl.frame_occlusion, atol=1e-6)
+    assert "occluded" in paths["html"].read_text()
+
+
+def test_trained_toy_occlusion_points_at_the_frame_that_decides_the_caption(toy):
+    model, pixels, classes, _ = toy
+    tokenizer = tiny_tokenizer()
+    explanations = [
+        explain(model, None, pixel_values_videos=p, tokenizer=tokenizer, max_new_tokens=8, frame_scores="occlusion")
+        for p in pixels
+    ]
+    assert np.mean([e.frame_occlusion.argmax() == KEY_FRAME for e in explanations]) >= 0.9
+    result = mean_faithfulness(model, explanations, pixels, k=1)
+    assert result["top_beats_bottom"] >= 0.9 and result["drop_top"] > 1.0

@@ -2,7 +2,7 @@
 
 transformers ships `ModelTesterMixin` (tests/test_modeling_common.py) and `GenerationTesterMixin`
 (tests/generation/test_utils.py) only in its source tree. This file checks what those mixins check and what callers
-rely on, on tiny pooled and spatial configs (`VidGPT2ModelTester`):
+rely on, on tiny pooled, spatial and motion configs (`VidGPT2ModelTester`):
 
 - output flags from the config, from `from_pretrained` kwargs and from arguments; tuples with `return_dict=False`;
 - the legacy cache name `past_key_values=`; unknown arguments never dropped in silence;
@@ -42,7 +42,7 @@ from transformers.utils import logging as hf_logging
 from tests.tiny import TINY_VISION, tiny_config, tiny_pixels
 from vidgpt2 import VidGPT2Config, VidGPT2ForConditionalGeneration, modeling_vidgpt2
 
-VISUAL_TOKENS = ["pooled", "spatial"]
+VISUAL_TOKENS = ["pooled", "spatial", "motion"]
 
 
 class VidGPT2ModelTester:
@@ -57,7 +57,8 @@ class VidGPT2ModelTester:
         self.overrides = overrides
 
     def get_config(self, **overrides: Any) -> VidGPT2Config:
-        image_size = 64 if self.visual_tokens == "spatial" else 32  # spatial: a 2x2 grid per frame
+        # spatial: a 2x2 grid of tokens per frame; motion: one token per frame made from the change of a 2x2 grid
+        image_size = 64 if self.visual_tokens in ("spatial", "motion") else 32
         kwargs = dict(
             visual_tokens=self.visual_tokens,
             image_size=image_size,
@@ -278,7 +279,9 @@ UNTIED = dict(tie_word_embeddings=False, text_config=dict(tie_word_embeddings=Fa
     [("itself", False), ("another tiny model", False), ("prompt lookup", False), ("another tiny model", True)],
 )
 def test_assisted_decoding_returns_what_greedy_search_returns(tester, assistant, from_features):
-    model = lively(tester.model(seed=2, **UNTIED), seed=1)  # seeds whose greedy captions vary in both modes
+    # seeds whose greedy captions vary in both modes (the motion model repeats one token with pooled's seeds)
+    model_seed, decoder_seed = (1, 1) if tester.visual_tokens == "motion" else (2, 1)
+    model = lively(tester.model(seed=model_seed, **UNTIED), seed=decoder_seed)
     pixels = tiny_pixels(model.config, batch=1)  # assisted decoding takes one video at a time
     video = (
         {"video_features": model.get_video_features(pixels).pooler_output}

@@ -147,3 +147,20 @@ def test_motion_tokens_export_to_onnx_and_match_pytorch(tmp_path):
         model.decoder.lm_head.weight[0].fill_(0.0)  # eos never wins: several greedy steps run
     report = export_onnx(model, tmp_path)
     assert report.greedy_tokens_match and max(report.max_abs_diff.values()) < DEFAULT_ATOL
+
+
+def test_occluding_a_frame_changes_its_motion_token_and_the_next_one_only():
+    """What `occlusion_frame_scores` documents for motion tokens: frame t reaches tokens t and t + 1."""
+    from vidgpt2.explanations import occlusion_frame_scores
+
+    model = motion_model(num_visual_layers=0)  # no visual self-attention: token t sees frames t - 1 and t only
+    pixels = tiny_pixels(model.config, batch=1)  # (1, 4, 3, 96, 96)
+    occluded = pixels.clone()
+    occluded[0, 1] = 0.0
+    with torch.no_grad():
+        before = model.encoder(pixel_values_videos=pixels).last_hidden_state[0]  # (T, d)
+        after = model.encoder(pixel_values_videos=occluded).last_hidden_state[0]
+    changed = (before - after).abs().amax(-1) > 1e-6  # (T,)
+    assert changed.tolist() == [False, True, True, False]
+    scores = occlusion_frame_scores(model, pixels, LABELS[0])
+    assert scores.shape == (4, 4) and scores.abs().sum() > 0

@@ -5,6 +5,7 @@
     save_explanation(explanation, dir, stem)    <stem>.png, <stem>.json and a self-contained <stem>.html
     faithfulness(model, explanation, pixels)    does masking the frames the explanation ranks highest hurt most?
     mean_faithfulness(model, [...], [...])      the same averaged over many clips, for a benchmark
+    occlusion_frame_scores(model, pixels, ids)  per-word log-prob drop when each frame is occluded (words x T)
 
 How the pieces are computed (B = 1 video, T frames, L caption tokens, N = T * tokens_per_frame visual tokens):
 
@@ -25,6 +26,10 @@ How the pieces are computed (B = 1 video, T frames, L caption tokens, N = T * to
 - Motion tokens (`visual_tokens="motion"`) are one per frame, like pooled ones (Grad-CAM by default, temporal maps
   only from attention): token t holds frame t's features and their change since frame t-1, so attention to it is
   credited to frame t, the frame where the change shows (Grad-CAM follows the gradient into both frames).
+- Occlusion (`frame_scores="occlusion"`, or `occlusion_frame_scores`): per-frame occlusion sensitivity (Zeiler &
+  Fergus 2014): every frame in turn is replaced by a flat frame and each word's teacher-forced log-probability drop
+  is its score for that frame. T extra forward passes (one batch), no gradients; a perturbation method, so it
+  measures what the caption depends on rather than where the decoder attends.
 - Caveat: with visual self-attention layers (`num_visual_layers > 0`; the default is 1) visual token t has already
   read the other frames, so attention to token t is attention to frame t's slot, which holds mostly but not only
   frame t. `faithfulness` measures how far a ranking of frames holds up when frames are actually removed.
@@ -54,6 +59,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 logger = logging.getLogger(__name__)
 
 Method = Literal["auto", "cross-attention", "grad-cam"]
+FrameScores = Literal["attention", "occlusion"]
 LayerChoice = Literal["mean", "last"] | int
 
 
@@ -78,6 +84,11 @@ class Explanation:
         token_heatmaps: (num_tokens, T, h, w) per-token cross-attention over cells (sums to 1 per token), for
             spatial-token models; None for Grad-CAM.
         token_logprobs: (num_scored,) log-probability of each token of `caption_ids`, teacher forced.
+        frame_scores: what ranks the frames (`frame_weights`, what `faithfulness` and the figure use): "attention"
+            or "occlusion".
+        token_frame_occlusion: (num_tokens, T) with `frame_scores="occlusion"`: each token's log-probability drop
+            (nats) when frame t is replaced by a flat frame (`occlusion_frame_scores`); None otherwise.
+        frame_occlusion: (T,) its mean over the tokens; None without occlusion.
     """
 
     caption: str
@@ -93,10 +104,23 @@ class Explanation:
     layers: str | int = "mean"
     token_heatmaps: np.ndarray | None = None
     token_logprobs: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    frame_scores: str = "attention"
+    token_frame_occlusion: np.ndarray | None = None
+    frame_occlusion: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
         return int(self.frame_attention.shape[0])
+
+    @property
+    def frame_weights(self) -> np.ndarray:
+        """(T,) the frame ranking chosen by `frame_scores`: `frame_occlusion` or `frame_attention`."""
+        return self.frame_occlusion if self.frame_scores == "occlusion" else self.frame_attention
+
+    @property
+    def token_frame_weights(self) -> np.ndarray:
+        """(num_tokens, T) per-token frame scores chosen by `frame_scores`."""
+        return self.token_frame_occlusion if self.frame_scores == "occlusion" else self.token_frame_attention
 
     def _repr_png_(self) -> bytes:
         """Notebooks show an explanation as its figure."""
@@ -126,6 +150,9 @@ class Explanation:
             "token_heatmaps": floats(self.token_heatmaps),
             "token_logprobs": floats(self.token_logprobs),
             "caption_logprob": float(np.sum(self.token_logprobs)),
+            "frame_scores": self.frame_scores,
+            "frame_occlusion": floats(self.frame_occlusion),
+            "token_frame_occlusion": floats(self.token_frame_occlusion),
         }
 
 
@@ -142,6 +169,7 @@ def explain(
     end: float | None = None,
     method: Method = "auto",
     layers: LayerChoice = "mean",
+    frame_scores: FrameScores = "attention",
     **generate_kwargs: Any,
 ) -> Explanation:
     """Caption one video and explain the caption (see the module docstring for how).
@@ -159,6 +187,10 @@ def explain(
         method: heatmap method. "auto": cross-attention for spatial-token models, Grad-CAM for pooled ones.
             "grad-cam" works for both; "cross-attention" needs spatial tokens.
         layers: decoder layers whose cross-attention is averaged: "mean" (all), "last", or a layer index.
+        frame_scores: what ranks the frames. "attention" (default): cross-attention over frames, free. "occlusion":
+            per-frame occlusion sensitivity (`occlusion_frame_scores`: each word's log-prob drop when the frame is
+            replaced by a flat one; T extra forward passes in one batch), which measures what the caption depends
+            on. Heatmaps come from `method` either way; attention over frames is always returned too.
         **generate_kwargs: passed to `model.generate` (`max_new_tokens`, `num_beams`, ...). Greedy by default.
 
     Returns:
@@ -168,6 +200,8 @@ def explain(
     pixels = pixels.to(device=model.device, dtype=model.encoder.vision_tower.dtype)
     tokenizer = tokenizer if tokenizer is not None else _find_tokenizer(processor)
     method = _resolve_method(model, method)
+    if frame_scores not in ("attention", "occlusion"):
+        raise ValueError(f"frame_scores={frame_scores!r} is invalid: expected 'attention' or 'occlusion'.")
     frames_count, height, width = pixels.shape[1], pixels.shape[-2], pixels.shape[-1]
 
     with _preserve_state(model):
@@ -188,6 +222,9 @@ def explain(
         token_heatmaps = None
         heatmap_grid = _scale_to_unit(scored["grad_cam"])  # (T, h, w)
 
+    token_occlusion = None
+    if frame_scores == "occlusion":
+        token_occlusion = occlusion_frame_scores(model, pixels, caption_ids)[shown].numpy()  # (n, T)
     token_ids = [int(caption_ids[i]) for i in shown]
     return Explanation(
         caption=_decode(tokenizer, caption_ids, token_ids),
@@ -203,6 +240,9 @@ def explain(
         layers=layers,
         token_heatmaps=None if token_heatmaps is None else token_heatmaps.numpy(),
         token_logprobs=scored["token_logprobs"].numpy(),
+        frame_scores=frame_scores,
+        token_frame_occlusion=token_occlusion,
+        frame_occlusion=None if token_occlusion is None else token_occlusion.mean(0),
     )
 
 
@@ -438,7 +478,8 @@ def faithfulness(
 ) -> dict[str, float]:
     """Deletion test: masking the frames an explanation ranks highest should hurt the caption most.
 
-    Ranks the T frames by the explanation's `frame_attention` (or by the given (T,) weights) and replaces k frames
+    Ranks the T frames by the explanation's `frame_weights` (attention or occlusion, as `explain` was asked; or by
+    the given (T,) weights) and replaces k frames
     with a baseline: `"dataset_mean"` puts zeros in normalised space, i.e. a flat frame of the dataset's mean colour
     (the processor's `image_mean`); `"clip_mean"` puts the mean of the clip's own frames. The caption is re-scored
     teacher forced; a drop is `log p(caption | original) - log p(caption | masked)` (positive = masking hurt).
@@ -503,7 +544,7 @@ def _weights_and_caption(
     explanation_or_weights: Any, caption_ids: Sequence[int] | torch.Tensor | None
 ) -> tuple[np.ndarray, Any]:
     if isinstance(explanation_or_weights, Explanation):
-        weights = explanation_or_weights.frame_attention
+        weights = explanation_or_weights.frame_weights
         caption_ids = explanation_or_weights.caption_ids if caption_ids is None else caption_ids
     else:
         weights = explanation_or_weights
@@ -543,6 +584,86 @@ def mean_faithfulness(
     return summary
 
 
+# --- occlusion -----------------------------------------------------------------------------------------------------
+def occlusion_frame_scores(
+    model: Any,
+    pixel_values_videos: torch.Tensor,
+    caption_ids: Sequence[int] | torch.Tensor,
+    *,
+    baseline: Literal["dataset_mean", "clip_mean"] = "dataset_mean",
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Per-frame occlusion sensitivity of every caption token: how much each word's log-probability drops when one
+    frame is replaced by a flat frame.
+
+    Occlusion sensitivity after Zeiler & Fergus 2014 ("Visualizing and understanding convolutional networks",
+    ECCV, sec. 4.2), occluding whole frames instead of image patches: for each frame t, a copy of the video with
+    frame t replaced by the baseline is scored teacher forced, and
+
+        scores[i, t] = log p(token i | original video) - log p(token i | frame t occluded)
+
+    (nats; positive = the frame supports the word, negative = the word is likelier without it). The baseline is
+    the deletion test's (`faithfulness`, `grounding.cause_deletion`): `"dataset_mean"` puts zeros in normalised
+    space, a flat frame of the dataset's mean colour; `"clip_mean"` the mean of the clip's frames.
+
+    Unlike attention or Grad-CAM this measures what the model's output actually depends on, at the cost of T extra
+    forward passes (run as one batch of T + 1 videos unless `batch_size` says otherwise); no gradients are needed,
+    so it also runs under `torch.inference_mode()`. Caveats: with visual self-attention layers
+    (`num_visual_layers > 0`) a frame also reaches the caption through the other frames' tokens, and that effect is
+    counted (it is the frame's effect). With `visual_tokens="motion"` occluding frame t changes two tokens: token t
+    (frame t's features and its change since t-1) and token t + 1 (the change from t to t + 1), so a frame is also
+    credited for the change into the next frame; that is what removing it does to the model's input.
+
+    Args:
+        model: a `VidGPT2ForConditionalGeneration`; its train/eval modes are restored afterwards (it runs in eval
+            mode: dropout off).
+        pixel_values_videos: (1, T, 3, H, W) or (T, 3, H, W), one video.
+        caption_ids: (L,) the caption's token ids as scored, eos included (e.g. `Explanation.caption_ids`).
+        baseline: what an occluded frame becomes (see above).
+        batch_size: videos per forward pass (default T + 1: one pass).
+
+    Returns:
+        (L, T) float32 tensor on the CPU: the log-probability drop of each caption token for each occluded frame.
+
+    Raises:
+        ValueError: for more than one video, an empty caption, a bad baseline or batch_size.
+    """
+    pixels = torch.as_tensor(pixel_values_videos)
+    pixels = pixels[None] if pixels.dim() == 4 else pixels
+    if pixels.dim() != 5 or pixels.shape[0] != 1:
+        raise ValueError(
+            f"occlusion_frame_scores() explains one video: expected pixel_values_videos of shape (1, T, 3, H, W) or "
+            f"(T, 3, H, W), got {tuple(pixels.shape)}. Call it once per video."
+        )
+    labels = torch.as_tensor(caption_ids, dtype=torch.long).reshape(1, -1)  # (1, L)
+    if labels.shape[1] == 0:
+        raise ValueError("occlusion_frame_scores() got an empty caption; pass the caption's token ids, eos included.")
+    if baseline not in ("dataset_mean", "clip_mean"):
+        raise ValueError(f"baseline={baseline!r} is invalid: expected 'dataset_mean' or 'clip_mean'.")
+    frames = pixels.shape[1]
+    batch_size = frames + 1 if batch_size is None else batch_size
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} is invalid: expected a positive number of videos per pass.")
+    pixels = pixels.to(device=model.device, dtype=model.encoder.vision_tower.dtype)
+    labels = labels.to(model.device)
+    fill = torch.zeros_like(pixels[0, 0]) if baseline == "dataset_mean" else pixels[0].mean(0)  # (3, H, W)
+    variants = pixels.repeat(1 + frames, 1, 1, 1, 1)  # (1 + T, T, 3, H, W); row 0 is the original
+    for t in range(frames):
+        variants[1 + t, t] = fill
+    modes = {module: module.training for module in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            logp = torch.cat(
+                [caption_logprobs(model, labels.expand(len(chunk), -1), pixel_values_videos=chunk)
+                 for chunk in variants.split(batch_size)]
+            )  # (1 + T, L)
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+    return (logp[:1] - logp[1:]).T.float().cpu()  # (L, T)
+
+
 # --- figures -------------------------------------------------------------------------------------------------------
 def plot_explanation(explanation: Explanation, path: str | Path | None = None, *, max_columns: int = 8) -> Any:
     """One figure: the frames with their heatmaps (top) and per-word attention over time (bottom).
@@ -572,7 +693,7 @@ def plot_explanation(explanation: Explanation, path: str | Path | None = None, *
         ax = figure.add_subplot(strip[t // columns, t % columns])
         ax.imshow(explanation.frames[t])
         ax.imshow(explanation.heatmaps[t], cmap=overlay, alpha=0.45, vmin=0.0, vmax=1.0)
-        ax.set_title(f"frame {t}  ·  {explanation.frame_attention[t]:.2f}", fontsize=10)
+        ax.set_title(f"frame {t}  ·  {explanation.frame_weights[t]:.2f}", fontsize=10)
         ax.set_axis_off()
 
     _plot_token_matrix(figure, figure.add_subplot(grid[1]), explanation)
@@ -583,22 +704,24 @@ def plot_explanation(explanation: Explanation, path: str | Path | None = None, *
 
 
 def _plot_token_matrix(figure: Any, ax: Any, explanation: Explanation) -> None:
-    """Rows = caption tokens, columns = frames, colour = attention; values written in the cells when they fit."""
-    matrix = explanation.token_frame_attention  # (n, T)
-    image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=0.0, vmax=max(float(matrix.max()), 1e-6))
+    """Rows = caption tokens, columns = frames, colour = attention (or occlusion drop); values written in the cells
+    when they fit."""
+    matrix = explanation.token_frame_weights  # (n, T)
+    occlusion = explanation.frame_scores == "occlusion"
+    low = min(float(matrix.min()), 0.0) if occlusion else 0.0  # occlusion drops can be negative
+    image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=low, vmax=max(float(matrix.max()), low + 1e-6))
     ax.set_xticks(range(matrix.shape[1]), [str(t) for t in range(matrix.shape[1])], fontsize=10)
     ax.set_yticks(range(matrix.shape[0]), explanation.tokens, fontsize=10)
     ax.set_xlabel("frame", fontsize=11)
-    ax.set_title(
-        f"attention over frames per word ({explanation.method} heatmaps, layers: {explanation.layers})", fontsize=11
-    )
+    what = "log-prob drop when the frame is occluded" if occlusion else "attention over frames"
+    ax.set_title(f"{what} per word ({explanation.method} heatmaps, layers: {explanation.layers})", fontsize=11)
     if matrix.size <= 400:
-        threshold = 0.6 * float(matrix.max())
+        threshold = low + 0.6 * (float(matrix.max()) - low)
         for (row, column), value in np.ndenumerate(matrix):
             color = "black" if value > threshold else "white"
             ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color=color)
     colorbar = figure.colorbar(image, ax=ax, fraction=0.04, pad=0.01)
-    colorbar.set_label("attention", fontsize=10)
+    colorbar.set_label("log-prob drop (nats)" if occlusion else "attention", fontsize=10)
 
 
 def _aspect(frames: np.ndarray) -> float:
@@ -628,10 +751,14 @@ def save_explanation(explanation: Explanation, out_dir: str | Path, stem: str = 
 def _html_page(explanation: Explanation, png_base64: str) -> str:
     header = "".join(f"<th>frame {t}</th>" for t in range(explanation.num_frames))
     body = []
-    for token, weights in zip(explanation.tokens, explanation.token_frame_attention, strict=True):
-        cells = "".join(_html_cell(w) for w in weights)
+    matrix = explanation.token_frame_weights  # (n, T)
+    occlusion = explanation.frame_scores == "occlusion"
+    scale = max(float(np.max(matrix)), 1e-12) if occlusion else 1.0  # occlusion drops in nats -> shades in [0, 1]
+    for token, weights in zip(explanation.tokens, matrix, strict=True):
+        cells = "".join(_html_cell(w, scale) for w in weights)
         body.append(f"<tr><th>{html.escape(token)}</th>{cells}</tr>")
-    mean_cells = "".join(_html_cell(w) for w in explanation.frame_attention)
+    mean_cells = "".join(_html_cell(w, scale) for w in explanation.frame_weights)
+    what = "Log-prob drop (nats) when the frame is occluded" if occlusion else "Attention over frames"
     body.append(f"<tr class='mean'><th>all words</th>{mean_cells}</tr>")
     caption = html.escape(explanation.caption)
     return f"""<!DOCTYPE html>
@@ -647,7 +774,7 @@ img {{ max-width: 100%; }}
 <h1>&ldquo;{caption}&rdquo;</h1>
 <p>Heatmaps: {html.escape(explanation.method)}; cross-attention layers combined: {html.escape(str(explanation.layers))}.</p>
 <img alt="explanation figure" src="data:image/png;base64,{png_base64}">
-<h2>Attention over frames per word</h2>
+<h2>{what} per word</h2>
 <table><tr><th>word</th>{header}</tr>
 {chr(10).join(body)}
 </table>
@@ -655,8 +782,8 @@ img {{ max-width: 100%; }}
 """
 
 
-def _html_cell(weight: float) -> str:
-    shade = int(round(255 * (1 - min(max(float(weight), 0.0), 1.0))))
+def _html_cell(weight: float, scale: float = 1.0) -> str:
+    shade = int(round(255 * (1 - min(max(float(weight) / scale, 0.0), 1.0))))
     text = "#fff" if shade < 110 else "#000"
     return f"<td style='background: rgb({shade},{shade},255); color: {text}'>{float(weight):.3f}</td>"
 
@@ -668,6 +795,7 @@ __all__ = [
     "explain",
     "faithfulness",
     "mean_faithfulness",
+    "occlusion_frame_scores",
     "plot_explanation",
     "save_explanation",
 ]

@@ -23,6 +23,10 @@ Explanation methods, computed for the cause-word tokens only (the caption teache
 - ``"grad-cam"``: Grad-CAM (Selvaraju et al. 2017) of the cause words' summed log-probability on the vision tower's
   last feature map: per cell relu(sum_c w_c A_c), w_c the spatial mean of the gradient; per frame the sum of its
   cells.
+- ``"occlusion"``: per-frame occlusion sensitivity (Zeiler & Fergus 2014, whole frames occluded;
+  `explanations.occlusion_frame_scores`): the drop of the cause words' summed log-probability when the frame is
+  replaced by the deletion test's flat frame. Temporal only (it has no heatmap). Motion tokens: occluding frame t
+  also changes token t + 1 (the change from t to t + 1).
 
 Wilson score intervals (Wilson 1927; the formula as in Agresti & Coull 1998, eq. 2) are computed here: the fractional
 hits of ties rule out integer-only implementations such as scipy's ``binomtest(...).proportion_ci``, which the tests
@@ -48,11 +52,12 @@ from .explanations import (
     _upsample,
     _vision_feature_map,
     caption_logprobs,
+    occlusion_frame_scores,
 )
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("attention", "grad-cam")
+METHODS = ("attention", "grad-cam", "occlusion")
 CONNECTIVE = "because"
 
 
@@ -143,24 +148,30 @@ class TokenMaps:
         attention_heatmaps: (T, H, W) the cross-attention over each frame's cells upsampled, or None for pooled models.
         gradcam_frames: (T,) Grad-CAM mass per frame (sum over its cells).
         gradcam_heatmaps: (T, H, W) Grad-CAM upsampled to the frame.
+        occlusion_frames: (T,) drop of the tokens' summed log-probability (nats) when frame t is occluded; None
+            when not computed.
     """
 
     attention_frames: np.ndarray
     attention_heatmaps: np.ndarray | None
     gradcam_frames: np.ndarray
     gradcam_heatmaps: np.ndarray
+    occlusion_frames: np.ndarray | None = None
 
-    def frames(self, method: str) -> np.ndarray:
-        return self.attention_frames if method == "attention" else self.gradcam_frames
+    def frames(self, method: str) -> np.ndarray | None:
+        """(T,) per-frame scores of ``method`` (one of `METHODS`)."""
+        return {"attention": self.attention_frames, "grad-cam": self.gradcam_frames,
+                "occlusion": self.occlusion_frames}[method]
 
     def heatmaps(self, method: str) -> np.ndarray | None:
-        return self.attention_heatmaps if method == "attention" else self.gradcam_heatmaps
+        """(T, H, W) heatmaps of ``method``; None for pooled attention and for occlusion (temporal only)."""
+        return {"attention": self.attention_heatmaps, "grad-cam": self.gradcam_heatmaps, "occlusion": None}[method]
 
 
 def token_maps(
     model: Any, pixel_values_videos: torch.Tensor, caption_ids: Sequence[int], positions: Sequence[int]
 ) -> TokenMaps:
-    """Attention and Grad-CAM maps for the tokens at ``positions`` of the teacher-forced ``caption_ids``.
+    """Attention, Grad-CAM and occlusion maps for the tokens at ``positions`` of the teacher-forced ``caption_ids``.
 
     Args:
         model: a `VidGPT2ForConditionalGeneration` (modes, flags and grads are restored afterwards).
@@ -189,6 +200,7 @@ def token_maps(
     maps = _combine_cross_attention([a.detach().float().cpu() for a in out.cross_attentions], "mean")  # (L, N)
     cells = maps[index].mean(0).reshape(frames, -1)  # (T, tokens_per_frame)
     side = model.config.token_grid
+    occlusion = occlusion_frame_scores(model, pixels, list(caption_ids))[index].sum(0)  # (T,)
     attention_heatmaps = None
     if side > 1:
         attention_heatmaps = _upsample(cells.reshape(frames, side, side), size).numpy()
@@ -197,6 +209,7 @@ def token_maps(
         attention_heatmaps=attention_heatmaps,
         gradcam_frames=cam.sum(dim=(1, 2)).numpy(),
         gradcam_heatmaps=_upsample(cam, size).numpy(),
+        occlusion_frames=occlusion.numpy(),
     )
 
 
@@ -262,6 +275,8 @@ def clip_grounding(
     scale_y, scale_x = height / truth["frame_size"][0], width / truth["frame_size"][1]
     for method in METHODS:
         scores = maps.frames(method)
+        if scores is None:
+            continue
         result[f"{method}_temporal"] = temporal_hit(scores, cause_frames)
         heatmaps = maps.heatmaps(method)
         if heatmaps is None:
