@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("gradio", reason="the `app` extra is not installed: pip install 'vidgpt2[app]'")
 
-from tests.tiny import tiny_model, tiny_tokenizer  # noqa: E402
+from tests.tiny import save_tiny_captioner, tiny_model, tiny_tokenizer  # noqa: E402
 from tests.video_fixtures import write_test_clip  # noqa: E402
 from vidgpt2 import VidGPT2Processor, VidGPT2VideoProcessor  # noqa: E402
 from vidgpt2.app import (  # noqa: E402
@@ -35,14 +34,7 @@ from vidgpt2.cli import main as cli_main  # noqa: E402
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("model")
-    video_processor = VidGPT2VideoProcessor(num_frames=4, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    VidGPT2Processor(video_processor=video_processor, tokenizer=tiny_tokenizer()).save_pretrained(folder)
-    model = tiny_model()
-    with torch.no_grad():  # no eos: captions of several words
-        model.decoder.lm_head.weight[0].fill_(0.0)
-    model.save_pretrained(folder)
-    return folder
+    return save_tiny_captioner(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

@@ -50,3 +50,16 @@ def tiny_pixels(config: VidGPT2Config, batch: int = 2, seed: int = 0) -> torch.T
     generator = torch.Generator().manual_seed(seed)
     size = config.image_size
     return torch.randn(batch, config.num_frames, 3, size, size, generator=generator)
+
+
+def save_tiny_captioner(folder: Any) -> Any:
+    """Save a tiny model + processor (4 frames of 32x32) that captions several words (eos logit row zeroed) to `folder`."""
+    from vidgpt2 import VidGPT2Processor, VidGPT2VideoProcessor
+
+    video_processor = VidGPT2VideoProcessor(num_frames=4, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    VidGPT2Processor(video_processor=video_processor, tokenizer=tiny_tokenizer()).save_pretrained(folder)
+    model = tiny_model()
+    with torch.no_grad():  # no eos: captions of several words
+        model.decoder.lm_head.weight[0].fill_(0.0)
+    model.save_pretrained(folder)
+    return folder
