@@ -76,9 +76,7 @@ class FeatureCache(SegmentCache):
     entry_suffix = ".safetensors"
     kind = "feature cache"
 
-    @property
-    def features_dir(self) -> Path:
-        return self.entries_dir
+    features_dir = SegmentCache.entries_dir  # the same property under this cache's own name
 
     def has(self, video: str, start: float | None = None, end: float | None = None) -> bool:
         """True when the clip's entry exists and is readable; a damaged entry is logged and counts as missing."""

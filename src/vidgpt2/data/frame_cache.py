@@ -81,9 +81,7 @@ class FrameCache(SegmentCache):
     entry_suffix = ".npy"
     kind = "frame cache"
 
-    @property
-    def frames_dir(self) -> Path:
-        return self.entries_dir
+    frames_dir = SegmentCache.entries_dir  # the same property under this cache's own name
 
     def write(self, video: str, start: float | None, end: float | None, frames: np.ndarray) -> None:
         """Store uint8 `(T, H, W, 3)` frames atomically (temporary file, then rename)."""
