@@ -29,13 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     CACHE_DIR,
+    begin_run,
     interleaved_times,
     load_average,
-    machine_info,
     markdown_table,
     parse_args,
     per_round_ratios,
-    print_machine,
     setup_torch,
     summary,
     write_results,
@@ -247,17 +246,12 @@ def main() -> int:
     args = parse_args(__doc__.splitlines()[0], extra_arguments)
     setup_torch(args.threads, args.seed)
     args.num_train = 96 if args.quick else 400
-    info = machine_info(args.threads)
-    mode = "quick" if args.quick else "full"
-    print(f"# bench_inference ({mode} mode)\n")
-    print_machine(info)
-    started = time.perf_counter()
-    results: dict[str, Any] = {"mode": mode, "machine": info}
+    results, started = begin_run("bench_inference", args)
     data_dir = synthetic_clips(CACHE_DIR / "inference_clips", args.num_train, 120, args.seed)
     with tempfile.TemporaryDirectory(prefix="bench_inference_", dir=CACHE_DIR) as tmp:
         work = Path(tmp)
         if "agreement" in args.sections:
-            work_trained = CACHE_DIR / f"inference_{mode}"
+            work_trained = CACHE_DIR / f"inference_{results['mode']}"
             text, results["agreement"] = bench_agreement(args, work_trained, data_dir)
             print("\n" + text)
         if "latency" in args.sections:
