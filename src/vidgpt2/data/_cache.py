@@ -38,6 +38,7 @@ class SegmentCache:
     entries_dir_name: ClassVar[str]  # "frames" or "features"
     entry_suffix: ClassVar[str]  # ".npy" or ".safetensors"
     kind: ClassVar[str]  # "frame cache" or "feature cache", for error messages
+    fill_hint: ClassVar[str]  # the command that fills the cache, for the error of a clip not cached
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -48,6 +49,20 @@ class SegmentCache:
 
     def path_for(self, video: str, start: float | None = None, end: float | None = None) -> Path:
         return self.entries_dir / f"{segment_key(video, start, end)}{self.entry_suffix}"
+
+    def existing_path(self, video: str, start: float | None = None, end: float | None = None) -> Path:
+        """The clip's entry file.
+
+        Raises:
+            FileNotFoundError: the clip is not cached (the message names the command that fills the cache).
+        """
+        path = self.path_for(video, start, end)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"No cached {self.entries_dir_name} for {video!r} (start={start}, end={end}) in {self.root}. "
+                f"{self.fill_hint}"
+            )
+        return path
 
     def has(self, video: str, start: float | None = None, end: float | None = None) -> bool:
         """True when the clip's entry file exists (a subclass may also check that it is readable)."""

@@ -75,6 +75,7 @@ class FeatureCache(SegmentCache):
     entries_dir_name = "features"
     entry_suffix = ".safetensors"
     kind = "feature cache"
+    fill_hint = "Run `vidgpt2 extract-features` over this dataset first."
 
     features_dir = SegmentCache.entries_dir  # the same property under this cache's own name
 
@@ -105,12 +106,7 @@ class FeatureCache(SegmentCache):
             FileNotFoundError: the clip was never extracted into this cache.
             ValueError: its entry is truncated or unreadable.
         """
-        path = self.path_for(video, start, end)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"No cached features for {video!r} (start={start}, end={end}) in {self.root}. "
-                "Run `vidgpt2 extract-features` over this dataset first."
-            )
+        path = self.existing_path(video, start, end)
         try:
             return load_file(str(path))[FEATURES_KEY]
         except (SafetensorError, KeyError) as error:

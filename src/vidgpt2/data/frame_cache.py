@@ -80,6 +80,7 @@ class FrameCache(SegmentCache):
     entries_dir_name = "frames"
     entry_suffix = ".npy"
     kind = "frame cache"
+    fill_hint = "Run `vidgpt2 extract-frames` (or `vidgpt2 train --frame-cache`) over this dataset first."
 
     frames_dir = SegmentCache.entries_dir  # the same property under this cache's own name
 
@@ -101,12 +102,7 @@ class FrameCache(SegmentCache):
             FileNotFoundError: the clip is not cached.
             ValueError: the file is not an uncompressed uint8 (T, H, W, 3) `.npy` array (damaged or foreign).
         """
-        path = self.path_for(video, start, end)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"No cached frames for {video!r} (start={start}, end={end}) in {self.root}. "
-                "Run `vidgpt2 extract-frames` (or `vidgpt2 train --frame-cache`) over this dataset first."
-            )
+        path = self.existing_path(video, start, end)
         try:
             frames = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, EOFError, OSError) as error:
