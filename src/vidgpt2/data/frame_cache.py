@@ -14,7 +14,7 @@ per batch. Layout of a cache folder:
 `.npy` is numpy's documented format (https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html); files
 are loaded with `allow_pickle=False`, so a cache file can hold nothing but an array. Each file is written to a
 temporary name and renamed, so an interrupted extraction leaves no half-written entry and a rerun resumes where it
-stopped. Keys are `feature_cache.segment_key` (absolute path and segment bounds), as in the feature cache.
+stopped. Keys are `segment_key` (`_cache.py`: absolute path and segment bounds), as in the feature cache.
 
 The fingerprint covers every setting that changes the stored pixels (frame count, resize, crop, resampling, keyframe
 tolerance, RGB conversion); mean, std and rescale factor are applied at batch time and do not invalidate a cache.
