@@ -202,14 +202,16 @@ def bench_agreement(args: argparse.Namespace, work: Path, data_dir: Path) -> tup
     import torch
 
     from vidgpt2 import VidGPT2ForConditionalGeneration, VidGPT2Processor
-    from vidgpt2.demo import _train
+    from vidgpt2.demo import DEMO_CONFIG, _train
 
     epochs = 2 if args.quick else 8
     model_dir = work / "trained" / "vidgpt2"
     if not (model_dir / "config.json").exists():
         log(f"agreement: training a demo-size model for {epochs} epochs ...")
         model_dir.parent.mkdir(parents=True, exist_ok=True)
-        train_args = argparse.Namespace(epochs=epochs, learning_rate=2e-3, seed=args.seed, num_frames=8)
+        train_args = argparse.Namespace(
+            epochs=epochs, learning_rate=2e-3, seed=args.seed, num_frames=8, image_size=DEMO_CONFIG["image_size"]
+        )  # demo._train reads image_size since the demo moved to 64 px frames (026340a)
         _train(model_dir, data_dir, train_args, blank_video=False)
     model = VidGPT2ForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = VidGPT2Processor.from_pretrained(model_dir)
