@@ -19,27 +19,22 @@ from __future__ import annotations
 import copy
 import statistics
 import sys
-import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     CACHE_DIR,
+    begin_run,
+    cached_test_clip,
+    finish_run,
     interleaved_times,
-    load_average,
-    machine_info,
     markdown_table,
     parse_args,
     per_round_ratios,
-    print_machine,
     setup_torch,
     summary,
-    timed,
-    write_results,
+    write_test_clip,  # noqa: F401  (bench_corpus imports it from here)
 )
 
 BACKBONE_TARGET = 1.10  # ours / bare backbone time
@@ -112,37 +107,6 @@ def bench_backbone(model, batch: int, frames: int, repeats: int) -> tuple[list[l
 
 
 # --- 2. frame sampling -------------------------------------------------------------------------------------------------
-def write_test_clip(path: Path, seconds: float, width: int, height: int, fps: int = 30, gop: int = 250) -> None:
-    """A clip with a textured, translating picture (H.264 ultrafast, crf 23, one keyframe every `gop` frames)."""
-    import av
-
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0 : 2 * height, 0 : 2 * width].astype(np.float32)
-    texture = 128 + 50 * np.sin(xx / 37.0) * np.cos(yy / 23.0) + 30 * np.sin((xx + yy) / 91.0)
-    luma = np.clip(texture + rng.normal(0, 6, size=texture.shape), 16, 235).astype(np.uint8)
-    chroma_u = np.clip(128 + 40 * np.sin(xx[::2, ::2] / 53.0), 16, 240).astype(np.uint8)
-    chroma_v = np.clip(128 + 40 * np.cos(yy[::2, ::2] / 41.0), 16, 240).astype(np.uint8)
-    tmp = path.with_suffix(".tmp.mp4")
-    plane = np.empty((height * 3 // 2, width), np.uint8)  # yuv420p: Y rows, then U and V quarter planes
-    u_view = plane[height : height + height // 4].reshape(height // 2, width // 2)
-    v_view = plane[height + height // 4 :].reshape(height // 2, width // 2)
-    with av.open(str(tmp), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "23"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.gop_size = gop
-        stream.codec_context.time_base = Fraction(1, fps)
-        for t in range(int(seconds * fps)):
-            ox, oy = (3 * t) % width, (2 * t) % height
-            plane[:height] = luma[oy : oy + height, ox : ox + width]
-            u_view[:] = chroma_u[oy // 2 : oy // 2 + height // 2, ox // 2 : ox // 2 + width // 2]
-            v_view[:] = chroma_v[oy // 2 : oy // 2 + height // 2, ox // 2 : ox // 2 + width // 2]
-            frame = av.VideoFrame.from_ndarray(plane, format="yuv420p")
-            frame.pts = t
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    tmp.rename(path)
-
-
 def count_decoded_frames(path: Path, num_frames: int, keyframe_tolerance: float) -> int:
     """Frames `read_video` decodes for one call (it routes all decoding through `video_io._decode_frames`)."""
     from vidgpt2 import video_io
@@ -173,13 +137,8 @@ def bench_sampling(quick: bool, repeats: int, num_frames: int = 8) -> tuple[list
     lengths = {"short": 10, "long": 60 if quick else 600}
     clips: dict[str, Path] = {}
     info: dict[str, Any] = {}
-    (CACHE_DIR / "videos").mkdir(parents=True, exist_ok=True)
     for key, seconds in lengths.items():
-        path = CACHE_DIR / "videos" / f"clip_{seconds}s_{height}p_30fps_gop250.mp4"
-        if not path.exists():
-            print(f"  encoding {path.name} (once; cached) ...", file=sys.stderr, flush=True)
-            elapsed, _ = timed(lambda path=path, seconds=seconds: write_test_clip(path, seconds, width, height))
-            print(f"  ... {elapsed:.0f} s", file=sys.stderr, flush=True)
+        path = cached_test_clip(seconds, width, height)
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
             keyframes = sum(packet.is_keyframe for packet in container.demux(stream))
@@ -294,12 +253,7 @@ def main() -> int:
 
     from vidgpt2 import VidGPT2Config, VidGPT2ForConditionalGeneration
 
-    info = machine_info(args.threads)
-    mode = "quick" if args.quick else "full"
-    print(f"# bench_core ({mode} mode)\n")
-    print_machine(info)
-    started = time.perf_counter()
-    results: dict[str, Any] = {"mode": mode, "machine": info}
+    results, started = begin_run("bench_core", args)
 
     torch.manual_seed(args.seed)
     model = VidGPT2ForConditionalGeneration(VidGPT2Config()).eval()  # ResNet-50 + GPT-2 small, random init
@@ -366,12 +320,7 @@ def main() -> int:
         )
     )
 
-    results["runtime_s"] = time.perf_counter() - started
-    results["load_average_at_end"] = load_average()
-    path = write_results("bench_core_quick" if args.quick else "bench_core", results)
-    print(
-        f"\nLoad average at end: {results['load_average_at_end']}. Runtime {results['runtime_s']:.0f} s. Results: {path}"
-    )
+    finish_run("bench_core", args.quick, results, started)
     return 0
 
 

@@ -29,13 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     CACHE_DIR,
+    begin_run,
     interleaved_times,
     load_average,
-    machine_info,
     markdown_table,
     parse_args,
     per_round_ratios,
-    print_machine,
     setup_torch,
     summary,
     write_results,
@@ -203,14 +202,16 @@ def bench_agreement(args: argparse.Namespace, work: Path, data_dir: Path) -> tup
     import torch
 
     from vidgpt2 import VidGPT2ForConditionalGeneration, VidGPT2Processor
-    from vidgpt2.demo import _train
+    from vidgpt2.demo import DEMO_CONFIG, _train
 
     epochs = 2 if args.quick else 8
     model_dir = work / "trained" / "vidgpt2"
     if not (model_dir / "config.json").exists():
         log(f"agreement: training a demo-size model for {epochs} epochs ...")
         model_dir.parent.mkdir(parents=True, exist_ok=True)
-        train_args = argparse.Namespace(epochs=epochs, learning_rate=2e-3, seed=args.seed, num_frames=8)
+        train_args = argparse.Namespace(
+            epochs=epochs, learning_rate=2e-3, seed=args.seed, num_frames=8, image_size=DEMO_CONFIG["image_size"]
+        )  # demo._train reads image_size since the demo moved to 64 px frames (026340a)
         _train(model_dir, data_dir, train_args, blank_video=False)
     model = VidGPT2ForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = VidGPT2Processor.from_pretrained(model_dir)
@@ -247,17 +248,12 @@ def main() -> int:
     args = parse_args(__doc__.splitlines()[0], extra_arguments)
     setup_torch(args.threads, args.seed)
     args.num_train = 96 if args.quick else 400
-    info = machine_info(args.threads)
-    mode = "quick" if args.quick else "full"
-    print(f"# bench_inference ({mode} mode)\n")
-    print_machine(info)
-    started = time.perf_counter()
-    results: dict[str, Any] = {"mode": mode, "machine": info}
+    results, started = begin_run("bench_inference", args)
     data_dir = synthetic_clips(CACHE_DIR / "inference_clips", args.num_train, 120, args.seed)
     with tempfile.TemporaryDirectory(prefix="bench_inference_", dir=CACHE_DIR) as tmp:
         work = Path(tmp)
         if "agreement" in args.sections:
-            work_trained = CACHE_DIR / f"inference_{mode}"
+            work_trained = CACHE_DIR / f"inference_{results['mode']}"
             text, results["agreement"] = bench_agreement(args, work_trained, data_dir)
             print("\n" + text)
         if "latency" in args.sections:

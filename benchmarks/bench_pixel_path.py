@@ -32,30 +32,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     CACHE_DIR,
+    begin_run,
     load_average,
-    machine_info,
     markdown_table,
     parse_args,
-    print_machine,
     setup_torch,
+    small_model_config,
+    synthetic_dataset,
     write_results,
 )
 
-# demo-size model (vidgpt2.demo.DEMO_CONFIG as of issue 11) at the issue's 12 frames of 64x64; the tower trains
-MODEL_CONFIG: dict[str, Any] = {
-    "vision_config": {
-        "embedding_size": 16,
-        "hidden_sizes": [16, 32, 64, 128],
-        "depths": [1, 1, 1, 1],
-        "layer_type": "basic",
-    },
-    "text_config": {"n_embd": 128, "n_layer": 2, "n_head": 4, "n_positions": 64},
-    "image_size": 64,
-    "num_frames": 12,
-    "visual_tokens": "pooled",
-    "num_visual_layers": 1,
-    "freeze_vision": False,
-}
+# demo-size model (small_model_config) at the issue's 12 frames of 64x64; the tower trains
+MODEL_CONFIG: dict[str, Any] = small_model_config(12, visual_tokens="pooled")
 BATCH = 32
 
 
@@ -100,14 +88,10 @@ class StepTimer:
 
 
 def make_data(num_clips: int, seed: int) -> Path:
-    from vidgpt2.data import write_synthetic_dataset
-
-    data_dir = CACHE_DIR / "synthetic_64_f12" / f"n{num_clips}_seed{seed}"
-    if not (data_dir / "train.jsonl").exists():
-        write_synthetic_dataset(
-            data_dir, num_train=num_clips, num_validation=0, num_test=0, num_frames=12, size=64, seed=seed,
-            progress=False,
-        )
+    data_dir = synthetic_dataset(
+        CACHE_DIR / "synthetic_64_f12" / f"n{num_clips}_seed{seed}", "train.jsonl",
+        num_train=num_clips, num_validation=0, num_test=0, num_frames=12, size=64, seed=seed,
+    )
     return data_dir / "train.jsonl"
 
 
@@ -150,9 +134,7 @@ def main() -> int:
     rounds = args.rounds or (1 if args.quick else 3)
     warmup = 2
     workers_list = args.workers if args.workers is not None else ([0, 1] if args.quick else [0, 1, 2])
-    info = machine_info(args.threads)
-    print(f"# bench_pixel_path ({'quick' if args.quick else 'full'} mode)\n")
-    print_machine(info)
+    run_info, _ = begin_run("bench_pixel_path", args)
 
     train_file = make_data(BATCH * (warmup + steps), args.seed)
     train = load_captions_files(train_file=train_file)["train"]
@@ -228,7 +210,7 @@ def main() -> int:
     ))
     print(f"\nFrame-cache extraction: {len(train)} clips in {extract_s:.1f} s ({len(train) / extract_s:.1f} clips/s).")
     out = {
-        "mode": "quick" if args.quick else "full", "machine": info, "model_config": MODEL_CONFIG, "batch": BATCH,
+        **run_info, "model_config": MODEL_CONFIG, "batch": BATCH,
         "steps": steps, "warmup": warmup, "rounds": rounds, "variants": results,
         "extraction": {"clips": len(train), "seconds": extract_s},
         "load_average_before_after": [load_before, load_after], "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),

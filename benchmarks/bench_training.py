@@ -31,34 +31,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     CACHE_DIR,
     RESULTS_DIR,
+    begin_run,
+    finish_run,
+    full_size_model_and_processor,
     load_average,
-    machine_info,
     markdown_table,
     parse_args,
-    print_machine,
     setup_torch,
+    small_model_config,
     summary,
-    write_results,
+    synthetic_dataset,
 )
 
-# The small from-scratch model of the quality runs, pinned here so that results stay comparable when the demo
-# changes: vidgpt2.demo.DEMO_CONFIG as of 2026-11-27 13:00 (basic-block ResNet, 2-layer 128-d GPT-2, vision tower
-# trained) on 64x64 frames. 64 px gives a 2x2 grid, i.e. 4 spatial tokens per frame; at the demo's current 32 px the
-# grid is 1x1 and "spatial" would be "pooled" plus one embedding.
-BENCH_CONFIG: dict[str, Any] = {
-    "vision_config": {
-        "embedding_size": 16,
-        "hidden_sizes": [16, 32, 64, 128],
-        "depths": [1, 1, 1, 1],
-        "layer_type": "basic",
-    },
-    "text_config": {"n_embd": 128, "n_layer": 2, "n_head": 4, "n_positions": 64},
-    "image_size": 64,
-    "num_frames": 8,
-    "num_visual_layers": 1,
-    "freeze_vision": False,
-    "visual_dropout": 0.1,
-}
+# The small from-scratch model of the quality runs (see small_model_config): at 64 px "spatial" is 4 tokens per
+# frame; at the demo's current 32 px the grid would be 1x1 and "spatial" would be "pooled" plus one embedding.
+BENCH_CONFIG: dict[str, Any] = small_model_config(8, visual_dropout=0.1)
 QUALITY_VARIANTS = {
     # name: (config overrides, blank_video)
     "pooled + temporal": ({"visual_tokens": "pooled", "temporal_embeddings": True}, False),
@@ -94,43 +81,26 @@ def add_arguments(parser) -> None:
 
 
 # --- 1. throughput -----------------------------------------------------------------------------------------------------
-def full_size_model_and_processor(captions: list[str]):
-    """ResNet-50 + GPT-2 small (default VidGPT2Config, 50,257-token vocabulary kept), with a word-level tokenizer
-    built from the captions (no GPT-2 tokenizer offline); its ids (< 50,257) are valid for the full vocabulary."""
-    from vidgpt2 import VidGPT2Config, VidGPT2ForConditionalGeneration, VidGPT2Processor, VidGPT2VideoProcessor
-    from vidgpt2.tokenization import build_word_level_tokenizer
-
-    tokenizer = build_word_level_tokenizer(captions)
-    eos = tokenizer.eos_token_id
-    config = VidGPT2Config(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, decoder_start_token_id=eos)
-    model = VidGPT2ForConditionalGeneration(config)
-    processor = VidGPT2Processor(
-        video_processor=VidGPT2VideoProcessor(num_frames=config.num_frames), tokenizer=tokenizer
-    )
-    processor.max_caption_length = 24
-    return model, processor
-
-
 def bench_throughput(quick: bool, seed: int) -> tuple[str, dict[str, Any]]:
     import torch
 
-    from vidgpt2.data import load_captions_files, write_synthetic_dataset
+    from vidgpt2.data import load_captions_files
     from vidgpt2.data.collator import VideoCaptionCollator
     from vidgpt2.data.feature_cache import extract_features, iter_samples
 
     batch = 2 if quick else 4
     steps = 2 if quick else 5  # timed steps per source, after one warm-up step each
     num_clips = batch * (steps + 1)
-    data_dir = CACHE_DIR / "synthetic_224" / f"n{num_clips}_seed{seed}"
-    if not (data_dir / "train.jsonl").exists():
-        write_synthetic_dataset(
-            data_dir, num_train=num_clips, num_validation=0, num_test=0, size=224, seed=seed, progress=False
-        )
+    data_dir = synthetic_dataset(
+        CACHE_DIR / "synthetic_224" / f"n{num_clips}_seed{seed}", "train.jsonl",
+        num_train=num_clips, num_validation=0, num_test=0, size=224, seed=seed,
+    )
     train = load_captions_files(train_file=data_dir / "train.jsonl")["train"]
     rows = [train[i] for i in range(len(train))]
 
     torch.manual_seed(seed)
     model, processor = full_size_model_and_processor([r["caption"] for r in rows])
+    processor.max_caption_length = 24
     frames_per_clip = model.config.num_frames
 
     # extraction: the vision tower once per clip into a fresh cache folder
@@ -367,7 +337,7 @@ def train_variant(
 
 
 def bench_quality(args) -> tuple[str, dict[str, Any]]:
-    from vidgpt2.data import CAPTION_FAMILIES, write_synthetic_dataset
+    from vidgpt2.data import CAPTION_FAMILIES
 
     # full mode = the `vidgpt2 demo` recipe: 800 clips x 8 epochs = 400 steps of batch 16
     sizes = {
@@ -377,17 +347,10 @@ def bench_quality(args) -> tuple[str, dict[str, Any]]:
     }
     sizes["steps"] = math.ceil(math.ceil(sizes["num_train"] / 16) * sizes["epochs"])
     noise_seeds = args.noise_seeds if args.noise_seeds is not None else (0 if args.quick else 2)
-    data_dir = CACHE_DIR / "synthetic_64" / f"train{sizes['num_train']}_test{sizes['num_test']}_seed{args.seed}"
-    if not (data_dir / "test.jsonl").exists():
-        write_synthetic_dataset(
-            data_dir,
-            num_train=sizes["num_train"],
-            num_validation=0,
-            num_test=sizes["num_test"],
-            size=64,
-            seed=args.seed,
-            progress=False,
-        )
+    data_dir = synthetic_dataset(
+        CACHE_DIR / "synthetic_64" / f"train{sizes['num_train']}_test{sizes['num_test']}_seed{args.seed}", "test.jsonl",
+        num_train=sizes["num_train"], num_validation=0, num_test=sizes["num_test"], size=64, seed=args.seed,
+    )
     data = {"train": data_dir / "train.jsonl", "test": data_dir / "test.jsonl"}
     runs = [(name, overrides, blank, args.seed) for name, (overrides, blank) in QUALITY_VARIANTS.items()]
     # the first variant again with other training seeds (same data): how much of a difference is seed noise
@@ -473,12 +436,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("vidgpt2.metrics.coco").setLevel(logging.ERROR)  # "METEOR not computed" per family: expected
 
-    info = machine_info(args.threads)
-    mode = "quick" if args.quick else "full"
-    print(f"# bench_training ({mode} mode)\n")
-    print_machine(info)
-    results: dict[str, Any] = {"mode": mode, "machine": info}
-    started = time.perf_counter()
+    results, started = begin_run("bench_training", args)
 
     if args.only in (None, "throughput"):
         print("\n## Training throughput, full-size model (ResNet-50 frozen + GPT-2 small), 8 frames of 224x224\n")
@@ -505,10 +463,7 @@ def main() -> int:
         print(table)
         results["quality_s"] = time.perf_counter() - part
 
-    results["runtime_s"] = time.perf_counter() - started
-    results["load_average_at_end"] = load_average()
-    name = "bench_training_quick" if args.quick else "bench_training"
-    previous = RESULTS_DIR / f"{name}.json"
+    previous = RESULTS_DIR / f"bench_training{'_quick' if args.quick else ''}.json"
     if args.only is not None and previous.exists():
         # one part rerun: keep the other part's results from the last run (each part records its own machine load)
         kept = json.loads(previous.read_text())
@@ -516,10 +471,7 @@ def main() -> int:
             if key in kept and key not in results:
                 results[key] = kept[key]
         results["parts_from_previous_run"] = [k for k in ("throughput", "quality") if k in kept and k != args.only]
-    path = write_results(name, results)
-    print(
-        f"\nLoad average at end: {results['load_average_at_end']}. Runtime {results['runtime_s']:.0f} s. Results: {path}"
-    )
+    finish_run("bench_training", args.quick, results, started)
     return 0
 
 

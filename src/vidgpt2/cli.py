@@ -32,6 +32,13 @@ def _setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
 
 
+def _model_command_parser(command: str, description: str, model_help: str) -> argparse.ArgumentParser:
+    """The parser of `vidgpt2 <command>`, starting with its required `--model` (the commands that load a checkpoint)."""
+    parser = argparse.ArgumentParser(prog=f"vidgpt2 {command}", description=description)
+    parser.add_argument("--model", required=True, help=model_help)
+    return parser
+
+
 # --- synth ------------------------------------------------------------------------------------------------------------
 def cmd_synth(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="vidgpt2 synth", description="Write procedural clips whose captions depend on frame order.")
@@ -227,8 +234,9 @@ def _extraction_splits(parser: argparse.ArgumentParser, args: argparse.Namespace
 
 # --- extract-features -----------------------------------------------------------------------------------------------
 def cmd_extract_features(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vidgpt2 extract-features", description="Cache vision-tower features.")
-    parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (id or folder) whose vision tower to run.")
+    parser = _model_command_parser(
+        "extract-features", "Cache vision-tower features.", "vidgpt2 checkpoint (id or folder) whose vision tower to run."
+    )
     _add_extraction_data_arguments(parser)
     parser.add_argument("--output", required=True, help="Feature-cache folder (created; resumable).")
     parser.add_argument("--batch-size", type=int, default=8, help="Clips per vision-tower batch.")
@@ -263,12 +271,12 @@ def cmd_extract_features(argv: list[str]) -> int:
 
 # --- extract-frames -------------------------------------------------------------------------------------------------
 def cmd_extract_frames(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="vidgpt2 extract-frames",
-        description="Decode every clip once into a frame cache (uint8 frames at the processor's size) that "
+    parser = _model_command_parser(
+        "extract-frames",
+        "Decode every clip once into a frame cache (uint8 frames at the processor's size) that "
         "`vidgpt2 train --frame-cache DIR` reads; resumable.",
+        "vidgpt2 checkpoint (id or folder) whose processor to use.",
     )
-    parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (id or folder) whose processor to use.")
     _add_extraction_data_arguments(parser)
     parser.add_argument("--output", required=True, help="Frame-cache folder (created; resumable).")
     parser.add_argument("--num-workers", type=int, default=None, help="Decoding threads (default: CPU count, at most 8).")
@@ -326,8 +334,9 @@ def _default_dataloader_workers(training_args: Any, data_args: Any, given: set[s
 
 # --- evaluate ---------------------------------------------------------------------------------------------------------
 def cmd_evaluate(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vidgpt2 evaluate", description="Caption a test set and score it (COCO metrics).")
-    parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (id or folder).")
+    parser = _model_command_parser(
+        "evaluate", "Caption a test set and score it (COCO metrics).", "vidgpt2 checkpoint (id or folder)."
+    )
     parser.add_argument("--test-file", required=True, help="Captions file (JSONL/CSV) with references.")
     parser.add_argument("--num-beams", type=int, default=1, help="Beam width.")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="Caption length limit.")
@@ -521,8 +530,9 @@ class SpaceUploadError(RuntimeError):
 
 
 def cmd_push(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vidgpt2 push", description="Publish a model folder to the Hugging Face Hub.")
-    parser.add_argument("--model", required=True, help="Folder from save_pretrained or `vidgpt2 train`.")
+    parser = _model_command_parser(
+        "push", "Publish a model folder to the Hugging Face Hub.", "Folder from save_pretrained or `vidgpt2 train`."
+    )
     parser.add_argument("--repo-id", required=True, help="Hub repository, e.g. user/vidgpt2-msvd.")
     parser.add_argument("--private", action="store_true", help="Create the repository as private.")
     parser.add_argument("--overwrite-model-card", action="store_true", help="Replace an existing README.md.")
@@ -648,12 +658,12 @@ def cmd_export(argv: list[str]) -> int:
 
 # --- app ----------------------------------------------------------------------------------------------------------------
 def cmd_app(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="vidgpt2 app",
-        description="Serve a Gradio page that captions an uploaded video and explains the caption word by word "
+    parser = _model_command_parser(
+        "app",
+        "Serve a Gradio page that captions an uploaded video and explains the caption word by word "
         "(needs the `app` extra: pip install 'vidgpt2[app]').",
+        "vidgpt2 checkpoint (Hub id or folder).",
     )
-    parser.add_argument("--model", required=True, help="vidgpt2 checkpoint (Hub id or folder).")
     parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (0.0.0.0 for every interface).")
     parser.add_argument("--port", type=int, default=None, help="Port (default: Gradio's, 7860 or the next free one).")
     parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link.")

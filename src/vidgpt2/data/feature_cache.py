@@ -20,7 +20,6 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +27,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ._cache import METADATA_FILE, SegmentCache, segment_key
+
 logger = logging.getLogger(__name__)
 
-METADATA_FILE = "metadata.json"
 FEATURES_KEY = "video_features"
 TMP_MARKER = ".tmp"  # `<key>.tmp<pid>`: a feature file being written
-
-
-def segment_key(video: str, start: float | None = None, end: float | None = None) -> str:
-    """Stable file key for a clip segment: a hash of the absolute path and the segment bounds."""
-    text = f"{os.path.abspath(video)}|{'' if start is None else float(start)}|{'' if end is None else float(end)}"
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
 def vision_fingerprint(model: Any, dtype: str = "float32") -> str:
@@ -75,21 +69,15 @@ def entry_problem(path: Path) -> str | None:
     return None
 
 
-@dataclass
-class FeatureCache:
-    """Read and write access to a feature-cache folder."""
+class FeatureCache(SegmentCache):
+    """Read and write access to a feature-cache folder (a dataclass with one field, `root`)."""
 
-    root: Path
+    entries_dir_name = "features"
+    entry_suffix = ".safetensors"
+    kind = "feature cache"
+    fill_hint = "Run `vidgpt2 extract-features` over this dataset first."
 
-    def __post_init__(self) -> None:
-        self.root = Path(self.root)
-
-    @property
-    def features_dir(self) -> Path:
-        return self.root / "features"
-
-    def path_for(self, video: str, start: float | None = None, end: float | None = None) -> Path:
-        return self.features_dir / f"{segment_key(video, start, end)}.safetensors"
+    features_dir = SegmentCache.entries_dir  # the same property under this cache's own name
 
     def has(self, video: str, start: float | None = None, end: float | None = None) -> bool:
         """True when the clip's entry exists and is readable; a damaged entry is logged and counts as missing."""
@@ -118,12 +106,7 @@ class FeatureCache:
             FileNotFoundError: the clip was never extracted into this cache.
             ValueError: its entry is truncated or unreadable.
         """
-        path = self.path_for(video, start, end)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"No cached features for {video!r} (start={start}, end={end}) in {self.root}. "
-                "Run `vidgpt2 extract-features` over this dataset first."
-            )
+        path = self.existing_path(video, start, end)
         try:
             return load_file(str(path))[FEATURES_KEY]
         except (SafetensorError, KeyError) as error:
@@ -131,19 +114,6 @@ class FeatureCache:
                 f"The cached features of {video!r} (start={start}, end={end}), {path}, are damaged ({error}). "
                 "Run `vidgpt2 extract-features` again over this dataset: it redoes damaged entries."
             ) from error
-
-    def missing(self, samples: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The samples (dicts with `video`, optional `start`/`end`) without a readable entry in this cache, each clip
-        once, in order: what `extract-features` still has to cover before training can read this cache."""
-        seen: set[str] = set()
-        missing = []
-        for sample in samples:
-            key = segment_key(sample["video"], sample.get("start"), sample.get("end"))
-            if key not in seen:
-                seen.add(key)
-                if not self.has(sample["video"], sample.get("start"), sample.get("end")):
-                    missing.append(sample)
-        return missing
 
     def check_folder(self) -> None:
         """Raise when `root` cannot be a feature cache at all, so one line says so instead of every clip "missing".
@@ -187,15 +157,8 @@ class FeatureCache:
             logger.info("Removed %d partial feature files left by an interrupted extraction in %s", len(partial), self.root)
         return len(partial)
 
-    # --- metadata ---------------------------------------------------------------------------------------------------
-    def metadata(self) -> dict[str, Any]:
-        path = self.root / METADATA_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: {self.root} is not a vidgpt2 feature cache.")
-        return json.loads(path.read_text())
-
     def write_metadata(self, metadata: dict[str, Any]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Record what made the features; raise if the folder holds features with another fingerprint."""
         path = self.root / METADATA_FILE
         if path.exists():
             existing = json.loads(path.read_text())
@@ -207,9 +170,7 @@ class FeatureCache:
                     "Use a new --output folder or delete the old cache."
                 )
             return
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(metadata, indent=2))
-        os.replace(tmp, path)
+        self._store_metadata(metadata)
 
     def check_compatible(self, model: Any) -> None:
         """Raise if this cache was not produced by `model`'s vision tower and token settings."""

@@ -14,7 +14,7 @@ per batch. Layout of a cache folder:
 `.npy` is numpy's documented format (https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html); files
 are loaded with `allow_pickle=False`, so a cache file can hold nothing but an array. Each file is written to a
 temporary name and renamed, so an interrupted extraction leaves no half-written entry and a rerun resumes where it
-stopped. Keys are `feature_cache.segment_key` (absolute path and segment bounds), as in the feature cache.
+stopped. Keys are `segment_key` (`_cache.py`: absolute path and segment bounds), as in the feature cache.
 
 The fingerprint covers every setting that changes the stored pixels (frame count, resize, crop, resampling, keyframe
 tolerance, RGB conversion); mean, std and rescale factor are applied at batch time and do not invalidate a cache.
@@ -27,20 +27,18 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .feature_cache import segment_key
+from ._cache import METADATA_FILE, SegmentCache, segment_key  # noqa: F401  (segment_key: importable from here, as before)
 
 logger = logging.getLogger(__name__)
 
-METADATA_FILE = "metadata.json"
 FORMAT = "vidgpt2-frame-cache/1"  # bump when the file layout changes
 
 
@@ -76,36 +74,15 @@ def decode_clip(video_processor: Any, video: str, start: float | None = None, en
     return frames.permute(0, 2, 3, 1).contiguous().numpy()  # (T, 3, H, W) -> (T, H, W, 3)
 
 
-@dataclass
-class FrameCache:
-    """Read and write access to a frame-cache folder."""
+class FrameCache(SegmentCache):
+    """Read and write access to a frame-cache folder (a dataclass with one field, `root`)."""
 
-    root: Path
+    entries_dir_name = "frames"
+    entry_suffix = ".npy"
+    kind = "frame cache"
+    fill_hint = "Run `vidgpt2 extract-frames` (or `vidgpt2 train --frame-cache`) over this dataset first."
 
-    def __post_init__(self) -> None:
-        self.root = Path(self.root)
-
-    @property
-    def frames_dir(self) -> Path:
-        return self.root / "frames"
-
-    def path_for(self, video: str, start: float | None = None, end: float | None = None) -> Path:
-        return self.frames_dir / f"{segment_key(video, start, end)}.npy"
-
-    def has(self, video: str, start: float | None = None, end: float | None = None) -> bool:
-        return self.path_for(video, start, end).exists()
-
-    def missing(self, samples: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The samples (dicts with `video`, optional `start`/`end`) not cached yet, each clip once, in order."""
-        seen: set[str] = set()
-        missing = []
-        for sample in samples:
-            key = segment_key(sample["video"], sample.get("start"), sample.get("end"))
-            if key not in seen:
-                seen.add(key)
-                if not (self.frames_dir / f"{key}.npy").exists():
-                    missing.append(sample)
-        return missing
+    frames_dir = SegmentCache.entries_dir  # the same property under this cache's own name
 
     def write(self, video: str, start: float | None, end: float | None, frames: np.ndarray) -> None:
         """Store uint8 `(T, H, W, 3)` frames atomically (temporary file, then rename)."""
@@ -125,12 +102,7 @@ class FrameCache:
             FileNotFoundError: the clip is not cached.
             ValueError: the file is not an uncompressed uint8 (T, H, W, 3) `.npy` array (damaged or foreign).
         """
-        path = self.path_for(video, start, end)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"No cached frames for {video!r} (start={start}, end={end}) in {self.root}. "
-                "Run `vidgpt2 extract-frames` (or `vidgpt2 train --frame-cache`) over this dataset first."
-            )
+        path = self.existing_path(video, start, end)
         try:
             frames = np.load(path, mmap_mode="r", allow_pickle=False)
         except (ValueError, EOFError, OSError) as error:
@@ -142,24 +114,12 @@ class FrameCache:
             )
         return frames
 
-    # --- metadata ---------------------------------------------------------------------------------------------------
-    def metadata(self) -> dict[str, Any]:
-        path = self.root / METADATA_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: {self.root} is not a vidgpt2 frame cache.")
-        return json.loads(path.read_text())
-
     def write_metadata(self, video_processor: Any) -> None:
         """Record the processing settings; raise if the folder holds frames made with other settings."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / METADATA_FILE
-        fingerprint = frame_fingerprint(video_processor)
-        if path.exists():
+        if (self.root / METADATA_FILE).exists():
             self.check_compatible(video_processor)
             return
-        tmp = path.with_name(f"{METADATA_FILE}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"fingerprint": fingerprint, "settings": frame_settings(video_processor)}, indent=2))
-        os.replace(tmp, path)
+        self._store_metadata({"fingerprint": frame_fingerprint(video_processor), "settings": frame_settings(video_processor)})
 
     def check_compatible(self, video_processor: Any) -> None:
         """Raise ValueError if this cache's frames were made with other processing settings than `video_processor`."""
