@@ -9,9 +9,11 @@ from vidgpt2.data import CAPTION_FAMILIES
 def test_demo_runs_end_to_end_and_writes_its_results(tmp_path, capsys):
     out = tmp_path / "demo"
     args = ["demo", "--output-dir", str(out), "--num-train", "16", "--num-test", "8", "--epochs", "1", "--image-size", "32"]
+    args += ["--baseline-epochs", "2"]
     assert main(args) == 0
 
     printed = capsys.readouterr().out
+    assert "blank frames, 2 epochs" in printed
     for step in ("[1/4]", "[2/4]", "[3/4]", "[4/4]"):
         assert step in printed
     assert "order-word accuracy" in printed and "predicted:" in printed
@@ -29,3 +31,5 @@ def test_demo_runs_end_to_end_and_writes_its_results(tmp_path, capsys):
         assert 0 <= scores["order_decided"] <= 8
         assert "test_cider" in scores and "test_bleu_4" in scores
         assert (out / name / "model.safetensors").is_file() and (out / name / "metrics.json").is_file()
+    # the baseline trains for its own number of epochs (by default 10, or --epochs if fewer)
+    assert results["vidgpt2"]["train_epoch"] == 1.0 and results["text_only"]["train_epoch"] == 2.0
