@@ -18,22 +18,22 @@ Sharing the CPU between decoding workers and the model (measured on this project
   processor before its first clip (6.2-7.6 s at load 4), with the model idle waiting for its first batch, once per
   `caption_videos` call. The fork server now imports them once (`preload_in_fork_server`): 0.36-0.74 s.
 - On few cores the model already keeps every core busy (torch's intra-op threads), and a worker at the model's
-  priority preempts one of those threads in the middle of a parallel region, which then waits for it. Workers run
-  at the lowest CPU priority there is (`decoding_worker_init`, `lower_cpu_priority`): Linux's SCHED_IDLE policy
-  where it can be set, else nice 19. They decode in the time the model leaves idle (between ops, in the short
-  per-token steps of `generate`); when the model waits for a batch it sleeps, so the worker still gets the CPU.
-  SCHED_IDLE rather than nice 19 alone: a nice-19 process still gets a weighted share of a busy core (15/1039 beside
-  one nice-0 thread), and a torch thread that wakes may wait for the rest of its time slice; a SCHED_IDLE process
-  is preempted by any waking normal process at once (Linux `check_preempt_wakeup_fair`: "Idle tasks are by
-  definition preempted by non-idle tasks"), and a core running only SCHED_IDLE work counts as idle when the kernel
-  places a waking thread. Interleaved per-batch timings under other people's load could not separate the
-  priorities: the model beside a decoding process vs alone was 0.99x at default priority and 0.97x at nice 19
-  (load 5, medians of 8 batches), 0.97x at nice 19 and 0.96x under SCHED_IDLE (load 7, medians of 3 interleaved
-  batches, spreads of +-5%); decode-then-model in one process was 0.83x. The
-  cost of this choice: on a machine whose cores other people's processes keep busy, a worker at the lowest priority
-  gets little CPU (SCHED_IDLE none at all until a core idles), so decoding slows there (8 clips took 27-31 s at
-  SCHED_IDLE vs 22-27 s at nice 19 at load 7, still within one 28 s batch of the model). `WORKER_NICENESS` is the
-  niceness; `lower_cpu_priority` the policy.
+  priority preempts one of those threads in the middle of a parallel region, which then waits for it. Workers run at
+  the lowest CPU priority there is (`decoding_worker_init`, `lower_cpu_priority`): Linux's SCHED_IDLE policy where it
+  can be set, else nice 19. They decode in the time the model leaves idle (between ops, in the short per-token steps
+  of `generate`); when the model waits for a batch it sleeps, so the worker still gets the CPU. SCHED_IDLE rather than
+  nice 19 alone: a nice-19 process gets a weighted share of a busy core (weight 15 vs 1024 for a nice-0 thread;
+  SCHED_IDLE: 3), and a torch thread that wakes may wait for the rest of its time slice; a SCHED_IDLE process is
+  preempted by any waking normal process at once (Linux `check_preempt_wakeup_fair`: "Idle tasks are by definition
+  preempted by non-idle tasks"), and a core running only SCHED_IDLE work counts as idle when the kernel places a
+  waking thread. Interleaved per-batch timings under other people's load could not separate the priorities: the model
+  beside a decoding process vs alone was 0.99x at default priority and 0.97x at nice 19 (load 5, medians of 8
+  batches), 0.97x at nice 19 and 0.96x under SCHED_IDLE (load 7, medians of 3 interleaved batches, spreads of +-5%);
+  decode-then-model in one process was 0.83x. The cost of this choice: on a machine whose cores other people's
+  processes keep busy, a worker at the lowest priority gets little CPU (SCHED_IDLE even less than nice 19), so
+  decoding slows there (8 clips took 27-31 s at SCHED_IDLE vs 22-27 s at nice 19 at load 7, still within one 28 s
+  batch of the model; the first batch of a call, decoded with the model idle, came after 1.41 s under SCHED_IDLE vs
+  1.23 s at nice 19 at load 3.5, medians of 4). `WORKER_NICENESS` is the niceness; `lower_cpu_priority` the policy.
 - Batches travel as float32 `(B, T, 3, 224, 224)` through shared memory (38.5 MB at batch 8). `collate_clips`
   stacks a worker's batch straight into shared memory (torch's `default_collate`): collating + pickling cost 4.1 ms
   of the worker's CPU per clip instead of 6.2-9.4 ms (stacking into private memory that pickling copied again).
@@ -204,13 +204,14 @@ def worker_start_method(num_workers: int) -> str | None:
 def lower_cpu_priority() -> str:
     """Put the calling process at the lowest CPU priority this platform lets it take, and say which it got:
 
-    - ``"SCHED_IDLE"`` (Linux, `os.sched_setscheduler`, see sched(7)): the process runs only on a core that would
-      otherwise idle, and a waking process of any normal priority preempts it at once. Its niceness is set to
+    - ``"SCHED_IDLE"`` (Linux, `os.sched_setscheduler`, see sched(7)): "lower even than a +19 nice value"; the
+      process runs on a core that would otherwise idle, beside busy ones it gets a load weight of 3 (a nice-0 process:
+      1024), and a waking process of any normal priority preempts it at once. Its niceness is set to
       `WORKER_NICENESS` as well (ignored by the kernel under SCHED_IDLE; it is what `ps`/`top` show, and what is
       left if the policy is later reset).
     - ``"nice"``: where SCHED_IDLE is missing or refused (macOS, some sandboxes), `os.nice(WORKER_NICENESS)` alone: the
-      lowest priority of the normal policy, which still gets a small share of a busy core (15/1039 = 1.4% beside one
-      nice-0 process under Linux's CFS/EEVDF weights), and a waking process may wait for the end of its time slice.
+      lowest priority of the normal policy, which still gets a small share of a busy core (weight 15, 1.4% beside one
+      nice-0 process), and a waking process may wait for the end of its time slice.
     - ``"unchanged"``: neither could be set (Windows has no `os.nice`; a sandbox may refuse both).
 
     Raises nothing: a refused change leaves the priority as it was.
