@@ -77,7 +77,7 @@ def test_worker_priority_falls_back_to_nice_then_warns():
     for hide in (False, True):
         reported, policy, niceness, warnings = _in_child(("sched_setscheduler",), hide_sched_idle=hide)
         assert (reported, policy, niceness, warnings) == ("nice", os.SCHED_OTHER, nice, [])
-    # neither can be set: the worker still decodes, at the model's priority, and says so
+    # neither can be set: the worker keeps the priority it started with and logs a warning
     reported, policy, niceness, warnings = _in_child(("sched_setscheduler", "nice"))
     assert (reported, policy, niceness) == ("unchanged", os.SCHED_OTHER, os.getpriority(os.PRIO_PROCESS, 0))
     assert len(warnings) == 1 and "neither SCHED_IDLE nor os.nice(19)" in warnings[0]
