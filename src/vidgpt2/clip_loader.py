@@ -18,18 +18,27 @@ Sharing the CPU between decoding workers and the model (measured on this project
   processor before its first clip (6.2-7.6 s at load 4), with the model idle waiting for its first batch, once per
   `caption_videos` call. The fork server now imports them once (`preload_in_fork_server`): 0.36-0.74 s.
 - On few cores the model already keeps every core busy (torch's intra-op threads), and a worker at the model's
-  priority preempts one of those threads in the middle of a parallel region, which then waits for it. Workers run
-  at the lowest CPU priority (`decoding_worker_init`): they decode in the time the model leaves idle (between ops,
-  in the short per-token steps of `generate`); when the model waits for a batch it sleeps, so the worker still
-  gets the CPU. Interleaved per-batch timings at load 5 could not separate the two priorities (model with a
-  decoding worker beside it vs alone: 0.99x default priority, 0.97x nice 19, medians of 8 batches, per-batch
-  spread 0.67-1.95x); decode-then-model in one process was 0.83x. The cost of this choice: on a machine busy with
-  other people's work a nice-19 worker gets little CPU against their processes, so decoding slows there
-  (`bench_corpus.py --quick` at load 4-6: engine 0.86x and 0.69x the model alone in two runs, 0.66x before these
-  changes). `WORKER_NICENESS` is the one number to change.
-- Batches travel as float32 `(B, T, 3, 224, 224)` through shared memory (38.5 MB at batch 8: ~0.2 s of the worker's
-  CPU per batch at load 5, page faults included); uint8 frames would be 4x smaller but move the normalisation to the
-  model's process: not done.
+  priority preempts one of those threads in the middle of a parallel region, which then waits for it. Workers run at
+  the lowest CPU priority there is (`decoding_worker_init`, `lower_cpu_priority`): Linux's SCHED_IDLE policy where it
+  can be set, else nice 19. They decode in the time the model leaves idle (between ops, in the short per-token steps
+  of `generate`); when the model waits for a batch it sleeps, so the worker still gets the CPU. SCHED_IDLE rather than
+  nice 19 alone: a nice-19 process gets a weighted share of a busy core (weight 15 vs 1024 for a nice-0 thread;
+  SCHED_IDLE: 3), and a torch thread that wakes may wait for the rest of its time slice; a SCHED_IDLE process is
+  preempted by any waking normal process at once (Linux `check_preempt_wakeup_fair`: "Idle tasks are by definition
+  preempted by non-idle tasks"), and a core running only SCHED_IDLE work counts as idle when the kernel places a
+  waking thread. Interleaved per-batch timings under other people's load could not separate the priorities: the model
+  beside a decoding process vs alone was 0.99x at default priority and 0.97x at nice 19 (load 5, medians of 8
+  batches), 0.97x at nice 19 and 0.96x under SCHED_IDLE (load 7, medians of 3 interleaved batches, spreads of +-5%);
+  decode-then-model in one process was 0.83x. The cost of this choice: on a machine whose cores other people's
+  processes keep busy, a worker at the lowest priority gets little CPU (SCHED_IDLE even less than nice 19), so
+  decoding slows there (8 clips took 27-31 s at SCHED_IDLE vs 22-27 s at nice 19 at load 7, still within one 28 s
+  batch of the model; the first batch of a call, decoded with the model idle, came after 1.41 s under SCHED_IDLE vs
+  1.23 s at nice 19 at load 3.5, medians of 4). `WORKER_NICENESS` is the niceness; `lower_cpu_priority` the policy.
+- Batches travel as float32 `(B, T, 3, 224, 224)` through shared memory (38.5 MB at batch 8). `collate_clips`
+  stacks a worker's batch straight into shared memory (torch's `default_collate`): collating + pickling cost 4.1 ms
+  of the worker's CPU per clip instead of 6.2-9.4 ms (stacking into private memory that pickling copied again).
+  uint8 frames would be 4x smaller but move the normalisation (2-3 ms per clip) to the model's process, on the
+  model's critical path, to save the worker a few ms it spends in time the model leaves idle: not done.
 """
 
 from __future__ import annotations
@@ -43,11 +52,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 logger = logging.getLogger(__name__)
 
-# `os.nice` increment of decoding workers: 19 is the lowest priority there is (nice values go from -20 to 19).
+# `os.nice` increment of decoding workers: 19 is the lowest niceness there is (nice values go from -20 to 19). Where
+# Linux's SCHED_IDLE policy can be set, it is set as well and is what decides (`lower_cpu_priority`).
 WORKER_NICENESS = 19
 
 
@@ -156,7 +166,9 @@ def describe_error(error: BaseException) -> str:
 
 
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the decoded clips of a batch.
+    """Stack the decoded clips of a batch, with torch's `default_collate`: in a DataLoader worker it stacks straight
+    into shared memory, which is how the batch reaches the main process, instead of stacking into private memory
+    that pickling then copies to shared memory (38.5 MB at batch 8: 3.7 ms of the worker's CPU per clip).
 
     Returns:
         `{"indices": [i, ...], "failed": [(i, reason), ...], "inputs": {name: (B, ...)}}`; `inputs` is absent when
@@ -169,7 +181,7 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if decoded:
         names = [name for name in decoded[0] if name != "index"]
-        batch["inputs"] = {name: torch.stack([item[name] for item in decoded]) for name in names}
+        batch["inputs"] = {name: default_collate([item[name] for item in decoded]) for name in names}  # (B, ...)
     return batch
 
 
@@ -189,15 +201,49 @@ def worker_start_method(num_workers: int) -> str | None:
     return "forkserver"
 
 
-def decoding_worker_init(worker_id: int) -> None:
-    """DataLoader `worker_init_fn` of decoding workers: lowest CPU priority (`os.nice(WORKER_NICENESS)`), so that
-    decoding takes the CPU time the model leaves idle instead of preempting torch's threads (see the module
-    docstring). Where the platform has no `os.nice` (Windows) this does nothing."""
+def lower_cpu_priority() -> str:
+    """Put the calling process at the lowest CPU priority this platform lets it take, and say which it got:
+
+    - ``"SCHED_IDLE"`` (Linux, `os.sched_setscheduler`, see sched(7)): "lower even than a +19 nice value"; the
+      process runs on a core that would otherwise idle, beside busy ones it gets a load weight of 3 (a nice-0 process:
+      1024), and a waking process of any normal priority preempts it at once. Its niceness is set to
+      `WORKER_NICENESS` as well (ignored by the kernel under SCHED_IDLE; it is what `ps`/`top` show, and what is
+      left if the policy is later reset).
+    - ``"nice"``: where SCHED_IDLE is missing or refused (macOS, some sandboxes), `os.nice(WORKER_NICENESS)` alone: the
+      lowest priority of the normal policy, which still gets a small share of a busy core (weight 15, 1.4% beside one
+      nice-0 process), and a waking process may wait for the end of its time slice.
+    - ``"unchanged"``: neither could be set (Windows has no `os.nice`; a sandbox may refuse both).
+
+    Raises nothing: a refused change leaves the priority as it was.
+    """
+    policy = "unchanged"
     if hasattr(os, "nice"):
         try:
             os.nice(WORKER_NICENESS)
-        except OSError as error:  # not permitted in some sandboxes: decoding still works, only at normal priority
-            logger.warning("Decoding worker %d keeps its CPU priority (os.nice failed: %s).", worker_id, error)
+            policy = "nice"
+        except OSError as error:
+            logger.debug("os.nice(%d) failed: %s", WORKER_NICENESS, error)
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            policy = "SCHED_IDLE"
+        except OSError as error:
+            logger.debug("os.sched_setscheduler(SCHED_IDLE) failed: %s", error)
+    return policy
+
+
+def decoding_worker_init(worker_id: int) -> None:
+    """DataLoader `worker_init_fn` of decoding workers: the lowest CPU priority there is (`lower_cpu_priority`:
+    SCHED_IDLE on Linux, else `os.nice(WORKER_NICENESS)`), so that decoding takes the CPU time the model leaves idle
+    instead of preempting torch's threads (see the module docstring). Logs a warning (once, from each worker) when
+    neither could be set: decoding then competes with the model at its priority."""
+    if lower_cpu_priority() == "unchanged":
+        logger.warning(
+            "Decoding worker %d keeps its CPU priority (neither SCHED_IDLE nor os.nice(%d) could be set): it competes "
+            "with the model for the CPU.",
+            worker_id,
+            WORKER_NICENESS,
+        )
 
 
 def clip_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
@@ -263,5 +309,6 @@ __all__ = [
     "describe_error",
     "fetch_video",
     "is_url",
+    "lower_cpu_priority",
     "worker_start_method",
 ]
