@@ -14,13 +14,13 @@ import torch
 import vidgpt2.explanations
 from tests.tiny import tiny_model, tiny_pixels, tiny_tokenizer
 from vidgpt2.explanations import (
+    SHAPLEY_EXACT_MAX_FRAMES,
     Explanation,
     caption_logprobs,
     denormalize_frames,
     explain,
     faithfulness,
     mean_faithfulness,
-    SHAPLEY_EXACT_MAX_FRAMES,
     occlusion_frame_scores,
     plot_explanation,
     save_explanation,
