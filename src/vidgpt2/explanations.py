@@ -724,7 +724,8 @@ def shapley_frame_scores(
     frames (`seed`), each frame credited its marginal contribution where it joins, averaged. Each order's
     contributions telescope to v(all) - v(none), so the efficiency property holds exactly for the estimate too.
     At most num_samples * (T - 1) + 2 distinct coalitions are scored (orders share the empty and full ones).
-    captum's exact `ShapleyValues` enumerates all T! orders instead (T * T! passes; it warns above 6 features).
+    captum's exact `ShapleyValues` enumerates all T! orders instead (T * T! passes; its docs advise fewer than 7
+    features), and its `ShapleyValueSampling` is the same permutation sampling.
 
     The caveats of `occlusion_frame_scores` apply (visual self-attention layers mix frames; with motion tokens a
     frame also changes the next frame's token).
