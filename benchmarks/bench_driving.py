@@ -9,7 +9,8 @@ grounding table (`vidgpt2.grounding`: temporal and spatial pointing games with 9
 attention, Grad-CAM and (temporal only) per-frame occlusion and exact Shapley values of the frames, and the deletion
 test on cause frames vs other frames) for the reference captions.
 
-    python benchmarks/bench_driving.py            # full: 5 variants x 3 seeds, ~60-70 min on 2 busy cores
+    python benchmarks/bench_driving.py            # full: 5 variants x 3 seeds, ~75-85 min on 2 busy cores
+                                                  # (the Shapley values: 3-5 min per grounded model)
     python benchmarks/bench_driving.py --quick    # smoke run, ~3 min
     python benchmarks/bench_driving.py --variants pooled motion --seeds 0 --no-grounding   # a quick comparison
     python benchmarks/bench_driving.py --seeds 0 --save-models models/   # keep the trained models ...
