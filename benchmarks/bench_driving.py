@@ -6,11 +6,15 @@ real `bddx` loader (target "action_justification"). Training: `vidgpt2.training.
 recipe (`demo_training_arguments`), the same steps for every variant. Scores: action and justification exact match
 and BLEU-4 / METEOR / CIDEr scored separately (`score_split`, as ADAPT reports BDD-X), the joined caption, and the
 grounding table (`vidgpt2.grounding`: temporal and spatial pointing games with 95% Wilson intervals against chance,
-attention, Grad-CAM and (temporal only) per-frame occlusion, and the deletion test on cause frames vs other frames) for the reference captions.
+attention, Grad-CAM and (temporal only) per-frame occlusion and exact Shapley values of the frames, and the deletion
+test on cause frames vs other frames) for the reference captions.
 
-    python benchmarks/bench_driving.py            # full: 5 variants x 3 seeds, ~60-70 min on 2 busy cores
+    python benchmarks/bench_driving.py            # full: 5 variants x 3 seeds, ~75-85 min on 2 busy cores
+                                                  # (the Shapley values: 3-5 min per grounded model)
     python benchmarks/bench_driving.py --quick    # smoke run, ~3 min
     python benchmarks/bench_driving.py --variants pooled motion --seeds 0 --no-grounding   # a quick comparison
+    python benchmarks/bench_driving.py --seeds 0 --save-models models/   # keep the trained models ...
+    python benchmarks/bench_driving.py --seeds 0 --load-models models/   # ... and score them again, no training
 
 Every variant is trained once per training seed (`--seeds`; the data set is the same, written with `--seed`);
 grounding and figures come from the first seed's model only (`--grounding-seeds` for more).
@@ -85,6 +89,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-grounding", action="store_true", help="Skip grounding and figures (action scores only).")
     parser.add_argument("--results-name", default=None,
                         help="Name of the results file and run folders (default bench_driving[_quick]).")
+    parser.add_argument("--save-models", type=Path, default=None, metavar="DIR",
+                        help="Keep every trained model (and its training metrics) in DIR/<variant>_seed<seed>.")
+    parser.add_argument("--load-models", type=Path, default=None, metavar="DIR",
+                        help="Skip training: load the models a --save-models run kept in DIR (same data and sizes), "
+                             "caption and ground again; training metrics come from the saved run.")
 
 
 def train_variant(
@@ -100,27 +109,35 @@ def train_variant(
     from vidgpt2.grounding import evaluate_grounding
     from vidgpt2.training import DataArguments, LoraArguments, ModelArguments, generate_captions, run_training
 
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    config_path = run_dir / "config.json"
-    config_path.write_text(json.dumps({**BENCH_CONFIG, **overrides}, indent=2))
-    training_args = demo_training_arguments(
-        run_dir / "model", epochs=sizes["epochs"], seed=seed, data_seed=seed, logging_steps=25,
-        disable_tqdm=True,
-    )
-    start = time.perf_counter()
-    with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout is the report
-        metrics = run_training(
-            ModelArguments(config=str(config_path), build_tokenizer=True),
-            DataArguments(dataset="bddx", data_dir=str(data_dir), max_caption_length=24, blank_video=blank,
-                          use_java=args.meteor, check_data=False),
-            LoraArguments(),
-            training_args,
+    saved = None if args.load_models is None else args.load_models / run_dir.name
+    if saved is not None:  # --load-models: the model and training metrics of an earlier --save-models run
+        model_dir, trained = saved / "model", _load_training(saved, overrides, seed, sizes)
+        train_s, metrics = trained["train_and_eval_s"], trained["metrics"]
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        config_path = run_dir / "config.json"
+        config_path.write_text(json.dumps({**BENCH_CONFIG, **overrides}, indent=2))
+        training_args = demo_training_arguments(
+            run_dir / "model", epochs=sizes["epochs"], seed=seed, data_seed=seed, logging_steps=25,
+            disable_tqdm=True,
         )
-    train_s = time.perf_counter() - start
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout is the report
+            metrics = run_training(
+                ModelArguments(config=str(config_path), build_tokenizer=True),
+                DataArguments(dataset="bddx", data_dir=str(data_dir), max_caption_length=24, blank_video=blank,
+                              use_java=args.meteor, check_data=False),
+                LoraArguments(),
+                training_args,
+            )
+        train_s = time.perf_counter() - start
+        model_dir = run_dir / "model"
+        if args.save_models is not None:
+            _save_training(args.save_models / run_dir.name, model_dir, overrides, seed, sizes, train_s, metrics)
 
-    model = VidGPT2ForConditionalGeneration.from_pretrained(run_dir / "model").eval()
-    processor = VidGPT2Processor.from_pretrained(run_dir / "model")
+    model = VidGPT2ForConditionalGeneration.from_pretrained(model_dir).eval()
+    processor = VidGPT2Processor.from_pretrained(model_dir)
     test = load_bddx(data_dir)["test"]
     truth = read_ground_truth(data_dir)
     predictions = generate_captions(model, processor, test, batch_size=32, show_progress=False, blank_video=blank)
@@ -147,6 +164,8 @@ def train_variant(
         "action_by_kind": {},
         "predictions": rows,
     }
+    if saved is not None:
+        result["loaded_from"] = str(saved)
     for kind in sorted({r["kind"] for r in rows}):
         subset = [r for r in rows if r["kind"] == kind]
         result["action_by_kind"][kind] = sum(r["action_ok"] for r in subset) / len(subset)
@@ -158,6 +177,35 @@ def train_variant(
         result["grounding_s"] = time.perf_counter() - start
         result["figures"] = save_figures(name, model, processor, test, truth, args.figures, args.quick)
     return result
+
+
+TRAINING_FILE = "training.json"  # next to a saved model: how it was trained and its training metrics
+
+
+def _save_training(
+    folder: Path, model_dir: Path, overrides: dict, seed: int, sizes: dict, train_s: float, metrics: dict
+) -> None:
+    """--save-models: copy the trained model (weights, config, processor) to `folder/model` and write what
+    `--load-models` needs to report the run without training it again."""
+    shutil.rmtree(folder, ignore_errors=True)
+    shutil.copytree(model_dir, folder / "model")
+    record = {"config_overrides": overrides, "seed": seed, "sizes": sizes, "train_and_eval_s": train_s,
+              "metrics": metrics}
+    (folder / TRAINING_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+
+def _load_training(folder: Path, overrides: dict, seed: int, sizes: dict) -> dict:
+    """--load-models: the `_save_training` record of `folder`, checked against this run's variant, seed and sizes
+    (a model trained on other data or with another recipe would be reported under the wrong name)."""
+    path = folder / TRAINING_FILE
+    if not path.exists() or not (folder / "model").is_dir():
+        raise SystemExit(f"--load-models: {folder} holds no saved model ({path.name} and model/); save it first "
+                         "with --save-models, with the same --variants, --seeds and sizes.")
+    record = json.loads(path.read_text())
+    for key, wanted in (("config_overrides", overrides), ("seed", seed), ("sizes", sizes)):
+        if record[key] != wanted:
+            raise SystemExit(f"--load-models: {path} was saved with {key}={record[key]}, this run needs {wanted}.")
+    return record
 
 
 def direction_scores(rows: list[dict]) -> dict[str, Any]:
@@ -265,13 +313,15 @@ def report(results: dict[str, Any]) -> str:
         text += (
             "\n\nGrounding of the reference captions' cause words (test clips with a cause; first seed's model): hit "
             "rate (95% Wilson CI) vs chance. Temporal: top frame shows the cause (chance: share of cause frames); "
-            "occlusion ranks frames by the cause words' log-prob drop when the frame is replaced by a flat one. "
+            "occlusion ranks frames by the cause words' log-prob drop when the frame is replaced by a flat one; "
+            "Shapley by the frame's exact Shapley value for their log-prob (all 2^T subsets of frames kept, the "
+            "others flat). "
             "Spatial: heatmap maximum on the top-ranked cause frame inside the true box (chance: box area / frame "
             "area). Deletion: mean drop of log p(caption) masking the cause frames vs as many other frames; share of "
             "clips where the cause hurts more.\n\n"
         )
         headers = ["variant", "seed", "n", "attention: temporal", "Grad-CAM: temporal", "occlusion: temporal",
-                   "attention: spatial", "Grad-CAM: spatial", "deletion: cause / other (cause > other)"]
+                   "Shapley: temporal", "attention: spatial", "Grad-CAM: spatial", "deletion: cause / other (cause > other)"]
         rows = []
         for name, v in variants.items():
             for r in v["runs"].values():
@@ -282,7 +332,7 @@ def report(results: dict[str, Any]) -> str:
                 deletion = "-" if d is None else f"{d['drop_cause']:.2f} / {d['drop_other']:.2f} ({d['cause_beats_other']:.2f})"
                 rows.append([name, r["seed"], g["num_clips"], rate_cell(g.get("attention_temporal")),
                              rate_cell(g.get("grad-cam_temporal")), rate_cell(g.get("occlusion_temporal")),
-                             rate_cell(g.get("attention_spatial")),
+                             rate_cell(g.get("shapley_temporal")), rate_cell(g.get("attention_spatial")),
                              rate_cell(g.get("grad-cam_spatial")), deletion])
         text += markdown_table(headers, rows)
     sizes = results["sizes"]

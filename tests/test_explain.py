@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 import vidgpt2.explanations
 from tests.tiny import tiny_model, tiny_pixels, tiny_tokenizer
 from vidgpt2.explanations import (
+    SHAPLEY_EXACT_MAX_FRAMES,
     Explanation,
     caption_logprobs,
     denormalize_frames,
@@ -22,6 +24,7 @@ from vidgpt2.explanations import (
     occlusion_frame_scores,
     plot_explanation,
     save_explanation,
+    shapley_frame_scores,
 )
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -388,3 +391,151 @@ def test_trained_toy_occlusion_points_at_the_frame_that_decides_the_caption(toy)
     assert np.mean([e.frame_occlusion.argmax() == KEY_FRAME for e in explanations]) >= 0.9
     result = mean_faithfulness(model, explanations, pixels, k=1)
     assert result["top_beats_bottom"] >= 0.9 and result["drop_top"] > 1.0
+
+
+# --- Shapley values of frames --------------------------------------------------------------------------------------
+def _kept(pixels: torch.Tensor, coalition: frozenset) -> torch.Tensor:
+    """The video with only the frames in `coalition` kept, the others the dataset-mean flat frame (zeros)."""
+    video = torch.zeros_like(pixels)
+    for t in coalition:
+        video[:, t] = pixels[:, t]
+    return video
+
+
+@pytest.mark.parametrize("visual_tokens", ["pooled", "motion"])
+def test_shapley_values_follow_the_definition_are_efficient_and_need_no_gradients(visual_tokens):
+    model = _occlusion_model(visual_tokens)
+    pixels = tiny_pixels(model.config, batch=1)  # (1, 4, 3, 64, 64)
+    ids = [5, 6, 7, 1]
+    with torch.inference_mode():
+        phi = shapley_frame_scores(model, pixels, ids)  # 2^4 = 16 coalitions, one batch
+    assert phi.shape == (4, 4) and phi.dtype == torch.float32 and phi.abs().max() > 0
+    labels = torch.tensor([ids])
+    cache = {}
+
+    def value(coalition: frozenset) -> torch.Tensor:  # (L,) log-probs with only `coalition` kept
+        if coalition not in cache:
+            with torch.no_grad():
+                cache[coalition] = caption_logprobs(model, labels, pixel_values_videos=_kept(pixels, coalition))[0]
+        return cache[coalition]
+
+    # the definition by orders: a frame's marginal contribution where it joins, averaged over all 4! orders
+    reference = torch.zeros(4, 4)  # (T, L)
+    orders = list(itertools.permutations(range(4)))
+    for order in orders:
+        for k, t in enumerate(order):
+            reference[t] += value(frozenset(order[: k + 1])) - value(frozenset(order[:k]))
+    np.testing.assert_allclose(phi.numpy(), (reference / len(orders)).T.numpy(), atol=1e-4)
+    # efficiency: the frames' values add up to log p(all frames) - log p(no frames), per token
+    np.testing.assert_allclose(phi.sum(1).numpy(), (value(frozenset(range(4))) - value(frozenset())).numpy(),
+                               atol=1e-4)
+    np.testing.assert_allclose(shapley_frame_scores(model, pixels[0], ids, batch_size=3).numpy(), phi.numpy(),
+                               atol=1e-4)  # (T, 3, H, W) input, several passes: the same
+    sampled = shapley_frame_scores(model, pixels, ids, num_samples=5, seed=1)  # permutation sampling
+    np.testing.assert_allclose(sampled.sum(1).numpy(), phi.sum(1).numpy(), atol=1e-4)  # efficient per order too
+    assert all(p.grad is None for p in model.parameters())
+
+
+def _redundant_scorer(weights: torch.Tensor, frames=(1, 2)):
+    """A stand-in for `caption_logprobs`: each word's log-prob is its weight times 1 when frame 1 OR frame 2 still
+    shows something (all-ones frames), 0 when both are flat: the cause seen in two frames."""
+
+    def scorer(model, labels, pixel_values_videos):
+        seen = torch.stack([pixel_values_videos[:, t].abs().amax(dim=(1, 2, 3)) for t in frames]).amax(0)  # (B,)
+        return seen[:, None] * weights[None, : labels.shape[1]]  # (B, L)
+
+    return scorer
+
+
+def test_shapley_splits_a_cause_seen_in_two_frames_where_one_frame_occlusion_sees_nothing(monkeypatch):
+    weights = torch.tensor([0.5, 2.0, 1.0])
+    monkeypatch.setattr(vidgpt2.explanations, "caption_logprobs", _redundant_scorer(weights))
+    model, pixels, ids = tiny_model(), torch.ones(1, 4, 3, 8, 8), [5, 6, 1]
+    # removing frame 1 leaves frame 2 (and the other way round): occlusion gives every frame 0
+    torch.testing.assert_close(occlusion_frame_scores(model, pixels, ids), torch.zeros(3, 4))
+    expected = torch.zeros(3, 4)
+    expected[:, 1] = expected[:, 2] = weights / 2  # the joint effect shared by the two redundant frames
+    torch.testing.assert_close(shapley_frame_scores(model, pixels, ids), expected)
+    # a 2-frame occluder removes both in one of the two windows covering frame 1 (and frame 2): mean half the drop
+    torch.testing.assert_close(occlusion_frame_scores(model, pixels, ids, window=2), expected)
+    torch.testing.assert_close(occlusion_frame_scores(model, pixels, ids, window=1),
+                               occlusion_frame_scores(model, pixels, ids))
+    # permutation sampling: frame 1 gets everything in the orders where it comes before frame 2
+    sampled = shapley_frame_scores(model, pixels, ids, num_samples=40, seed=0)
+    torch.testing.assert_close(sampled.sum(1), weights)
+    share = float(sampled[1, 1] / weights[1])
+    assert 0.25 <= share <= 0.75 and torch.allclose(sampled[:, [0, 3]], torch.zeros(3, 2))
+    torch.testing.assert_close(sampled, shapley_frame_scores(model, pixels, ids, num_samples=40, seed=0))  # seeded
+
+
+def test_shapley_and_occlusion_agree_on_an_additive_score_and_long_videos_need_sampling(monkeypatch):
+    """Log-prob = sum over frames of c_t * (frame t shown): no interactions, so each frame's Shapley value is c_t,
+    exactly, for the exact computation and for every sampled order; occlusion gives c_t too."""
+    frames = SHAPLEY_EXACT_MAX_FRAMES + 1
+    c = torch.linspace(-1.0, 2.0, frames)
+
+    def additive(model, labels, pixel_values_videos):
+        shown = pixel_values_videos.abs().amax(dim=(2, 3, 4))  # (B, T): 1 shown, 0 flat
+        return (shown @ c[: shown.shape[1]])[:, None].expand(-1, labels.shape[1])  # (B, L)
+
+    monkeypatch.setattr(vidgpt2.explanations, "caption_logprobs", additive)
+    model = tiny_model()
+    short = torch.ones(1, 6, 3, 4, 4)
+    torch.testing.assert_close(shapley_frame_scores(model, short, [5, 1]), c[None, :6].expand(2, -1))
+    torch.testing.assert_close(occlusion_frame_scores(model, short, [5, 1]), c[None, :6].expand(2, -1))
+    long = torch.ones(1, frames, 3, 4, 4)
+    with pytest.raises(ValueError, match=f"SHAPLEY_EXACT_MAX_FRAMES={SHAPLEY_EXACT_MAX_FRAMES}.*num_samples="):
+        shapley_frame_scores(model, long, [5, 1])
+    torch.testing.assert_close(shapley_frame_scores(model, long, [5, 1], num_samples=3), c[None].expand(2, -1))
+
+
+def test_shapley_and_windowed_occlusion_refuse_bad_inputs():
+    model = tiny_model(image_size=64)
+    pixels = tiny_pixels(model.config, batch=1)
+    with pytest.raises(ValueError, match="one video"):
+        shapley_frame_scores(model, pixels.repeat(2, 1, 1, 1, 1), [5, 1])
+    with pytest.raises(ValueError, match="empty caption"):
+        shapley_frame_scores(model, pixels, [])
+    with pytest.raises(ValueError, match="baseline="):
+        shapley_frame_scores(model, pixels, [5, 1], baseline="black")
+    with pytest.raises(ValueError, match="batch_size=0"):
+        shapley_frame_scores(model, pixels, [5, 1], batch_size=0)
+    with pytest.raises(ValueError, match="num_samples=0"):
+        shapley_frame_scores(model, pixels, [5, 1], num_samples=0)
+    for window in (0, 5):
+        with pytest.raises(ValueError, match=f"window={window}"):
+            occlusion_frame_scores(model, pixels, [5, 1], window=window)
+    dropout = tiny_model(image_size=64, visual_dropout=0.5).train()
+    modes = {name: m.training for name, m in dropout.named_modules()}
+    first = shapley_frame_scores(dropout, pixels, [5, 6, 1])
+    assert {name: m.training for name, m in dropout.named_modules()} == modes  # modes restored
+    torch.testing.assert_close(first, shapley_frame_scores(dropout, pixels, [5, 6, 1]))  # eval inside: no dropout
+
+
+def test_explain_with_shapley_frame_scores_ranks_and_plots_by_them(spatial, tmp_path):
+    model, pixels, attention_only = spatial
+    expl = _explain(model, pixels, frame_scores="shapley")
+    n = len(expl.tokens)
+    assert attention_only.frame_shapley is None and expl.frame_occlusion is None
+    assert expl.frame_scores == "shapley" and expl.token_frame_shapley.shape == (n, 4)
+    full = shapley_frame_scores(model, pixels, expl.caption_ids).numpy()  # (L, T), eos row included
+    np.testing.assert_allclose(expl.token_frame_shapley, full[:n], atol=1e-5)
+    np.testing.assert_allclose(expl.frame_weights, full[:n].mean(0), atol=1e-5)
+    np.testing.assert_allclose(expl.token_frame_weights, full[:n], atol=1e-5)
+    by_scores = faithfulness(model, expl, pixels, k=1, num_random=0)
+    by_weights = faithfulness(model, expl.frame_weights, pixels, expl.caption_ids, k=1, num_random=0)
+    assert (by_scores["drop_top"], by_scores["drop_bottom"]) == (by_weights["drop_top"], by_weights["drop_bottom"])
+    paths = save_explanation(expl, tmp_path, "shap")
+    saved = json.loads(paths["json"].read_text())
+    assert saved["frame_scores"] == "shapley" and np.allclose(saved["frame_shapley"], expl.frame_shapley, atol=1e-6)
+    assert "Shapley value" in paths["html"].read_text()
+
+
+def test_trained_toy_shapley_points_at_the_frame_that_decides_the_caption(toy):
+    model, pixels, _, _ = toy
+    tokenizer = tiny_tokenizer()
+    explanations = [
+        explain(model, None, pixel_values_videos=p, tokenizer=tokenizer, max_new_tokens=8, frame_scores="shapley")
+        for p in pixels
+    ]
+    assert np.mean([e.frame_shapley.argmax() == KEY_FRAME for e in explanations]) >= 0.9

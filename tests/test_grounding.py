@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.tiny import tiny_model, tiny_pixels, tiny_tokenizer
-from vidgpt2.explanations import occlusion_frame_scores
+from vidgpt2.explanations import occlusion_frame_scores, shapley_frame_scores
 from vidgpt2.grounding import (
     box_fraction,
     cause_deletion,
@@ -68,8 +68,10 @@ def test_cause_token_positions_only_after_because():
 def test_summary_rates_and_chance():
     records = [
         {"attention_temporal": 1.0, "grad-cam_temporal": 0.0, "occlusion_temporal": 1.0, "temporal_chance": 0.5,
+         "shapley_temporal": 1.0,
          "grad-cam_spatial": 1.0, "grad-cam_spatial_chance": 0.1, "drop_cause": 2.0, "drop_other": 0.5},
         {"attention_temporal": 1.0, "grad-cam_temporal": 0.5, "occlusion_temporal": 0.0, "temporal_chance": 0.25,
+         "shapley_temporal": 0.5,
          "grad-cam_spatial": 0.0, "grad-cam_spatial_chance": 0.3, "drop_cause": 0.0, "drop_other": 1.0},
     ]
     summary = summarize_grounding(records)
@@ -79,6 +81,8 @@ def test_summary_rates_and_chance():
     assert summary["grad-cam_spatial"]["chance"] == pytest.approx(0.2)
     assert "attention_spatial" not in summary  # pooled models: no spatial attention
     assert summary["occlusion_temporal"]["hit_rate"] == 0.5 and "occlusion_spatial" not in summary
+    assert summary["shapley_temporal"]["hit_rate"] == 0.75 and "shapley_spatial" not in summary
+    assert summary["shapley_temporal"]["ci95"] == pytest.approx(wilson_interval(1.5, 2))
     assert summary["deletion"]["cause_beats_other"] == 0.5
     assert summary["attention_temporal"]["ci95"] == pytest.approx(wilson_interval(2, 2))
 
@@ -97,6 +101,10 @@ def test_token_maps_shapes_and_gradcam_follows_the_frames_that_matter():
     np.testing.assert_allclose(maps.occlusion_frames, occlusion_frame_scores(model, pixels, ids)[[1, 2]].sum(0),
                                atol=1e-5)
     assert maps.frames("occlusion") is maps.occlusion_frames and maps.heatmaps("occlusion") is None
+    # Shapley values of the frames for the cause tokens' summed log-prob: the sum of the tokens' (linearity)
+    np.testing.assert_allclose(maps.shapley_frames, shapley_frame_scores(model, pixels, ids)[[1, 2]].sum(0),
+                               atol=1e-5)
+    assert maps.frames("shapley") is maps.shapley_frames and maps.heatmaps("shapley") is None
     with pytest.raises(ValueError, match="positions"):
         token_maps(model, pixels, ids, [4])
 
@@ -111,10 +119,10 @@ def test_clip_grounding_and_deletion_on_a_tiny_model():
              "frame_size": [64, 64]}
     record = clip_grounding(model, pixels, ids, tokens + ["<eos>"], truth)
     assert record["positions"] == [5] and record["temporal_chance"] == 0.5
-    for key in ("attention_temporal", "grad-cam_temporal", "occlusion_temporal", "attention_spatial",
-                "grad-cam_spatial"):
+    for key in ("attention_temporal", "grad-cam_temporal", "occlusion_temporal", "shapley_temporal",
+                "attention_spatial", "grad-cam_spatial"):
         assert 0.0 <= record[key] <= 1.0
-    assert "occlusion_spatial" not in record
+    assert "occlusion_spatial" not in record and "shapley_spatial" not in record
     assert record["attention_spatial_chance"] == 0.25
     assert record["k"] == 2
     assert clip_grounding(model, pixels, ids, ["a"] * 7, truth) is None  # no cause word named
@@ -136,8 +144,13 @@ def test_cause_deletion_sees_the_only_informative_frame():
         cause_deletion(model, pixels, ids, [0, 1, 2, 3])
     assert torch.is_grad_enabled()
     # occlusion ranks frame 0 first: occluding the already flat frames changes nothing
-    occlusion = token_maps(model, same, ids, [0, 1]).occlusion_frames
+    maps = token_maps(model, same, ids, [0, 1])
+    occlusion = maps.occlusion_frames
     assert occlusion[0] != 0.0 and np.abs(occlusion[1:]).max() < 1e-5
+    # Shapley: the flat frames are the baseline already, so they add nothing to any coalition; frame 0 gets it all
+    assert np.abs(maps.shapley_frames[1:]).max() < 1e-5
+    assert maps.shapley_frames[0] == pytest.approx(occlusion[0], abs=1e-4)
     truth = {"cause_words": ["x"], "cause_frames": [0], "boxes": {0: [0, 0, 8, 8]}, "frame_size": [32, 32]}
     record = clip_grounding(model, same, ids, ["because", "x", "<eos>"], truth, deletion=False)
     assert record["occlusion_temporal"] == (1.0 if occlusion[0] > 0 else 0.0)
+    assert record["shapley_temporal"] == (1.0 if maps.shapley_frames[0] > 0 else 0.0)

@@ -6,6 +6,7 @@
     faithfulness(model, explanation, pixels)    does masking the frames the explanation ranks highest hurt most?
     mean_faithfulness(model, [...], [...])      the same averaged over many clips, for a benchmark
     occlusion_frame_scores(model, pixels, ids)  per-word log-prob drop when each frame is occluded (words x T)
+    shapley_frame_scores(model, pixels, ids)    per-word Shapley value of each frame (words x T; 2^T passes)
 
 How the pieces are computed (B = 1 video, T frames, L caption tokens, N = T * tokens_per_frame visual tokens):
 
@@ -30,6 +31,11 @@ How the pieces are computed (B = 1 video, T frames, L caption tokens, N = T * to
   Fergus 2014): every frame in turn is replaced by a flat frame and each word's teacher-forced log-probability drop
   is its score for that frame. T extra forward passes (one batch), no gradients; a perturbation method, so it
   measures what the caption depends on rather than where the decoder attends.
+- Shapley values (`frame_scores="shapley"`, or `shapley_frame_scores`): frames as the players of a cooperative game
+  (Shapley 1953; SHAP, Lundberg & Lee 2017) whose value is a word's teacher-forced log-probability with only the
+  kept frames (the others flat). Exact over all 2^T subsets of frames (256 forward passes for 8 frames, batched),
+  so a cause visible in several frames is credited to all of them, which single-frame occlusion misses (removing
+  one of them leaves the others).
 - Caveat: with visual self-attention layers (`num_visual_layers > 0`; the default is 1) visual token t has already
   read the other frames, so attention to token t is attention to frame t's slot, which holds mostly but not only
   frame t. `faithfulness` measures how far a ranking of frames holds up when frames are actually removed.
@@ -59,7 +65,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 logger = logging.getLogger(__name__)
 
 Method = Literal["auto", "cross-attention", "grad-cam"]
-FrameScores = Literal["attention", "occlusion"]
+FrameScores = Literal["attention", "occlusion", "shapley"]
 LayerChoice = Literal["mean", "last"] | int
 
 
@@ -84,11 +90,14 @@ class Explanation:
         token_heatmaps: (num_tokens, T, h, w) per-token cross-attention over cells (sums to 1 per token), for
             spatial-token models; None for Grad-CAM.
         token_logprobs: (num_scored,) log-probability of each token of `caption_ids`, teacher forced.
-        frame_scores: what ranks the frames (`frame_weights`, what `faithfulness` and the figure use): "attention"
-            or "occlusion".
+        frame_scores: what ranks the frames (`frame_weights`, what `faithfulness` and the figure use): "attention",
+            "occlusion" or "shapley".
         token_frame_occlusion: (num_tokens, T) with `frame_scores="occlusion"`: each token's log-probability drop
             (nats) when frame t is replaced by a flat frame (`occlusion_frame_scores`); None otherwise.
         frame_occlusion: (T,) its mean over the tokens; None without occlusion.
+        token_frame_shapley: (num_tokens, T) with `frame_scores="shapley"`: each token's Shapley value (nats) of
+            frame t (`shapley_frame_scores`); None otherwise.
+        frame_shapley: (T,) its mean over the tokens; None without Shapley values.
     """
 
     caption: str
@@ -107,6 +116,8 @@ class Explanation:
     frame_scores: str = "attention"
     token_frame_occlusion: np.ndarray | None = None
     frame_occlusion: np.ndarray | None = None
+    token_frame_shapley: np.ndarray | None = None
+    frame_shapley: np.ndarray | None = None
 
     @property
     def num_frames(self) -> int:
@@ -114,13 +125,18 @@ class Explanation:
 
     @property
     def frame_weights(self) -> np.ndarray:
-        """(T,) the frame ranking chosen by `frame_scores`: `frame_occlusion` or `frame_attention`."""
-        return self.frame_occlusion if self.frame_scores == "occlusion" else self.frame_attention
+        """(T,) the frame ranking chosen by `frame_scores`: `frame_attention`, `frame_occlusion` or
+        `frame_shapley`."""
+        return {"occlusion": self.frame_occlusion, "shapley": self.frame_shapley}.get(
+            self.frame_scores, self.frame_attention
+        )
 
     @property
     def token_frame_weights(self) -> np.ndarray:
         """(num_tokens, T) per-token frame scores chosen by `frame_scores`."""
-        return self.token_frame_occlusion if self.frame_scores == "occlusion" else self.token_frame_attention
+        return {"occlusion": self.token_frame_occlusion, "shapley": self.token_frame_shapley}.get(
+            self.frame_scores, self.token_frame_attention
+        )
 
     def _repr_png_(self) -> bytes:
         """Notebooks show an explanation as its figure."""
@@ -153,6 +169,8 @@ class Explanation:
             "frame_scores": self.frame_scores,
             "frame_occlusion": floats(self.frame_occlusion),
             "token_frame_occlusion": floats(self.token_frame_occlusion),
+            "frame_shapley": floats(self.frame_shapley),
+            "token_frame_shapley": floats(self.token_frame_shapley),
         }
 
 
@@ -190,7 +208,10 @@ def explain(
         frame_scores: what ranks the frames. "attention" (default): cross-attention over frames, free. "occlusion":
             per-frame occlusion sensitivity (`occlusion_frame_scores`: each word's log-prob drop when the frame is
             replaced by a flat one; T extra forward passes in one batch), which measures what the caption depends
-            on. Heatmaps come from `method` either way; attention over frames is always returned too.
+            on. "shapley": each word's exact Shapley value of every frame (`shapley_frame_scores`: 2^T forward
+            passes, 256 for 8 frames, batched), which also credits a cause seen in several frames, where removing one
+            of them alone changes little. Heatmaps come from `method` either way; attention over frames is always
+            returned too.
         **generate_kwargs: passed to `model.generate` (`max_new_tokens`, `num_beams`, ...). Greedy by default.
 
     Returns:
@@ -200,8 +221,8 @@ def explain(
     pixels = pixels.to(device=model.device, dtype=model.encoder.vision_tower.dtype)
     tokenizer = tokenizer if tokenizer is not None else _find_tokenizer(processor)
     method = _resolve_method(model, method)
-    if frame_scores not in ("attention", "occlusion"):
-        raise ValueError(f"frame_scores={frame_scores!r} is invalid: expected 'attention' or 'occlusion'.")
+    if frame_scores not in ("attention", "occlusion", "shapley"):
+        raise ValueError(f"frame_scores={frame_scores!r} is invalid: expected 'attention', 'occlusion' or 'shapley'.")
     frames_count, height, width = pixels.shape[1], pixels.shape[-2], pixels.shape[-1]
 
     with _preserve_state(model):
@@ -225,6 +246,9 @@ def explain(
     token_occlusion = None
     if frame_scores == "occlusion":
         token_occlusion = occlusion_frame_scores(model, pixels, caption_ids)[shown].numpy()  # (n, T)
+    token_shapley = None
+    if frame_scores == "shapley":
+        token_shapley = shapley_frame_scores(model, pixels, caption_ids)[shown].numpy()  # (n, T)
     token_ids = [int(caption_ids[i]) for i in shown]
     return Explanation(
         caption=_decode(tokenizer, caption_ids, token_ids),
@@ -243,6 +267,8 @@ def explain(
         frame_scores=frame_scores,
         token_frame_occlusion=token_occlusion,
         frame_occlusion=None if token_occlusion is None else token_occlusion.mean(0),
+        token_frame_shapley=token_shapley,
+        frame_shapley=None if token_shapley is None else token_shapley.mean(0),
     )
 
 
@@ -478,11 +504,11 @@ def faithfulness(
 ) -> dict[str, float]:
     """Deletion test: masking the frames an explanation ranks highest should hurt the caption most.
 
-    Ranks the T frames by the explanation's `frame_weights` (attention or occlusion, as `explain` was asked; or by
-    the given (T,) weights) and replaces k frames
-    with a baseline: `"dataset_mean"` puts zeros in normalised space, i.e. a flat frame of the dataset's mean colour
-    (the processor's `image_mean`); `"clip_mean"` puts the mean of the clip's own frames. The caption is re-scored
-    teacher forced; a drop is `log p(caption | original) - log p(caption | masked)` (positive = masking hurt).
+    Ranks the T frames by the explanation's `frame_weights` (attention, occlusion or Shapley values, as `explain`
+    was asked; or by the given (T,) weights) and replaces k frames with a baseline: `"dataset_mean"` puts zeros in
+    normalised space, i.e. a flat frame of the dataset's mean colour (the processor's `image_mean`); `"clip_mean"`
+    puts the mean of the clip's own frames. The caption is re-scored teacher forced; a drop is
+    `log p(caption | original) - log p(caption | masked)` (positive = masking hurt).
 
     Args:
         model: the captioner (its modes are restored afterwards; no gradients are computed).
@@ -584,7 +610,12 @@ def mean_faithfulness(
     return summary
 
 
-# --- occlusion -----------------------------------------------------------------------------------------------------
+# --- occlusion and Shapley values of frames -------------------------------------------------------------------------
+# exact Shapley values score all 2^T coalitions of frames: 256 videos for 8 frames, 4096 for 12; above this, the
+# caller must ask for permutation sampling (`num_samples=`)
+SHAPLEY_EXACT_MAX_FRAMES = 12
+
+
 def occlusion_frame_scores(
     model: Any,
     pixel_values_videos: torch.Tensor,
@@ -592,9 +623,10 @@ def occlusion_frame_scores(
     *,
     baseline: Literal["dataset_mean", "clip_mean"] = "dataset_mean",
     batch_size: int | None = None,
+    window: int = 1,
 ) -> torch.Tensor:
     """Per-frame occlusion sensitivity of every caption token: how much each word's log-probability drops when one
-    frame is replaced by a flat frame.
+    frame (or a window of consecutive frames) is replaced by a flat frame.
 
     Occlusion sensitivity after Zeiler & Fergus 2014 ("Visualizing and understanding convolutional networks",
     ECCV, sec. 4.2), occluding whole frames instead of image patches: for each frame t, a copy of the video with
@@ -605,6 +637,12 @@ def occlusion_frame_scores(
     (nats; positive = the frame supports the word, negative = the word is likelier without it). The baseline is
     the deletion test's (`faithfulness`, `grounding.cause_deletion`): `"dataset_mean"` puts zeros in normalised
     space, a flat frame of the dataset's mean colour; `"clip_mean"` the mean of the clip's frames.
+
+    `window` > 1 slides an occluder of `window` consecutive frames over the video with stride 1 (Zeiler & Fergus
+    slid occluders larger than one unit too): T - window + 1 occluded copies, and a frame's score is the mean drop
+    over the windows that cover it. A cause visible in several neighbouring frames is then removed together; a
+    single-frame occluder leaves its other frames and can miss it (see `shapley_frame_scores` for the exact answer
+    to that redundancy). `window=1` is the plain per-frame occlusion.
 
     Unlike attention or Grad-CAM this measures what the model's output actually depends on, at the cost of T extra
     forward passes (run as one batch of T + 1 videos unless `batch_size` says otherwise); no gradients are needed,
@@ -620,48 +658,198 @@ def occlusion_frame_scores(
         pixel_values_videos: (1, T, 3, H, W) or (T, 3, H, W), one video.
         caption_ids: (L,) the caption's token ids as scored, eos included (e.g. `Explanation.caption_ids`).
         baseline: what an occluded frame becomes (see above).
-        batch_size: videos per forward pass (default T + 1: one pass).
+        batch_size: videos per forward pass (default: all T - window + 2 in one pass).
+        window: consecutive frames occluded together, 1 <= window <= T.
 
     Returns:
         (L, T) float32 tensor on the CPU: the log-probability drop of each caption token for each occluded frame.
 
     Raises:
-        ValueError: for more than one video, an empty caption, a bad baseline or batch_size.
+        ValueError: for more than one video, an empty caption, a bad baseline, batch_size or window.
     """
+    pixels, labels = _one_video_and_caption("occlusion_frame_scores", pixel_values_videos, caption_ids, baseline)
+    frames = pixels.shape[1]
+    if not 1 <= window <= frames:
+        raise ValueError(f"window={window} is invalid: expected 1 <= window <= {frames} (the number of frames).")
+    starts = frames - window + 1
+    keep = torch.ones(1 + starts, frames, dtype=torch.bool)  # row 0 is the original video
+    covers = torch.zeros(starts, frames)  # covers[s, t] = 1 when window s occludes frame t
+    for start in range(starts):
+        keep[1 + start, start : start + window] = False
+        covers[start, start : start + window] = 1.0
+    batch_size = 1 + starts if batch_size is None else batch_size
+    logp = _coalition_logprobs(model, pixels, labels, keep, baseline, batch_size)  # (1 + S, L)
+    drops = (logp[:1] - logp[1:]).float().cpu()  # (S, L)
+    if window == 1:
+        return drops.T.contiguous()  # (L, T): window t is frame t
+    return (covers.T @ drops / covers.sum(0)[:, None]).T.contiguous()  # (T, S) @ (S, L) -> (T, L) -> (L, T)
+
+
+def shapley_frame_scores(
+    model: Any,
+    pixel_values_videos: torch.Tensor,
+    caption_ids: Sequence[int] | torch.Tensor,
+    *,
+    baseline: Literal["dataset_mean", "clip_mean"] = "dataset_mean",
+    batch_size: int | None = None,
+    num_samples: int | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Shapley value of every frame for every caption token's log-probability: the frames are the players.
+
+    The Shapley value (Shapley 1953, "A value for n-person games"), as used to attribute a model's output to its
+    input features by SHAP (Lundberg & Lee 2017, "A unified approach to interpreting model predictions", NeurIPS):
+    with T frames and the value of a coalition S of frames
+
+        v_i(S) = log p(token i | the frames in S kept, every other frame replaced by the flat baseline frame),
+
+    frame t gets  phi[i, t] = sum over S not holding t of |S|! (T - |S| - 1)! / T! * (v_i(S + {t}) - v_i(S)),
+
+    its marginal contribution averaged over every order in which the frames could be added. One fixed baseline
+    frame stands for a missing frame, the same as `occlusion_frame_scores` and the deletion test use; that is
+    "baseline Shapley" in the terms of Sundararajan & Najmi 2020 ("The many Shapley values for model explanation",
+    ICML), what captum's `ShapleyValues` computes with a single `baselines` tensor (captum issue #1789), not SHAP's
+    average over a background set.
+
+    Why it differs from occlusion: occluding one frame measures v(all) - v(all but t) only. When a cause is visible
+    in several frames, removing one of them leaves the others and costs nothing, so each gets ~0, although removing
+    all of them costs a lot. Shapley values split that joint effect: two redundant frames get half of it each.
+    They are also efficient: for every token, sum_t phi[i, t] = v_i(all frames) - v_i(no frames), exactly.
+
+    Exact by default: all 2^T coalitions are scored teacher forced (256 videos for T = 8, in batches of
+    `batch_size`), no gradients (it runs under `torch.inference_mode()` too). For T above
+    `SHAPLEY_EXACT_MAX_FRAMES` (12) that would be more than 4096 forward passes, so a ValueError asks for
+    `num_samples`: the permutation-sampling estimate of Castro, Gomez & Tejada 2009 ("Polynomial calculation of the
+    Shapley value based on sampling", Computers & Operations Research 36(5)): `num_samples` random orders of the
+    frames (`seed`), each frame credited its marginal contribution where it joins, averaged. Each order's
+    contributions telescope to v(all) - v(none), so the efficiency property holds exactly for the estimate too.
+    At most num_samples * (T - 1) + 2 distinct coalitions are scored (orders share the empty and full ones).
+    captum's exact `ShapleyValues` enumerates all T! orders instead (T * T! passes; its docs advise fewer than 7
+    features), and its `ShapleyValueSampling` is the same permutation sampling.
+
+    The caveats of `occlusion_frame_scores` apply (visual self-attention layers mix frames; with motion tokens a
+    frame also changes the next frame's token).
+
+    Args:
+        model: a `VidGPT2ForConditionalGeneration`; its train/eval modes are restored afterwards (it runs in eval
+            mode: dropout off).
+        pixel_values_videos: (1, T, 3, H, W) or (T, 3, H, W), one video.
+        caption_ids: (L,) the caption's token ids as scored, eos included (e.g. `Explanation.caption_ids`).
+        baseline: what a missing frame becomes: `"dataset_mean"` (zeros in normalised space) or `"clip_mean"`.
+        batch_size: videos per forward pass (default 32).
+        num_samples: None for the exact values; a number of random frame orders for permutation sampling.
+        seed: the random orders' seed (permutation sampling only).
+
+    Returns:
+        (L, T) float32 tensor on the CPU: phi[i, t] in nats (positive = frame t supports token i).
+
+    Raises:
+        ValueError: for more than one video, an empty caption, a bad baseline, batch_size or num_samples, or
+            T > SHAPLEY_EXACT_MAX_FRAMES without `num_samples`.
+    """
+    pixels, labels = _one_video_and_caption("shapley_frame_scores", pixel_values_videos, caption_ids, baseline)
+    frames = pixels.shape[1]
+    if num_samples is None and frames > SHAPLEY_EXACT_MAX_FRAMES:
+        raise ValueError(
+            f"shapley_frame_scores(): exact Shapley values score 2^T coalitions, and T={frames} frames is above the "
+            f"limit SHAPLEY_EXACT_MAX_FRAMES={SHAPLEY_EXACT_MAX_FRAMES}; pass num_samples= (e.g. 64) for the "
+            "permutation-sampling estimate, or fewer frames."
+        )
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"num_samples={num_samples} is invalid: expected a positive number of frame orders, or None.")
+    if num_samples is None:
+        coalitions = list(range(2**frames))  # bit t of a coalition: frame t kept
+    else:
+        orders = _frame_orders(frames, num_samples, seed)
+        coalitions = sorted({sum(1 << int(t) for t in order[:k]) for order in orders for k in range(frames + 1)})
+    keep = torch.tensor([[(c >> t) & 1 for t in range(frames)] for c in coalitions], dtype=torch.bool)  # (M, T)
+    batch_size = 32 if batch_size is None else batch_size
+    values = _coalition_logprobs(model, pixels, labels, keep, baseline, batch_size).double().cpu()  # (M, L)
+    row = {c: i for i, c in enumerate(coalitions)}
+    phi = torch.zeros(frames, labels.shape[1], dtype=torch.float64)  # (T, L)
+    if num_samples is None:
+        weights = [math.factorial(s) * math.factorial(frames - s - 1) / math.factorial(frames) for s in range(frames)]
+        for t in range(frames):
+            without = [c for c in coalitions if not (c >> t) & 1]
+            gains = values[[row[c | 1 << t] for c in without]] - values[[row[c] for c in without]]  # (2^(T-1), L)
+            size_weights = torch.tensor([weights[c.bit_count()] for c in without], dtype=torch.float64)
+            phi[t] = size_weights @ gains
+    else:
+        for order in orders:
+            coalition = 0
+            for t in order:
+                joined = coalition | 1 << int(t)
+                phi[int(t)] += values[row[joined]] - values[row[coalition]]
+                coalition = joined
+        phi /= len(orders)
+    return phi.T.float().contiguous()  # (L, T)
+
+
+def _frame_orders(frames: int, num_samples: int, seed: int) -> list[list[int]]:
+    """`num_samples` random permutations of range(frames), reproducible from `seed` (torch's CPU generator)."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randperm(frames, generator=generator).tolist() for _ in range(num_samples)]
+
+
+def _one_video_and_caption(
+    caller: str, pixel_values_videos: torch.Tensor, caption_ids: Sequence[int] | torch.Tensor, baseline: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check the inputs of the frame-perturbation methods: -> pixels (1, T, 3, H, W), labels (1, L)."""
     pixels = torch.as_tensor(pixel_values_videos)
     pixels = pixels[None] if pixels.dim() == 4 else pixels
     if pixels.dim() != 5 or pixels.shape[0] != 1:
         raise ValueError(
-            f"occlusion_frame_scores() explains one video: expected pixel_values_videos of shape (1, T, 3, H, W) or "
+            f"{caller}() explains one video: expected pixel_values_videos of shape (1, T, 3, H, W) or "
             f"(T, 3, H, W), got {tuple(pixels.shape)}. Call it once per video."
         )
     labels = torch.as_tensor(caption_ids, dtype=torch.long).reshape(1, -1)  # (1, L)
     if labels.shape[1] == 0:
-        raise ValueError("occlusion_frame_scores() got an empty caption; pass the caption's token ids, eos included.")
+        raise ValueError(f"{caller}() got an empty caption; pass the caption's token ids, eos included.")
     if baseline not in ("dataset_mean", "clip_mean"):
         raise ValueError(f"baseline={baseline!r} is invalid: expected 'dataset_mean' or 'clip_mean'.")
-    frames = pixels.shape[1]
-    batch_size = frames + 1 if batch_size is None else batch_size
+    return pixels, labels
+
+
+def _coalition_logprobs(
+    model: Any,
+    pixels: torch.Tensor,
+    labels: torch.Tensor,
+    keep: torch.Tensor,
+    baseline: str,
+    batch_size: int,
+) -> torch.Tensor:
+    """Teacher-forced token log-probs of copies of one video in which only some frames are kept.
+
+    Args:
+        pixels: (1, T, 3, H, W); labels: (1, L); keep: (M, T) bool, row m = the frames copy m keeps, every other
+            frame replaced by the baseline (zeros in normalised space for "dataset_mean", the clip's mean frame for
+            "clip_mean"). Copies are built `batch_size` at a time, so memory holds one batch of videos.
+
+    Returns:
+        (M, L) log-probs on the model's device. The model runs in eval mode without gradients; its modes are
+        restored afterwards.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} is invalid: expected a positive number of videos per pass.")
     pixels = pixels.to(device=model.device, dtype=model.encoder.vision_tower.dtype)
     labels = labels.to(model.device)
+    keep = keep.to(model.device)
     fill = torch.zeros_like(pixels[0, 0]) if baseline == "dataset_mean" else pixels[0].mean(0)  # (3, H, W)
-    variants = pixels.repeat(1 + frames, 1, 1, 1, 1)  # (1 + T, T, 3, H, W); row 0 is the original
-    for t in range(frames):
-        variants[1 + t, t] = fill
     modes = {module: module.training for module in model.modules()}
     try:
         model.eval()
         with torch.no_grad():
-            logp = torch.cat(
-                [caption_logprobs(model, labels.expand(len(chunk), -1), pixel_values_videos=chunk)
-                 for chunk in variants.split(batch_size)]
-            )  # (1 + T, L)
+            logp = [
+                caption_logprobs(  # (m, T, 3, H, W): kept frames from the video, the others the baseline
+                    model, labels.expand(len(rows), -1),
+                    pixel_values_videos=torch.where(rows[:, :, None, None, None], pixels, fill),
+                )
+                for rows in keep.split(batch_size)
+            ]
     finally:
         for module, mode in modes.items():
             module.training = mode
-    return (logp[:1] - logp[1:]).T.float().cpu()  # (L, T)
+    return torch.cat(logp)  # (M, L)
 
 
 # --- figures -------------------------------------------------------------------------------------------------------
@@ -704,16 +892,16 @@ def plot_explanation(explanation: Explanation, path: str | Path | None = None, *
 
 
 def _plot_token_matrix(figure: Any, ax: Any, explanation: Explanation) -> None:
-    """Rows = caption tokens, columns = frames, colour = attention (or occlusion drop); values written in the cells
-    when they fit."""
+    """Rows = caption tokens, columns = frames, colour = attention (or occlusion drop, or Shapley value); values
+    written in the cells when they fit."""
     matrix = explanation.token_frame_weights  # (n, T)
-    occlusion = explanation.frame_scores == "occlusion"
-    low = min(float(matrix.min()), 0.0) if occlusion else 0.0  # occlusion drops can be negative
+    perturbation = explanation.frame_scores in ("occlusion", "shapley")
+    low = min(float(matrix.min()), 0.0) if perturbation else 0.0  # drops and Shapley values can be negative
     image = ax.imshow(matrix, aspect="auto", cmap="viridis", vmin=low, vmax=max(float(matrix.max()), low + 1e-6))
     ax.set_xticks(range(matrix.shape[1]), [str(t) for t in range(matrix.shape[1])], fontsize=10)
     ax.set_yticks(range(matrix.shape[0]), explanation.tokens, fontsize=10)
     ax.set_xlabel("frame", fontsize=11)
-    what = "log-prob drop when the frame is occluded" if occlusion else "attention over frames"
+    what = _WHAT[explanation.frame_scores]
     ax.set_title(f"{what} per word ({explanation.method} heatmaps, layers: {explanation.layers})", fontsize=11)
     if matrix.size <= 400:
         threshold = low + 0.6 * (float(matrix.max()) - low)
@@ -721,7 +909,16 @@ def _plot_token_matrix(figure: Any, ax: Any, explanation: Explanation) -> None:
             color = "black" if value > threshold else "white"
             ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color=color)
     colorbar = figure.colorbar(image, ax=ax, fraction=0.04, pad=0.01)
-    colorbar.set_label("log-prob drop (nats)" if occlusion else "attention", fontsize=10)
+    colorbar.set_label(_UNIT[explanation.frame_scores], fontsize=10)
+
+
+# what the per-word frame scores are, by `Explanation.frame_scores`: figure titles and colour-bar labels
+_WHAT = {
+    "attention": "attention over frames",
+    "occlusion": "log-prob drop when the frame is occluded",
+    "shapley": "Shapley value of the frame for the log-prob",
+}
+_UNIT = {"attention": "attention", "occlusion": "log-prob drop (nats)", "shapley": "Shapley value (nats)"}
 
 
 def _aspect(frames: np.ndarray) -> float:
@@ -752,13 +949,14 @@ def _html_page(explanation: Explanation, png_base64: str) -> str:
     header = "".join(f"<th>frame {t}</th>" for t in range(explanation.num_frames))
     body = []
     matrix = explanation.token_frame_weights  # (n, T)
-    occlusion = explanation.frame_scores == "occlusion"
-    scale = max(float(np.max(matrix)), 1e-12) if occlusion else 1.0  # occlusion drops in nats -> shades in [0, 1]
+    perturbation = explanation.frame_scores in ("occlusion", "shapley")
+    scale = max(float(np.max(matrix)), 1e-12) if perturbation else 1.0  # nats -> shades in [0, 1]
     for token, weights in zip(explanation.tokens, matrix, strict=True):
         cells = "".join(_html_cell(w, scale) for w in weights)
         body.append(f"<tr><th>{html.escape(token)}</th>{cells}</tr>")
     mean_cells = "".join(_html_cell(w, scale) for w in explanation.frame_weights)
-    what = "Log-prob drop (nats) when the frame is occluded" if occlusion else "Attention over frames"
+    what = {"attention": "Attention over frames", "occlusion": "Log-prob drop (nats) when the frame is occluded",
+            "shapley": "Shapley value (nats) of the frame"}[explanation.frame_scores]
     body.append(f"<tr class='mean'><th>all words</th>{mean_cells}</tr>")
     caption = html.escape(explanation.caption)
     return f"""<!DOCTYPE html>
@@ -798,4 +996,5 @@ __all__ = [
     "occlusion_frame_scores",
     "plot_explanation",
     "save_explanation",
+    "shapley_frame_scores",
 ]

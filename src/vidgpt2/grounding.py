@@ -27,6 +27,10 @@ Explanation methods, computed for the cause-word tokens only (the caption teache
   `explanations.occlusion_frame_scores`): the drop of the cause words' summed log-probability when the frame is
   replaced by the deletion test's flat frame. Temporal only (it has no heatmap). Motion tokens: occluding frame t
   also changes token t + 1 (the change from t to t + 1).
+- ``"shapley"``: exact Shapley values of the frames (Shapley 1953; Lundberg & Lee 2017;
+  `explanations.shapley_frame_scores`) for the cause words' summed log-probability, a missing frame replaced by the
+  same flat frame: all 2^T subsets of frames scored. Where occlusion removes one frame and misses a cause that other
+  frames still show, Shapley values share the effect of removing them together among them. Temporal only.
 
 Wilson score intervals (Wilson 1927; the formula as in Agresti & Coull 1998, eq. 2) are computed here: the fractional
 hits of ties rule out integer-only implementations such as scipy's ``binomtest(...).proportion_ci``, which the tests
@@ -53,11 +57,12 @@ from .explanations import (
     _vision_feature_map,
     caption_logprobs,
     occlusion_frame_scores,
+    shapley_frame_scores,
 )
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("attention", "grad-cam", "occlusion")
+METHODS = ("attention", "grad-cam", "occlusion", "shapley")
 CONNECTIVE = "because"
 
 
@@ -150,6 +155,8 @@ class TokenMaps:
         gradcam_heatmaps: (T, H, W) Grad-CAM upsampled to the frame.
         occlusion_frames: (T,) drop of the tokens' summed log-probability (nats) when frame t is occluded; None
             when not computed.
+        shapley_frames: (T,) Shapley value (nats) of frame t for the tokens' summed log-probability; None when not
+            computed.
     """
 
     attention_frames: np.ndarray
@@ -157,21 +164,24 @@ class TokenMaps:
     gradcam_frames: np.ndarray
     gradcam_heatmaps: np.ndarray
     occlusion_frames: np.ndarray | None = None
+    shapley_frames: np.ndarray | None = None
 
     def frames(self, method: str) -> np.ndarray | None:
         """(T,) per-frame scores of ``method`` (one of `METHODS`)."""
         return {"attention": self.attention_frames, "grad-cam": self.gradcam_frames,
-                "occlusion": self.occlusion_frames}[method]
+                "occlusion": self.occlusion_frames, "shapley": self.shapley_frames}[method]
 
     def heatmaps(self, method: str) -> np.ndarray | None:
-        """(T, H, W) heatmaps of ``method``; None for pooled attention and for occlusion (temporal only)."""
-        return {"attention": self.attention_heatmaps, "grad-cam": self.gradcam_heatmaps, "occlusion": None}[method]
+        """(T, H, W) heatmaps of ``method``; None for pooled attention, occlusion and Shapley (temporal only)."""
+        return {"attention": self.attention_heatmaps, "grad-cam": self.gradcam_heatmaps, "occlusion": None,
+                "shapley": None}[method]
 
 
 def token_maps(
     model: Any, pixel_values_videos: torch.Tensor, caption_ids: Sequence[int], positions: Sequence[int]
 ) -> TokenMaps:
-    """Attention, Grad-CAM and occlusion maps for the tokens at ``positions`` of the teacher-forced ``caption_ids``.
+    """Attention, Grad-CAM, occlusion and Shapley maps for the tokens at ``positions`` of the teacher-forced
+    ``caption_ids`` (Shapley values: 2^T more forward passes, 256 for 8 frames).
 
     Args:
         model: a `VidGPT2ForConditionalGeneration` (modes, flags and grads are restored afterwards).
@@ -201,6 +211,7 @@ def token_maps(
     cells = maps[index].mean(0).reshape(frames, -1)  # (T, tokens_per_frame)
     side = model.config.token_grid
     occlusion = occlusion_frame_scores(model, pixels, list(caption_ids))[index].sum(0)  # (T,)
+    shapley = shapley_frame_scores(model, pixels, list(caption_ids))[index].sum(0)  # (T,): linear in the value
     attention_heatmaps = None
     if side > 1:
         attention_heatmaps = _upsample(cells.reshape(frames, side, side), size).numpy()
@@ -210,6 +221,7 @@ def token_maps(
         gradcam_frames=cam.sum(dim=(1, 2)).numpy(),
         gradcam_heatmaps=_upsample(cam, size).numpy(),
         occlusion_frames=occlusion.numpy(),
+        shapley_frames=shapley.numpy(),
     )
 
 
