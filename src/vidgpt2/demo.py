@@ -31,7 +31,8 @@ DEMO_CONFIG: dict[str, Any] = {
 # 20 epochs (1000 steps of 16 clips) left the model underfitting (it missed training clips, mostly their shapes):
 # exact match 0.567 (colour change 0.533, size change 0.800, appearance order 0.400) with 383 s of CPU time for the
 # whole demo. 50 epochs (final training loss 0.003) give 0.975 (0.967 / 0.933 / 1.000, motion direction 1.000) with
-# 947 s of CPU time for the whole demo, about 8 minutes on an idle 2-core machine (README, 2026-11-30).
+# 885 s of CPU time for the whole demo (baseline at 10 epochs), 8 min 17 s on an idle 2-core machine (README,
+# 2026-11-30).
 DEMO_EPOCHS = 50
 # The text-only baseline sees the same blank frames for every clip, so it learns one caption for all of them (the
 # likeliest under the training captions). It has learnt it by 10 epochs: trained 10 or 50 epochs it gives identical
