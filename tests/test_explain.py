@@ -381,14 +381,15 @@ def test_explain_with_occlusion_frame_scores_ranks_and_plots_by_them(spatial, tm
     assert "occluded" in paths["html"].read_text()
 
 
-def test_trained_toy_occlusion_points_at_the_frame_that_decides_the_caption(toy):
-    model, pixels, classes, _ = toy
+@pytest.mark.parametrize("frame_scores", ["occlusion", "shapley"])
+def test_trained_toy_perturbation_scores_point_at_the_frame_that_decides_the_caption(toy, frame_scores):
+    model, pixels, _, _ = toy
     tokenizer = tiny_tokenizer()
     explanations = [
-        explain(model, None, pixel_values_videos=p, tokenizer=tokenizer, max_new_tokens=8, frame_scores="occlusion")
+        explain(model, None, pixel_values_videos=p, tokenizer=tokenizer, max_new_tokens=8, frame_scores=frame_scores)
         for p in pixels
     ]
-    assert np.mean([e.frame_occlusion.argmax() == KEY_FRAME for e in explanations]) >= 0.9
+    assert np.mean([getattr(e, f"frame_{frame_scores}").argmax() == KEY_FRAME for e in explanations]) >= 0.9
     result = mean_faithfulness(model, explanations, pixels, k=1)
     assert result["top_beats_bottom"] >= 0.9 and result["drop_top"] > 1.0
 
@@ -529,13 +530,3 @@ def test_explain_with_shapley_frame_scores_ranks_and_plots_by_them(spatial, tmp_
     saved = json.loads(paths["json"].read_text())
     assert saved["frame_scores"] == "shapley" and np.allclose(saved["frame_shapley"], expl.frame_shapley, atol=1e-6)
     assert "Shapley value" in paths["html"].read_text()
-
-
-def test_trained_toy_shapley_points_at_the_frame_that_decides_the_caption(toy):
-    model, pixels, _, _ = toy
-    tokenizer = tiny_tokenizer()
-    explanations = [
-        explain(model, None, pixel_values_videos=p, tokenizer=tokenizer, max_new_tokens=8, frame_scores="shapley")
-        for p in pixels
-    ]
-    assert np.mean([e.frame_shapley.argmax() == KEY_FRAME for e in explanations]) >= 0.9
