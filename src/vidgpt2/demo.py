@@ -71,6 +71,18 @@ def demo_training_arguments(
     return Seq2SeqTrainingArguments(**kwargs)
 
 
+def _positive_epochs(text: str) -> float:
+    """argparse type of `--epochs`/`--baseline-epochs`: a number of epochs above 0 (fractions as the Trainer takes
+    them)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of epochs") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} epochs would train nothing: give a number above 0")
+    return value
+
+
 def _train(
     output_dir: Path, data_dir: Path, args: argparse.Namespace, blank_video: bool, epochs: float | None = None
 ) -> dict[str, Any]:
@@ -103,9 +115,9 @@ def cmd_demo(argv: list[str]) -> int:
     parser.add_argument("--num-test", type=int, default=120, help="Synthetic test clips.")
     parser.add_argument("--num-frames", type=int, default=8, help="Frames per clip.")
     parser.add_argument("--image-size", type=int, default=DEMO_CONFIG["image_size"], help="Frame side the model sees.")
-    parser.add_argument("--epochs", type=float, default=DEMO_EPOCHS, help="Training epochs of the video model.")
+    parser.add_argument("--epochs", type=_positive_epochs, default=DEMO_EPOCHS, help="Training epochs of the video model.")
     parser.add_argument(
-        "--baseline-epochs", type=float, default=None,
+        "--baseline-epochs", type=_positive_epochs, default=None,
         help=f"Training epochs of the text-only baseline (default: {DEMO_BASELINE_EPOCHS}, or --epochs if fewer; it "
         "learns one caption for every clip and has learnt it by then).",
     )
@@ -143,7 +155,7 @@ def cmd_demo(argv: list[str]) -> int:
     print(f"  {'metric':<34} {'vidgpt2':>9} {'text-only':>9}")
     for family in ["all", *CAPTION_FAMILIES]:
         label = "exact match" if family == "all" else f"  exact match: {family}"
-        print(f"  {label:<34} {exact['vidgpt2'][family]:>9.3f} {exact['text_only'][family]:>9.3f}")
+        print(f"  {label:<34} {_fmt(exact['vidgpt2'][family]):>9} {_fmt(exact['text_only'][family]):>9}")
     print(f"  {'order-word accuracy (blind: 0.5)':<34} {_fmt(order['vidgpt2']):>9} {_fmt(order['text_only']):>9}")
     for key in ("bleu_1", "bleu_4", "meteor", "rouge_l", "cider"):
         a, b = video_metrics.get(f"test_{key}"), text_metrics.get(f"test_{key}")
@@ -172,7 +184,7 @@ def _score_captions(model_dir: Path, test: Any, blank_video: bool) -> dict[str, 
     """Greedy captions of the test clips, scored by exact match (overall and per caption family) and by order-word
     accuracy: among captions that state the order-dependent part either way (`order_outcome`), the share that state
     it the right way round. A model that ignores frame order scores about 0.5; None when no caption states it."""
-    from .data import caption_family, order_outcome
+    from .data import CAPTION_FAMILIES, caption_family, order_outcome
     from .modeling_vidgpt2 import VidGPT2ForConditionalGeneration
     from .processing_vidgpt2 import VidGPT2Processor
     from .training import generate_captions
@@ -180,7 +192,7 @@ def _score_captions(model_dir: Path, test: Any, blank_video: bool) -> dict[str, 
     model = VidGPT2ForConditionalGeneration.from_pretrained(model_dir)
     processor = VidGPT2Processor.from_pretrained(model_dir)
     predictions = generate_captions(model, processor, test, batch_size=32, show_progress=False, blank_video=blank_video)
-    hits: dict[str, list[bool]] = {"all": []}
+    hits: dict[str, list[bool]] = {"all": [], **{family: [] for family in CAPTION_FAMILIES}}
     outcomes = []
     for prediction, references in zip(predictions, test["references"]):
         hit = prediction == references[0]
@@ -189,7 +201,8 @@ def _score_captions(model_dir: Path, test: Any, blank_video: bool) -> dict[str, 
         outcomes.append(order_outcome(prediction, references[0]))
     decided = outcomes.count("correct") + outcomes.count("reversed")
     return {
-        "exact_match": {family: sum(v) / len(v) for family, v in hits.items()},
+        # None for a family with no clip in the test set (a small --num-test)
+        "exact_match": {family: sum(v) / len(v) if v else None for family, v in hits.items()},
         "order_accuracy": outcomes.count("correct") / decided if decided else None,
         "order_decided": decided,
     }
