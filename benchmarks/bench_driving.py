@@ -92,7 +92,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--save-models", type=Path, default=None, metavar="DIR",
                         help="Keep every trained model (and its training metrics) in DIR/<variant>_seed<seed>.")
     parser.add_argument("--load-models", type=Path, default=None, metavar="DIR",
-                        help="Skip training: load the models a --save-models run kept in DIR (same data and sizes), "
+                        help="Skip training: load the models a --save-models run kept in DIR (same --seed data and sizes), "
                              "caption and ground again; training metrics come from the saved run.")
 
 
@@ -111,7 +111,7 @@ def train_variant(
 
     saved = None if args.load_models is None else args.load_models / run_dir.name
     if saved is not None:  # --load-models: the model and training metrics of an earlier --save-models run
-        model_dir, trained = saved / "model", _load_training(saved, overrides, seed, sizes)
+        model_dir, trained = saved / "model", _load_training(saved, overrides, seed, sizes, args.seed)
         train_s, metrics = trained["train_and_eval_s"], trained["metrics"]
     else:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -134,7 +134,7 @@ def train_variant(
         train_s = time.perf_counter() - start
         model_dir = run_dir / "model"
         if args.save_models is not None:
-            _save_training(args.save_models / run_dir.name, model_dir, overrides, seed, sizes, train_s, metrics)
+            _save_training(args.save_models / run_dir.name, model_dir, overrides, seed, sizes, args.seed, train_s, metrics)
 
     model = VidGPT2ForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = VidGPT2Processor.from_pretrained(model_dir)
@@ -183,27 +183,28 @@ TRAINING_FILE = "training.json"  # next to a saved model: how it was trained and
 
 
 def _save_training(
-    folder: Path, model_dir: Path, overrides: dict, seed: int, sizes: dict, train_s: float, metrics: dict
+    folder: Path, model_dir: Path, overrides: dict, seed: int, sizes: dict, data_seed: int, train_s: float, metrics: dict
 ) -> None:
     """--save-models: copy the trained model (weights, config, processor) to `folder/model` and write what
     `--load-models` needs to report the run without training it again."""
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(model_dir, folder / "model")
-    record = {"config_overrides": overrides, "seed": seed, "sizes": sizes, "train_and_eval_s": train_s,
-              "metrics": metrics}
+    record = {"config_overrides": overrides, "seed": seed, "sizes": sizes, "data_seed": data_seed,
+              "train_and_eval_s": train_s, "metrics": metrics}
     (folder / TRAINING_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
 
 
-def _load_training(folder: Path, overrides: dict, seed: int, sizes: dict) -> dict:
-    """--load-models: the `_save_training` record of `folder`, checked against this run's variant, seed and sizes
-    (a model trained on other data or with another recipe would be reported under the wrong name)."""
+def _load_training(folder: Path, overrides: dict, seed: int, sizes: dict, data_seed: int) -> dict:
+    """--load-models: the `_save_training` record of `folder`, checked against this run's variant, training seed,
+    sizes and data set (`--seed`): a model trained on other data or with another recipe would be reported under the
+    wrong name."""
     path = folder / TRAINING_FILE
     if not path.exists() or not (folder / "model").is_dir():
         raise SystemExit(f"--load-models: {folder} holds no saved model ({path.name} and model/); save it first "
                          "with --save-models, with the same --variants, --seeds and sizes.")
     record = json.loads(path.read_text())
-    for key, wanted in (("config_overrides", overrides), ("seed", seed), ("sizes", sizes)):
-        if record[key] != wanted:
+    for key, wanted in (("config_overrides", overrides), ("seed", seed), ("sizes", sizes), ("data_seed", data_seed)):
+        if record.get(key) != wanted:
             raise SystemExit(f"--load-models: {path} was saved with {key}={record[key]}, this run needs {wanted}.")
     return record
 
@@ -357,6 +358,8 @@ def main() -> int:
     mode = "quick" if args.quick else "full"
     print(f"# bench_driving ({mode} mode)\n")
     print_machine(info)
+    if args.save_models is not None and args.load_models is not None:
+        raise SystemExit("--save-models and --load-models exclude each other: --load-models trains nothing to save.")
     sizes = {
         "num_train": args.num_train or (32 if args.quick else 480),
         "num_test": args.num_test or (12 if args.quick else 96),

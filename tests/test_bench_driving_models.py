@@ -1,0 +1,49 @@
+"""`benchmarks/bench_driving.py --save-models / --load-models`: a saved model is only reused for the run it was
+trained for (variant, training seed, sizes and the data set chosen by --seed)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_driving  # noqa: E402
+
+SIZES = {"num_train": 32, "num_test": 12, "epochs": 1, "steps": 2}
+OVERRIDES = {"visual_tokens": "pooled"}
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model_dir = tmp_path / "trained"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    folder = tmp_path / "models" / "pooled_seed0"
+    bench_driving._save_training(folder, model_dir, OVERRIDES, 0, SIZES, 0, 1.5, {"train_loss": 1.0})
+    return folder
+
+
+def test_saved_model_loads_for_the_same_run(saved):
+    record = bench_driving._load_training(saved, OVERRIDES, 0, SIZES, 0)
+    assert record["metrics"] == {"train_loss": 1.0} and (saved / "model" / "config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "seed", "sizes", "data_seed", "named"),
+    [
+        ({"visual_tokens": "grid"}, 0, SIZES, 0, "config_overrides"),
+        (OVERRIDES, 1, SIZES, 0, "seed"),
+        (OVERRIDES, 0, {**SIZES, "num_train": 64}, 0, "sizes"),
+        (OVERRIDES, 0, SIZES, 1, "data_seed"),  # other --seed: other clips; was accepted silently
+    ],
+)
+def test_saved_model_is_refused_for_another_run(saved, overrides, seed, sizes, data_seed, named):
+    with pytest.raises(SystemExit, match=named):
+        bench_driving._load_training(saved, overrides, seed, sizes, data_seed)
+
+
+def test_save_and_load_models_together_is_refused(monkeypatch, tmp_path):
+    argv = ["bench_driving.py", "--quick", "--save-models", str(tmp_path / "a"), "--load-models", str(tmp_path / "b")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match="exclude each other"):
+        bench_driving.main()
