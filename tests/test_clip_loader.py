@@ -116,3 +116,30 @@ def test_a_worker_stacks_its_batch_straight_into_shared_memory():
     # in the main process (num_workers=0) nothing is shared: a plain stack
     here = clip_loader.collate_clips([dataset[0], dataset[1]])
     assert not here["inputs"]["pixel_values_videos"].is_shared()
+
+
+UNGUARDED_SCRIPT = """
+import vidgpt2
+rows = vidgpt2.caption_videos([{clip!r}], {model!r}, num_workers=1, show_progress=False, max_new_tokens=3)
+print("ROWS", len(rows))
+"""
+
+
+@pytest.mark.skipif("forkserver" not in multiprocessing.get_all_start_methods(), reason="the forkserver start method")
+def test_script_without_main_guard_is_told_how_to_fix_it(tmp_path):
+    """A script that starts decoding workers at import time (no `if __name__ == "__main__":`) kills its workers: the
+    fork server imports the script again. PyTorch says only "DataLoader worker ... exited unexpectedly"; the error now
+    names the guard and num_workers=0. Found by a new user running the README's `caption_videos` line as a script."""
+    import subprocess
+    import sys
+
+    from tests.tiny import save_tiny_captioner
+    from tests.video_fixtures import write_test_clip
+
+    clip = write_test_clip(tmp_path / "clip.mp4")
+    model = save_tiny_captioner(tmp_path / "model")
+    script = tmp_path / "caption_script.py"
+    script.write_text(UNGUARDED_SCRIPT.format(clip=str(clip), model=str(model)))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "exited unexpectedly" in result.stderr and clip_loader.WORKER_START_HINT in result.stderr

@@ -407,7 +407,7 @@ def caption_videos(
         total=len(share), desc="captioning", unit="clip", disable=not (show_progress and state.is_local_main_process)
     )
     started, failures = time.perf_counter(), 0
-    for batch in loader:
+    for batch in clip_loader.iterate_batches(loader):
         rows = [_row(share[i], error=reason) for i, reason in batch["failed"]]
         if batch["indices"]:
             captions = _generate(caption_model, processor, batch["inputs"], device, amp_dtype, generate_kwargs, explain_dir,

@@ -48,7 +48,7 @@ import os
 import tempfile
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -272,6 +272,29 @@ def clip_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoad
     )
 
 
+# what a script that starts decoding workers at import time needs: the fork server runs the main module again
+WORKER_START_HINT = (
+    "Decoding workers are processes started from a fork server, which imports the main script again: a script must "
+    "call caption_videos or the pipeline under `if __name__ == \"__main__\":` (as for any torch DataLoader with "
+    "workers), or pass num_workers=0 to decode in this process."
+)
+
+
+def iterate_batches(loader: DataLoader) -> Iterator[dict[str, Any]]:
+    """The batches of a `clip_loader`; a worker that died says what to check.
+
+    Raises:
+        RuntimeError: PyTorch's "DataLoader worker ... exited unexpectedly", with `WORKER_START_HINT` added (the
+            usual cause in a script: no ``if __name__ == "__main__":`` guard).
+    """
+    try:
+        yield from loader
+    except RuntimeError as error:
+        if "exited unexpectedly" not in str(error):
+            raise
+        raise RuntimeError(f"{error}. {WORKER_START_HINT}") from error
+
+
 def preload_in_fork_server(dataset: Dataset) -> list[str]:
     """Have the fork server import, once, the modules every decoding worker needs to unpickle `dataset` (its class,
     its video processor's class, this module: torch, transformers, PyAV), so that each DataLoader's workers start in
@@ -309,6 +332,7 @@ __all__ = [
     "describe_error",
     "fetch_video",
     "is_url",
+    "iterate_batches",
     "lower_cpu_priority",
     "worker_start_method",
 ]

@@ -15,7 +15,7 @@ from transformers import AutoModelForSeq2SeqLM, GenerationConfig, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.utils import logging
 
-from .clip_loader import ClipDataset, clip_loader, decode_clip, fetch_video
+from .clip_loader import ClipDataset, clip_loader, decode_clip, fetch_video, iterate_batches
 from .clip_loader import is_url as _is_url
 from .video_io import declared_duration, segment_windows
 
@@ -103,7 +103,7 @@ class VideoCaptioningPipeline(Pipeline):
             clips, self.processor.video_processor, num_frames=preprocess.get("num_frames"), timeout=preprocess.get("timeout")
         )
         results: list[Any] = [None] * len(clips)
-        for batch in clip_loader(dataset, batch_size, num_workers):
+        for batch in iterate_batches(clip_loader(dataset, batch_size, num_workers)):
             pixel_values = batch["inputs"]["pixel_values_videos"]  # (B, T, 3, H, W)
             if self.dtype is not None:
                 pixel_values = pixel_values.to(self.dtype)
