@@ -506,6 +506,13 @@ def test_shapley_and_windowed_occlusion_refuse_bad_inputs():
     for window in (0, 5):
         with pytest.raises(ValueError, match=f"window={window}"):
             occlusion_frame_scores(model, pixels, [5, 1], window=window)
+    # non-integers get the same named error, not a TypeError from deep inside torch (new-user review)
+    with pytest.raises(ValueError, match="window=2.5"):
+        occlusion_frame_scores(model, pixels, [5, 1], window=2.5)
+    with pytest.raises(ValueError, match="num_samples=2.5"):
+        shapley_frame_scores(model, pixels, [5, 1], num_samples=2.5)
+    with pytest.raises(ValueError, match="batch_size=True"):
+        occlusion_frame_scores(model, pixels, [5, 1], batch_size=True)
     dropout = tiny_model(image_size=64, visual_dropout=0.5).train()
     modes = {name: m.training for name, m in dropout.named_modules()}
     first = shapley_frame_scores(dropout, pixels, [5, 6, 1])
@@ -530,3 +537,17 @@ def test_explain_with_shapley_frame_scores_ranks_and_plots_by_them(spatial, tmp_
     saved = json.loads(paths["json"].read_text())
     assert saved["frame_scores"] == "shapley" and np.allclose(saved["frame_shapley"], expl.frame_shapley, atol=1e-6)
     assert "Shapley value" in paths["html"].read_text()
+
+
+def test_explain_passes_frame_score_kwargs_to_the_chosen_scores(spatial):
+    """`explain` forwards `frame_score_kwargs` (e.g. Shapley's num_samples, needed above 12 frames; occlusion's
+    window) to the frame-score function instead of to `generate`."""
+    model, pixels, _ = spatial
+    sampled = _explain(model, pixels, frame_scores="shapley", frame_score_kwargs={"num_samples": 3, "seed": 1})
+    full = shapley_frame_scores(model, pixels, sampled.caption_ids, num_samples=3, seed=1).numpy()
+    np.testing.assert_allclose(sampled.token_frame_shapley, full[: len(sampled.tokens)], atol=1e-5)
+    windowed = _explain(model, pixels, frame_scores="occlusion", frame_score_kwargs={"window": 2})
+    full = occlusion_frame_scores(model, pixels, windowed.caption_ids, window=2).numpy()
+    np.testing.assert_allclose(windowed.token_frame_occlusion, full[: len(windowed.tokens)], atol=1e-5)
+    with pytest.raises(ValueError, match="frame_score_kwargs"):
+        _explain(model, pixels, frame_scores="attention", frame_score_kwargs={"window": 2})

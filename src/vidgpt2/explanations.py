@@ -188,6 +188,7 @@ def explain(
     method: Method = "auto",
     layers: LayerChoice = "mean",
     frame_scores: FrameScores = "attention",
+    frame_score_kwargs: dict[str, Any] | None = None,
     **generate_kwargs: Any,
 ) -> Explanation:
     """Caption one video and explain the caption (see the module docstring for how).
@@ -212,6 +213,9 @@ def explain(
             passes, 256 for 8 frames, batched), which also credits a cause seen in several frames, where removing one
             of them alone changes little. Heatmaps come from `method` either way; attention over frames is always
             returned too.
+        frame_score_kwargs: keyword arguments of the chosen frame-score function, e.g. ``{"window": 2}`` for
+            occlusion, ``{"num_samples": 64}`` for Shapley values of more than `SHAPLEY_EXACT_MAX_FRAMES` frames,
+            ``{"batch_size": 32}`` for either. Only with ``frame_scores="occlusion"`` or ``"shapley"``.
         **generate_kwargs: passed to `model.generate` (`max_new_tokens`, `num_beams`, ...). Greedy by default.
 
     Returns:
@@ -223,6 +227,11 @@ def explain(
     method = _resolve_method(model, method)
     if frame_scores not in ("attention", "occlusion", "shapley"):
         raise ValueError(f"frame_scores={frame_scores!r} is invalid: expected 'attention', 'occlusion' or 'shapley'.")
+    score_kwargs = dict(frame_score_kwargs or {})
+    if score_kwargs and frame_scores == "attention":
+        raise ValueError(
+            f"frame_score_kwargs={score_kwargs} applies to frame_scores='occlusion' or 'shapley', not 'attention'."
+        )
     frames_count, height, width = pixels.shape[1], pixels.shape[-2], pixels.shape[-1]
 
     with _preserve_state(model):
@@ -245,10 +254,10 @@ def explain(
 
     token_occlusion = None
     if frame_scores == "occlusion":
-        token_occlusion = occlusion_frame_scores(model, pixels, caption_ids)[shown].numpy()  # (n, T)
+        token_occlusion = occlusion_frame_scores(model, pixels, caption_ids, **score_kwargs)[shown].numpy()  # (n, T)
     token_shapley = None
     if frame_scores == "shapley":
-        token_shapley = shapley_frame_scores(model, pixels, caption_ids)[shown].numpy()  # (n, T)
+        token_shapley = shapley_frame_scores(model, pixels, caption_ids, **score_kwargs)[shown].numpy()  # (n, T)
     token_ids = [int(caption_ids[i]) for i in shown]
     return Explanation(
         caption=_decode(tokenizer, caption_ids, token_ids),
@@ -616,6 +625,13 @@ def mean_faithfulness(
 SHAPLEY_EXACT_MAX_FRAMES = 12
 
 
+def _check_count(name: str, value: Any, what: str) -> None:
+    """Raise a ValueError naming `name` unless `value` is a positive integer (bools and floats are refused: they
+    would otherwise fail deep inside torch with an unrelated TypeError)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} is invalid: expected a positive integer ({what}).")
+
+
 def occlusion_frame_scores(
     model: Any,
     pixel_values_videos: torch.Tensor,
@@ -669,6 +685,7 @@ def occlusion_frame_scores(
     """
     pixels, labels = _one_video_and_caption("occlusion_frame_scores", pixel_values_videos, caption_ids, baseline)
     frames = pixels.shape[1]
+    _check_count("window", window, "consecutive frames occluded together")
     if not 1 <= window <= frames:
         raise ValueError(f"window={window} is invalid: expected 1 <= window <= {frames} (the number of frames).")
     starts = frames - window + 1
@@ -755,8 +772,8 @@ def shapley_frame_scores(
             f"limit SHAPLEY_EXACT_MAX_FRAMES={SHAPLEY_EXACT_MAX_FRAMES}; pass num_samples= (e.g. 64) for the "
             "permutation-sampling estimate, or fewer frames."
         )
-    if num_samples is not None and num_samples < 1:
-        raise ValueError(f"num_samples={num_samples} is invalid: expected a positive number of frame orders, or None.")
+    if num_samples is not None:
+        _check_count("num_samples", num_samples, "frame orders to sample, or None for exact values")
     if num_samples is None:
         coalitions = list(range(2**frames))  # bit t of a coalition: frame t kept
     else:
@@ -829,8 +846,7 @@ def _coalition_logprobs(
         (M, L) log-probs on the model's device. The model runs in eval mode without gradients; its modes are
         restored afterwards.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} is invalid: expected a positive number of videos per pass.")
+    _check_count("batch_size", batch_size, "videos per forward pass")
     pixels = pixels.to(device=model.device, dtype=model.encoder.vision_tower.dtype)
     labels = labels.to(model.device)
     keep = keep.to(model.device)
