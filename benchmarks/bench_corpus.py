@@ -12,6 +12,10 @@
    decoding worker does) vs the same number of 10 s clips. Target: at most 1.5x.
 
     python benchmarks/bench_corpus.py [--quick] [--clips N] [--batch-size B]
+    python benchmarks/bench_corpus.py --device cuda --dtype auto     # the GPU table (bf16 autocast where supported)
+
+All three variants run on `--device` with the same autocast (`--dtype`, as `vidgpt2 caption --dtype`: auto is bf16
+or fp16 on a GPU and fp32 on the CPU); decoding stays on the CPU, in worker processes for the engine.
 
 Prints markdown tables; writes benchmarks/results/bench_corpus.json (bench_corpus_quick.json with --quick).
 """
@@ -51,6 +55,9 @@ def _extra(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="Clips per generate (default 8).")
     parser.add_argument("--rounds", type=int, default=None, help="Interleaved rounds over the corpus (default 2; 1 quick).")
     parser.add_argument("--windows", type=int, default=None, help="Windows timed in part 2 (default all 360; 48 quick).")
+    parser.add_argument("--device", default="cpu", help="Where the model runs: cpu (default), cuda, cuda:1, ...")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                        help="Autocast for every variant (default auto: bf16/fp16 on a GPU, fp32 on the CPU).")
 
 
 # --- data ---------------------------------------------------------------------------------------------------------------
@@ -104,21 +111,30 @@ def full_size_model_and_processor():
 
 
 # --- 1. corpus ----------------------------------------------------------------------------------------------------------
-def bench_corpus(clips: list[str], batch_size: int, per_round: int) -> tuple[list[list[Any]], dict[str, Any]]:
+def bench_corpus(
+    clips: list[str], batch_size: int, per_round: int, device: str = "cpu", dtype: str = "auto"
+) -> tuple[list[list[Any]], dict[str, Any]]:
     import torch
 
     from vidgpt2 import caption_videos
-    from vidgpt2.captioning import default_num_workers
+    from vidgpt2.captioning import autocast_dtype, default_num_workers
 
     model, processor = full_size_model_and_processor()
+    target = torch.device(device)
+    amp = autocast_dtype(target, dtype)  # None: fp32
+    model = model.to(target)
+
+    def run_generate(pixels: torch.Tensor) -> None:  # the model part of the one-by-one and model-alone variants
+        with torch.inference_mode(), torch.autocast(target.type, dtype=amp, enabled=amp is not None):
+            sequences = model.generate(pixel_values_videos=pixels.to(target), **generate_kwargs)
+        processor.batch_decode(sequences)
+
     generate_kwargs = {"max_new_tokens": NEW_TOKENS, "min_new_tokens": NEW_TOKENS, "num_beams": 1, "do_sample": False}
     workers = default_num_workers()
 
     def one_by_one(part: list[int]) -> None:  # the loop `vidgpt2 caption` ran before
         for i in part:
-            pixels = processor(videos=[clips[i]])["pixel_values_videos"]
-            with torch.inference_mode():
-                processor.batch_decode(model.generate(pixel_values_videos=pixels, **generate_kwargs))
+            run_generate(processor(videos=[clips[i]])["pixel_values_videos"])
 
     fills: list[float] = []  # per engine call: seconds from the call to its first generate (worker start-up +
     # decoding the first batch, with the model idle); reported, not subtracted
@@ -136,7 +152,8 @@ def bench_corpus(clips: list[str], batch_size: int, per_round: int) -> tuple[lis
             with tempfile.TemporaryDirectory() as folder:
                 rows = caption_videos(
                     [clips[i] for i in part], model, processor, output=Path(folder) / "out.jsonl",
-                    batch_size=batch_size, num_workers=workers, device="cpu", show_progress=False, **generate_kwargs,
+                    batch_size=batch_size, num_workers=workers, device=device, dtype=dtype, show_progress=False,
+                    **generate_kwargs,
                 )
         finally:
             del model.generate
@@ -151,12 +168,11 @@ def bench_corpus(clips: list[str], batch_size: int, per_round: int) -> tuple[lis
 
     def model_alone(part: list[int]) -> None:
         for pixels in (decoded[i] for i in part if i in decoded):
-            with torch.inference_mode():
-                processor.batch_decode(model.generate(pixel_values_videos=pixels, **generate_kwargs))
+            run_generate(pixels)
 
     # warm-up (first generate, first worker start) on one batch, untimed
-    caption_videos(clips[:batch_size], model, processor, batch_size=batch_size, num_workers=workers, device="cpu",
-                   show_progress=False, **generate_kwargs)
+    caption_videos(clips[:batch_size], model, processor, batch_size=batch_size, num_workers=workers, device=device,
+                   dtype=dtype, show_progress=False, **generate_kwargs)
     variants = {
         "model alone, pre-decoded batches": model_alone,
         "caption_videos (engine)": engine,
@@ -183,6 +199,7 @@ def bench_corpus(clips: list[str], batch_size: int, per_round: int) -> tuple[lis
     ratio = statistics.median(ratios["caption_videos (engine)"])
     results = {
         "clips": len(clips), "rounds": len(parts), "batch_size": batch_size, "num_workers": workers,
+        "device": str(target), "autocast": str(amp).replace("torch.", "") if amp is not None else "fp32",
         "new_tokens": NEW_TOKENS, "seconds_per_round": times,
         "clips_per_s": {k: len(clips) / sum(v) for k, v in times.items()},
         "ratios_vs_model_alone_per_round": ratios,
@@ -255,10 +272,11 @@ def main() -> int:
         clips.append(str(path))
     batch = min(args.batch_size, n)
 
-    print(f"\n## Corpus: {n} clips of 10 s 640x360 H.264, full-size model, batch {batch}, {NEW_TOKENS} new tokens\n")
+    print(f"\n## Corpus: {n} clips of 10 s 640x360 H.264, full-size model, batch {batch}, {NEW_TOKENS} new tokens, "
+          f"{args.device} (--dtype {args.dtype})\n")
     rounds = args.rounds or (1 if args.quick else 2)
     per_round = -(-n // rounds // batch) * batch  # whole batches per round
-    rows, results["corpus"] = bench_corpus(clips, batch, per_round)
+    rows, results["corpus"] = bench_corpus(clips, batch, per_round, args.device, args.dtype)
     print(markdown_table(["variant", "seconds", "clips/s", "clips/s vs model alone (median of rounds)", "per round"], rows))
     r = results["corpus"]
     print(
@@ -280,7 +298,8 @@ def main() -> int:
 
     results["runtime_s"] = time.perf_counter() - started
     results["load_average_at_end"] = load_average()
-    path = write_results("bench_corpus_quick" if args.quick else "bench_corpus", results)
+    name = "bench_corpus_quick" if args.quick else "bench_corpus"
+    path = write_results(name if args.device == "cpu" else f"{name}_{args.device.split(':')[0]}", results)
     print(f"\nLoad average at end: {results['load_average_at_end']}. Runtime {results['runtime_s']:.0f} s. Results: {path}")
     return 0
 
