@@ -348,14 +348,6 @@ def test_occlusion_leaves_train_and_eval_modes_as_they_were_and_refuses_bad_inpu
     model.eval()
     occlusion_frame_scores(model, pixels, [5, 6, 1])
     assert not any(m.training for m in model.modules())
-    with pytest.raises(ValueError, match="one video"):
-        occlusion_frame_scores(model, pixels.repeat(2, 1, 1, 1, 1), [5, 1])
-    with pytest.raises(ValueError, match="empty caption"):
-        occlusion_frame_scores(model, pixels, [])
-    with pytest.raises(ValueError, match="baseline="):
-        occlusion_frame_scores(model, pixels, [5, 1], baseline="black")
-    with pytest.raises(ValueError, match="batch_size=0"):
-        occlusion_frame_scores(model, pixels, [5, 1], batch_size=0)
     with pytest.raises(ValueError, match="frame_scores="):
         _explain(model, pixels, frame_scores="gradients")
 
@@ -490,17 +482,24 @@ def test_shapley_and_occlusion_agree_on_an_additive_score_and_long_videos_need_s
     torch.testing.assert_close(shapley_frame_scores(model, long, [5, 1], num_samples=3), c[None].expand(2, -1))
 
 
-def test_shapley_and_windowed_occlusion_refuse_bad_inputs():
+@pytest.mark.parametrize("frame_scores", [occlusion_frame_scores, shapley_frame_scores], ids=["occlusion", "shapley"])
+def test_frame_score_functions_refuse_bad_inputs(frame_scores):
+    """The checks occlusion and Shapley scores share (`_one_video_and_caption`, the batched coalition scorer)."""
     model = tiny_model(image_size=64)
     pixels = tiny_pixels(model.config, batch=1)
     with pytest.raises(ValueError, match="one video"):
-        shapley_frame_scores(model, pixels.repeat(2, 1, 1, 1, 1), [5, 1])
+        frame_scores(model, pixels.repeat(2, 1, 1, 1, 1), [5, 1])
     with pytest.raises(ValueError, match="empty caption"):
-        shapley_frame_scores(model, pixels, [])
+        frame_scores(model, pixels, [])
     with pytest.raises(ValueError, match="baseline="):
-        shapley_frame_scores(model, pixels, [5, 1], baseline="black")
+        frame_scores(model, pixels, [5, 1], baseline="black")
     with pytest.raises(ValueError, match="batch_size=0"):
-        shapley_frame_scores(model, pixels, [5, 1], batch_size=0)
+        frame_scores(model, pixels, [5, 1], batch_size=0)
+
+
+def test_shapley_and_windowed_occlusion_refuse_bad_inputs():
+    model = tiny_model(image_size=64)
+    pixels = tiny_pixels(model.config, batch=1)
     with pytest.raises(ValueError, match="num_samples=0"):
         shapley_frame_scores(model, pixels, [5, 1], num_samples=0)
     for window in (0, 5):
