@@ -69,6 +69,9 @@ VARIANT_KEYS = {name.split()[0].split("-")[0]: name for name in VARIANTS}
 # the actions whose direction only the motion (and the lane the ego drives in) shows
 DIRECTION_WORDS = ("left", "right")
 FIGURES_DIR = RESULTS_DIR / "driving_figures"
+# --holdout-test clips come from data seed --seed + this: a stream no training, validation or test split of seeds
+# below it draws from
+HOLDOUT_SEED_OFFSET = 1000
 
 
 def add_arguments(parser) -> None:
@@ -91,23 +94,28 @@ def add_arguments(parser) -> None:
                         help="Name of the results file and run folders (default bench_driving[_quick]).")
     parser.add_argument("--save-models", type=Path, default=None, metavar="DIR",
                         help="Keep every trained model (and its training metrics) in DIR/<variant>_seed<seed>.")
+    parser.add_argument("--holdout-test", type=int, default=0, metavar="N",
+                        help="Also caption and ground N held-out test clips drawn with seed --seed + "
+                             f"{HOLDOUT_SEED_OFFSET} (written once, never used to choose a method or setting): the "
+                             "confirmation set. Default 0: none.")
     parser.add_argument("--load-models", type=Path, default=None, metavar="DIR",
                         help="Skip training: load the models a --save-models run kept in DIR (same --seed data and sizes), "
                              "caption and ground again; training metrics come from the saved run.")
 
 
 def train_variant(
-    name: str, overrides: dict, blank: bool, data_dir: Path, run_dir: Path, sizes: dict, args, seed: int, ground: bool
+    name: str, overrides: dict, blank: bool, data_dir: Path, run_dir: Path, sizes: dict, args, seed: int, ground: bool,
+    holdout_dir: Path | None = None,
 ) -> dict:
     """Train with `run_training` (which scores the test split: joined, action_*, justification_*) with training seed
-    `seed`, then caption the test split again for exact match and, when `ground`, ground the reference captions."""
+    `seed`, then caption the test split again for exact match and, when `ground`, ground the reference captions;
+    the same for the held-out clips in `holdout_dir` (under "holdout")."""
     from vidgpt2 import VidGPT2ForConditionalGeneration, VidGPT2Processor
     from vidgpt2.data import load_bddx
-    from vidgpt2.data.bddx import split_action_justification
     from vidgpt2.data.synthetic_driving import read_ground_truth
     from vidgpt2.demo import demo_training_arguments
     from vidgpt2.grounding import evaluate_grounding
-    from vidgpt2.training import DataArguments, LoraArguments, ModelArguments, generate_captions, run_training
+    from vidgpt2.training import DataArguments, LoraArguments, ModelArguments, run_training
 
     saved = None if args.load_models is None else args.load_models / run_dir.name
     if saved is not None:  # --load-models: the model and training metrics of an earlier --save-models run
@@ -140,17 +148,7 @@ def train_variant(
     processor = VidGPT2Processor.from_pretrained(model_dir)
     test = load_bddx(data_dir)["test"]
     truth = read_ground_truth(data_dir)
-    predictions = generate_captions(model, processor, test, batch_size=32, show_progress=False, blank_video=blank)
-    rows = []
-    for row, prediction in zip(test, predictions, strict=True):
-        action, justification = split_action_justification(prediction)
-        record = truth[row["video_id"]]
-        rows.append({
-            "video_id": row["video_id"], "kind": record["kind"], "with_cause": record["with_cause"],
-            "prediction": prediction, "reference": row["caption"],
-            "action_ok": action == row["action"], "justification_ok": justification == row["justification"],
-            "caption_ok": prediction == row["caption"],
-        })
+    rows = caption_rows(model, processor, test, truth, blank)
     result: dict[str, Any] = {
         "seed": seed,
         "config_overrides": overrides,
@@ -176,6 +174,48 @@ def train_variant(
         result["grounding_records"] = records
         result["grounding_s"] = time.perf_counter() - start
         result["figures"] = save_figures(name, model, processor, test, truth, args.figures, args.quick)
+    if holdout_dir is not None:
+        result["holdout"] = score_holdout(model, processor, holdout_dir, blank, ground)
+    return result
+
+
+def caption_rows(model, processor, dataset, truth: dict, blank: bool) -> list[dict]:
+    """Caption every clip of a `load_bddx` split; one row per clip with its prediction and what it got right."""
+    from vidgpt2.data.bddx import split_action_justification
+    from vidgpt2.training import generate_captions
+
+    predictions = generate_captions(model, processor, dataset, batch_size=32, show_progress=False, blank_video=blank)
+    rows = []
+    for row, prediction in zip(dataset, predictions, strict=True):
+        action, justification = split_action_justification(prediction)
+        record = truth[row["video_id"]]
+        rows.append({
+            "video_id": row["video_id"], "kind": record["kind"], "with_cause": record["with_cause"],
+            "prediction": prediction, "reference": row["caption"],
+            "action_ok": action == row["action"], "justification_ok": justification == row["justification"],
+            "caption_ok": prediction == row["caption"],
+        })
+    return rows
+
+
+def score_holdout(model, processor, holdout_dir: Path, blank: bool, ground: bool) -> dict[str, Any]:
+    """--holdout-test: exact match and (when `ground`) the grounding table on the held-out clips."""
+    from vidgpt2.data import load_bddx
+    from vidgpt2.data.synthetic_driving import read_ground_truth
+    from vidgpt2.grounding import evaluate_grounding
+
+    test, truth = load_bddx(holdout_dir)["test"], read_ground_truth(holdout_dir)
+    rows = caption_rows(model, processor, test, truth, blank)
+    result: dict[str, Any] = {
+        "num_clips": len(rows),
+        "exact_match": {key: sum(r[f"{key}_ok"] for r in rows) / len(rows) for key in ("action", "justification", "caption")},
+        "direction": direction_scores(rows),
+        "predictions": rows,
+    }
+    if ground and not blank:
+        start = time.perf_counter()
+        result["grounding_records"], result["grounding"] = evaluate_grounding(model, processor, test, truth)
+        result["grounding_s"] = time.perf_counter() - start
     return result
 
 
@@ -314,28 +354,27 @@ def report(results: dict[str, Any]) -> str:
         text += (
             "\n\nGrounding of the reference captions' cause words (test clips with a cause; first seed's model): hit "
             "rate (95% Wilson CI) vs chance. Temporal: top frame shows the cause (chance: share of cause frames); "
-            "occlusion ranks frames by the cause words' log-prob drop when the frame is replaced by a flat one; "
-            "Shapley by the frame's exact Shapley value for their log-prob (all 2^T subsets of frames kept, the "
-            "others flat). "
+            "relevancy: gradient-weighted attention propagated through the visual and decoder self-attention "
+            "(Chefer et al. 2021); occlusion ranks frames by the cause words' log-prob drop when the frame is "
+            "replaced by a flat one; Shapley by the frame's exact Shapley value for their log-prob (all 2^T subsets "
+            "of frames kept, the others flat). "
             "Spatial: heatmap maximum on the top-ranked cause frame inside the true box (chance: box area / frame "
             "area). Deletion: mean drop of log p(caption) masking the cause frames vs as many other frames; share of "
             "clips where the cause hurts more.\n\n"
         )
-        headers = ["variant", "seed", "n", "attention: temporal", "Grad-CAM: temporal", "occlusion: temporal",
-                   "Shapley: temporal", "attention: spatial", "Grad-CAM: spatial", "deletion: cause / other (cause > other)"]
-        rows = []
-        for name, v in variants.items():
-            for r in v["runs"].values():
-                g = r.get("grounding")
-                if g is None:
-                    continue
-                d = g.get("deletion")
-                deletion = "-" if d is None else f"{d['drop_cause']:.2f} / {d['drop_other']:.2f} ({d['cause_beats_other']:.2f})"
-                rows.append([name, r["seed"], g["num_clips"], rate_cell(g.get("attention_temporal")),
-                             rate_cell(g.get("grad-cam_temporal")), rate_cell(g.get("occlusion_temporal")),
-                             rate_cell(g.get("shapley_temporal")), rate_cell(g.get("attention_spatial")),
-                             rate_cell(g.get("grad-cam_spatial")), deletion])
-        text += markdown_table(headers, rows)
+        text += grounding_table(variants, lambda run: run.get("grounding"))
+    holdout = [r["holdout"] for v in variants.values() for r in v["runs"].values() if r.get("holdout")]
+    if holdout:
+        text += (f"\n\nHeld-out confirmation set ({holdout[0]['num_clips']} clips drawn with another data seed, "
+                 "scored once; nothing was chosen on them): action exact match per variant, then the same grounding "
+                 "table.\n\n")
+        text += markdown_table(
+            ["variant", "seed", "action EM", "justification EM", "caption EM"],
+            [[n, r["seed"], *(f"{r['holdout']['exact_match'][k]:.3f}" for k in ("action", "justification", "caption"))]
+             for n, v in variants.items() for r in v["runs"].values() if r.get("holdout")],
+        )
+        if any(h.get("grounding") for h in holdout):
+            text += "\n\n" + grounding_table(variants, lambda run: (run.get("holdout") or {}).get("grounding"))
     sizes = results["sizes"]
     figures = [f for v in variants.values() for r in v["runs"].values() for f in r.get("figures", [])]
     text += (
@@ -345,6 +384,25 @@ def report(results: dict[str, Any]) -> str:
         "2e-3 cosine, warm-up 20). Figures: " + (", ".join(figures) or "none")
     )
     return text
+
+
+def grounding_table(variants: dict[str, dict], pick) -> str:
+    """Markdown grounding table: one row per variant run whose `pick(run)` is a `summarize_grounding` result."""
+    headers = ["variant", "seed", "n", "attention: temporal", "relevancy: temporal", "Grad-CAM: temporal",
+               "occlusion: temporal", "Shapley: temporal", "attention: spatial", "relevancy: spatial",
+               "Grad-CAM: spatial", "deletion: cause / other (cause > other)"]
+    rows = []
+    for name, v in variants.items():
+        for r in v["runs"].values():
+            g = pick(r)
+            if g is None:
+                continue
+            d = g.get("deletion")
+            deletion = "-" if d is None else f"{d['drop_cause']:.2f} / {d['drop_other']:.2f} ({d['cause_beats_other']:.2f})"
+            cells = [rate_cell(g.get(f"{m}_temporal")) for m in ("attention", "relevancy", "grad-cam", "occlusion", "shapley")]
+            cells += [rate_cell(g.get(f"{m}_spatial")) for m in ("attention", "relevancy", "grad-cam")]
+            rows.append([name, r["seed"], g["num_clips"], *cells, deletion])
+    return markdown_table(headers, rows)
 
 
 def main() -> int:
@@ -377,9 +435,16 @@ def main() -> int:
     if not (data_dir / "ground_truth.jsonl").exists():
         write_driving_dataset(data_dir, num_train=sizes["num_train"], num_validation=4 if args.quick else 12, num_test=sizes["num_test"],
                               size=96, seed=args.seed, progress=False)
+    holdout_dir = None
+    if args.holdout_test:
+        holdout_seed = args.seed + HOLDOUT_SEED_OFFSET
+        holdout_dir = CACHE_DIR / "driving_96_v2" / f"holdout_test{args.holdout_test}_seed{holdout_seed}"
+        if not (holdout_dir / "ground_truth.jsonl").exists():
+            write_driving_dataset(holdout_dir, num_train=0, num_validation=0, num_test=args.holdout_test, size=96,
+                                  seed=holdout_seed, progress=False)
     started = time.perf_counter()
     results: dict[str, Any] = {"mode": mode, "machine": info, "sizes": sizes, "config": BENCH_CONFIG, "data_seed": args.seed,
-                               "seeds": seeds, "variants": {name: {"runs": {}} for name in names}}
+                               "seeds": seeds, "holdout_test": args.holdout_test, "variants": {name: {"runs": {}} for name in names}}
     out_name = args.results_name or ("bench_driving_quick" if args.quick else "bench_driving")
     # seeds outside, variants inside: a run cut short still has every variant for the seeds it finished
     for index, seed in enumerate(seeds):
@@ -391,7 +456,8 @@ def main() -> int:
             slug = "".join(c if c.isalnum() else "_" for c in name).strip("_")
             run_dir = CACHE_DIR / "runs_driving" / out_name / f"{slug}_seed{seed}"
             ground = not args.no_grounding and index < args.grounding_seeds
-            run = train_variant(name, overrides, blank, data_dir, run_dir, sizes, args, seed, ground)
+            run = train_variant(name, overrides, blank, data_dir, run_dir, sizes, args, seed, ground,
+                                holdout_dir if index < args.grounding_seeds else None)
             results["variants"][name]["runs"][str(seed)] = run
             write_results(out_name, results)  # after every run
             print(f"  ... {run['train_and_eval_s']:.0f} s, action EM {run['exact_match']['action']:.3f}, direction "

@@ -625,6 +625,76 @@ def mean_faithfulness(
 SHAPLEY_EXACT_MAX_FRAMES = 12
 
 
+# --- gradient-weighted attention relevancy (Chefer et al. 2021) ---------------------------------------------------
+def _weighted_heads(attention: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """(heads, Q, K) attention and its gradient -> (Q, K): E_h[(grad * attention)^+] (Chefer et al. 2021, eq. 5)."""
+    return (grad * attention).clamp(min=0).mean(0)
+
+
+def _normalize_residual(relevancy: torch.Tensor) -> torch.Tensor:
+    """(n, n) self-relevancy R -> R-bar = (R - I) with rows scaled to sum to 1, + I (Chefer et al. 2021, eq. 8-9);
+    a row with nothing besides its identity part stays the identity row."""
+    eye = torch.eye(relevancy.shape[-1], dtype=relevancy.dtype, device=relevancy.device)
+    mixed = relevancy - eye
+    totals = mixed.sum(-1, keepdim=True)
+    return torch.where(totals > 0, mixed / totals.clamp(min=1e-12), torch.zeros_like(mixed)) + eye
+
+
+def attention_relevancy(
+    cross_attentions: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    decoder_attentions: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
+    encoder_attentions: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
+) -> torch.Tensor:
+    """Relevancy of every visual token for every caption token from gradient-weighted attention, propagated through
+    the visual self-attention layers, the decoder's self-attention and its cross-attention ("Generic attention-model
+    explainability for interpreting bi-modal and encoder-decoder transformers", Chefer, Gur & Wolf, ICCV 2021,
+    rules 5-10; the attention-only variant, without LRP).
+
+    Raw cross-attention to visual token t is attention to frame t's slot, which the visual self-attention layers
+    have already mixed with the other frames, and it ignores what a caption token reads through earlier caption
+    tokens. This propagates both: with Ā = E_h[(∇A ⊙ A)^+] per layer (∇ of the explained score),
+
+        R_ii = I;  R_ii += Ā_ii R_ii  per visual layer                  (visual tokens' mixing)
+        R_tt = I, R_ti = 0;  per decoder layer:
+            R_tt += Ā_tt R_tt;  R_ti += Ā_tt R_ti                       (self-attention)
+            R_ti += R̄_tt Ā_ti R̄_ii                                     (cross-attention)
+
+    R̄ as in `_normalize_residual`. The paper writes the cross-attention rule with (R̄_tt)^T, for decoders whose
+    queries attend to each other both ways; here row p of R_tt holds what caption token p depends on (causal
+    self-attention), so R̄_tt multiplies without the transpose and token p never gets relevancy from later tokens.
+
+    Args:
+        cross_attentions: per decoder layer, (attention, gradient), each (heads, L, N).
+        decoder_attentions: per decoder layer, (attention, gradient), each (heads, L, L); empty to skip the rule.
+        encoder_attentions: per visual self-attention layer, (attention, gradient), each (heads, N, N).
+
+    Returns:
+        (L, N) non-negative: row p is the relevancy of the visual tokens for caption position p.
+
+    Raises:
+        ValueError: when no cross-attention is given, or decoder_attentions has another number of layers.
+    """
+    if not cross_attentions:
+        raise ValueError("attention_relevancy needs the cross-attention (and its gradient) of at least one layer.")
+    if decoder_attentions and len(decoder_attentions) != len(cross_attentions):
+        raise ValueError(f"attention_relevancy: {len(decoder_attentions)} decoder self-attention layers for "
+                         f"{len(cross_attentions)} cross-attention layers; pass one of each per layer (or none).")
+    queries, keys = cross_attentions[0][0].shape[-2:]
+    dtype, device = torch.float32, cross_attentions[0][0].device
+    visual = torch.eye(keys, dtype=dtype, device=device)  # R_ii (N, N)
+    for attention, grad in encoder_attentions:
+        visual = visual + _weighted_heads(attention.float(), grad.float()) @ visual
+    visual_bar = _normalize_residual(visual)
+    text = torch.eye(queries, dtype=dtype, device=device)  # R_tt (L, L)
+    relevancy = torch.zeros(queries, keys, dtype=dtype, device=device)  # R_ti (L, N)
+    for layer, (attention, grad) in enumerate(cross_attentions):
+        if decoder_attentions:
+            self_weights = _weighted_heads(*(t.float() for t in decoder_attentions[layer]))  # (L, L)
+            text, relevancy = text + self_weights @ text, relevancy + self_weights @ relevancy
+        relevancy = relevancy + _normalize_residual(text) @ _weighted_heads(attention.float(), grad.float()) @ visual_bar
+    return relevancy
+
+
 def _check_count(name: str, value: Any, what: str) -> None:
     """Raise a ValueError naming `name` unless `value` is a positive integer (bools and floats are refused: they
     would otherwise fail deep inside torch with an unrelated TypeError)."""
@@ -1004,6 +1074,7 @@ def _html_cell(weight: float, scale: float = 1.0) -> str:
 
 __all__ = [
     "Explanation",
+    "attention_relevancy",
     "caption_logprobs",
     "denormalize_frames",
     "explain",

@@ -20,9 +20,13 @@ Explanation methods, computed for the cause-word tokens only (the caption teache
 - ``"attention"``: the decoder's cross-attention (head mean, layer mean) of the queries that predict the cause
   words; per frame the sum over its tokens; per cell the tokens' own weights (grid/spatial tokens only, pooled models
   have no spatial attention).
+- ``"relevancy"``: gradient-weighted attention relevancy (Chefer, Gur & Wolf 2021;
+  `explanations.attention_relevancy`) for the cause words' summed log-probability: the head-averaged positive part
+  of gradient x attention, propagated through the visual self-attention layer(s), where raw attention to token t
+  already reads other frames, and through the decoder's self-attention; per frame and per cell as attention.
 - ``"grad-cam"``: Grad-CAM (Selvaraju et al. 2017) of the cause words' summed log-probability on the vision tower's
   last feature map: per cell relu(sum_c w_c A_c), w_c the spatial mean of the gradient; per frame the sum of its
-  cells.
+  cells; its heatmap is scaled by the clip's maximum before upsampling (upsampling clamps to [0, 1]).
 - ``"occlusion"``: per-frame occlusion sensitivity (Zeiler & Fergus 2014, whole frames occluded;
   `explanations.occlusion_frame_scores`): the drop of the cause words' summed log-probability when the frame is
   replaced by the deletion test's flat frame. Temporal only (it has no heatmap). Motion tokens: occluding frame t
@@ -55,6 +59,7 @@ from .explanations import (
     _token_logprobs,
     _upsample,
     _vision_feature_map,
+    attention_relevancy,
     caption_logprobs,
     occlusion_frame_scores,
     shapley_frame_scores,
@@ -62,7 +67,7 @@ from .explanations import (
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("attention", "grad-cam", "occlusion", "shapley")
+METHODS = ("attention", "relevancy", "grad-cam", "occlusion", "shapley")
 CONNECTIVE = "because"
 
 
@@ -152,11 +157,15 @@ class TokenMaps:
         attention_frames: (T,) cross-attention over frames, summed over each frame's tokens, mean over the tokens.
         attention_heatmaps: (T, H, W) the cross-attention over each frame's cells upsampled, or None for pooled models.
         gradcam_frames: (T,) Grad-CAM mass per frame (sum over its cells).
-        gradcam_heatmaps: (T, H, W) Grad-CAM upsampled to the frame.
+        gradcam_heatmaps: (T, H, W) Grad-CAM scaled by its clip maximum and upsampled to the frame.
         occlusion_frames: (T,) drop of the tokens' summed log-probability (nats) when frame t is occluded; None
             when not computed.
         shapley_frames: (T,) Shapley value (nats) of frame t for the tokens' summed log-probability; None when not
             computed.
+        relevancy_frames: (T,) gradient-weighted attention relevancy (`explanations.attention_relevancy`) summed
+            over each frame's tokens, mean over the tokens; None when not computed.
+        relevancy_heatmaps: (T, H, W) the relevancy over each frame's cells, scaled by its clip maximum and
+            upsampled; None for pooled models or when not computed.
     """
 
     attention_frames: np.ndarray
@@ -165,16 +174,20 @@ class TokenMaps:
     gradcam_heatmaps: np.ndarray
     occlusion_frames: np.ndarray | None = None
     shapley_frames: np.ndarray | None = None
+    relevancy_frames: np.ndarray | None = None
+    relevancy_heatmaps: np.ndarray | None = None
 
     def frames(self, method: str) -> np.ndarray | None:
         """(T,) per-frame scores of ``method`` (one of `METHODS`)."""
-        return {"attention": self.attention_frames, "grad-cam": self.gradcam_frames,
-                "occlusion": self.occlusion_frames, "shapley": self.shapley_frames}[method]
+        return {"attention": self.attention_frames, "relevancy": self.relevancy_frames,
+                "grad-cam": self.gradcam_frames, "occlusion": self.occlusion_frames,
+                "shapley": self.shapley_frames}[method]
 
     def heatmaps(self, method: str) -> np.ndarray | None:
-        """(T, H, W) heatmaps of ``method``; None for pooled attention, occlusion and Shapley (temporal only)."""
-        return {"attention": self.attention_heatmaps, "grad-cam": self.gradcam_heatmaps, "occlusion": None,
-                "shapley": None}[method]
+        """(T, H, W) heatmaps of ``method``; None for pooled attention and relevancy, occlusion and Shapley
+        (temporal only)."""
+        return {"attention": self.attention_heatmaps, "relevancy": self.relevancy_heatmaps,
+                "grad-cam": self.gradcam_heatmaps, "occlusion": None, "shapley": None}[method]
 
 
 def token_maps(
@@ -201,28 +214,49 @@ def token_maps(
     index = torch.as_tensor(list(positions))
     with _preserve_state(model), torch.enable_grad():
         model.eval()
+        for parameter in model.parameters():  # so the first decoder layer's self-attention is in the graph too
+            parameter.requires_grad_(True)
         feature_map = _vision_feature_map(model, pixels).detach().requires_grad_(True)  # (T, C, h, w)
         out = model(video_features=model.encoder.pool_feature_map(feature_map, batch, frames), labels=labels,
                     output_attentions=True)
         chosen = _token_logprobs(out.logits, labels)[0, index].sum()
-        (grads,) = torch.autograd.grad(chosen, feature_map)  # (T, C, h, w)
+        attentions = [*out.encoder_attentions, *out.decoder_attentions, *out.cross_attentions]
+        grads, *attention_grads = torch.autograd.grad(
+            chosen, [feature_map, *attentions], allow_unused=True, materialize_grads=True
+        )  # (T, C, h, w), then one (1, heads, Q, K) per attention map
+    pairs = [(a.detach()[0].float().cpu(), g[0].float().cpu()) for a, g in zip(attentions, attention_grads, strict=True)]
+    visual_layers, decoder_layers = len(out.encoder_attentions), len(out.decoder_attentions)
+    relevancy = attention_relevancy(
+        pairs[visual_layers + decoder_layers:], pairs[visual_layers:visual_layers + decoder_layers], pairs[:visual_layers]
+    )  # (L, N)
     cam = F.relu((grads.mean(dim=(2, 3), keepdim=True) * feature_map.detach()).sum(1)).float().cpu()  # (T, h, w)
     maps = _combine_cross_attention([a.detach().float().cpu() for a in out.cross_attentions], "mean")  # (L, N)
     cells = maps[index].mean(0).reshape(frames, -1)  # (T, tokens_per_frame)
+    relevancy_cells = relevancy[index].mean(0).reshape(frames, -1)  # (T, tokens_per_frame)
     side = model.config.token_grid
     occlusion = occlusion_frame_scores(model, pixels, list(caption_ids))[index].sum(0)  # (T,)
     shapley = shapley_frame_scores(model, pixels, list(caption_ids))[index].sum(0)  # (T,): linear in the value
-    attention_heatmaps = None
+    attention_heatmaps = relevancy_heatmaps = None
     if side > 1:
-        attention_heatmaps = _upsample(cells.reshape(frames, side, side), size).numpy()
+        attention_heatmaps = _upsample(cells.reshape(frames, side, side), size).numpy()  # weights <= 1
+        relevancy_heatmaps = _upsample(_unit(relevancy_cells.reshape(frames, side, side)), size).numpy()
     return TokenMaps(
         attention_frames=cells.sum(-1).numpy(),
         attention_heatmaps=attention_heatmaps,
         gradcam_frames=cam.sum(dim=(1, 2)).numpy(),
-        gradcam_heatmaps=_upsample(cam, size).numpy(),
+        gradcam_heatmaps=_upsample(_unit(cam), size).numpy(),
         occlusion_frames=occlusion.numpy(),
         shapley_frames=shapley.numpy(),
+        relevancy_frames=relevancy_cells.sum(-1).numpy(),
+        relevancy_heatmaps=relevancy_heatmaps,
     )
+
+
+def _unit(maps: torch.Tensor) -> torch.Tensor:
+    """(T, h, w) non-negative maps divided by their maximum over the clip (all-zero maps stay zero), so that
+    `_upsample`'s clamp to [0, 1] cannot flatten their peaks into ties."""
+    peak = maps.max()
+    return maps / peak if peak > 0 else maps
 
 
 def cause_deletion(
