@@ -435,6 +435,8 @@ def main() -> int:
     if not (data_dir / "ground_truth.jsonl").exists():
         write_driving_dataset(data_dir, num_train=sizes["num_train"], num_validation=4 if args.quick else 12, num_test=sizes["num_test"],
                               size=96, seed=args.seed, progress=False)
+    if args.holdout_test < 0:
+        raise SystemExit(f"--holdout-test must be a number of clips >= 0 (0: no held-out set), got {args.holdout_test}.")
     holdout_dir = None
     if args.holdout_test:
         holdout_seed = args.seed + HOLDOUT_SEED_OFFSET

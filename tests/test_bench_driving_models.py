@@ -47,3 +47,21 @@ def test_save_and_load_models_together_is_refused(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit, match="exclude each other"):
         bench_driving.main()
+
+
+def test_negative_holdout_size_is_refused_before_any_work(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["bench_driving.py", "--quick", "--holdout-test", "-4"])
+    with pytest.raises(SystemExit, match="--holdout-test must be a number of clips >= 0"):
+        bench_driving.main()
+
+
+def test_grounding_table_has_a_row_per_grounded_run_and_the_relevancy_columns():
+    entry = {"hit_rate": 0.75, "ci95": (0.5, 0.9), "chance": 0.25, "n": 4}
+    grounding = {"num_clips": 4, "attention_temporal": entry, "relevancy_temporal": entry, "relevancy_spatial": entry}
+    variants = {"spatial": {"runs": {"0": {"seed": 0, "holdout": {"grounding": grounding}}, "1": {"seed": 1}}}}
+    table = bench_driving.grounding_table(variants, lambda run: (run.get("holdout") or {}).get("grounding"))
+    header, _, *rows = table.splitlines()
+    assert "relevancy: temporal" in header and "relevancy: spatial" in header and len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cells[:5] == ["spatial", "0", "4", "0.75 (0.50-0.90) vs 0.25", "0.75 (0.50-0.90) vs 0.25"]
+    assert cells[5] == "-"  # no Grad-CAM entry

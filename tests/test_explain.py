@@ -550,3 +550,48 @@ def test_explain_passes_frame_score_kwargs_to_the_chosen_scores(spatial):
     np.testing.assert_allclose(windowed.token_frame_occlusion, full[: len(windowed.tokens)], atol=1e-5)
     with pytest.raises(ValueError, match="frame_score_kwargs"):
         _explain(model, pixels, frame_scores="attention", frame_score_kwargs={"window": 2})
+
+
+# --- gradient-weighted attention relevancy (Chefer et al. 2021) ------------------------------------------------------
+def _pair(attention: list, grad: list | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(attention, gradient) with one head: (1, Q, K) each; the gradient defaults to ones (plain attention)."""
+    a = torch.tensor(attention, dtype=torch.float32)[None]
+    return a, torch.ones_like(a) if grad is None else torch.tensor(grad, dtype=torch.float32)[None]
+
+
+def test_relevancy_of_one_cross_attention_layer_is_the_head_mean_of_positive_gradient_times_attention():
+    attention = torch.tensor([[[0.7, 0.3], [0.2, 0.8]], [[0.5, 0.5], [0.9, 0.1]]])  # (2 heads, L=2, N=2)
+    grad = torch.tensor([[[1.0, -2.0], [0.5, 0.5]], [[-1.0, 3.0], [2.0, 0.0]]])
+    # grad * attention: head 1 [[0.7, -0.6], [0.1, 0.4]], head 2 [[-0.5, 1.5], [1.8, 0]]; negatives -> 0; mean
+    expected = torch.tensor([[0.35, 0.75], [0.95, 0.2]])
+    torch.testing.assert_close(vidgpt2.explanations.attention_relevancy([(attention, grad)]), expected)
+
+
+def test_relevancy_follows_the_visual_self_attention_to_the_frame_a_token_read():
+    """Caption token 0 attends only to visual token 0, which read everything from token 1 in the visual layer:
+    relevancy credits token 1 as well (raw cross-attention would credit token 0 alone)."""
+    cross = _pair([[1.0, 0.0, 0.0]])  # (1, L=1, N=3)
+    visual = _pair([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    relevancy = vidgpt2.explanations.attention_relevancy([cross], encoder_attentions=[visual])
+    # R_ii = I + A = [[1, 1, 0], [0, 2, 0], [0, 0, 2]]; R-bar = (R_ii - I) row-normalised + I (the same here)
+    torch.testing.assert_close(relevancy, torch.tensor([[1.0, 1.0, 0.0]]))
+
+
+def test_relevancy_of_a_caption_token_never_comes_from_later_tokens():
+    """Causal decoder: token 1 reads token 0 through self-attention and so gets token 0's visual relevancy; token 0
+    gets nothing from token 1's cross-attention (the paper's transposed rule would give it)."""
+    cross = _pair([[1.0, 0.0], [0.0, 1.0]])  # token 0 -> visual 0, token 1 -> visual 1
+    self_attention = _pair([[1.0, 0.0], [0.5, 0.5]])  # causal
+    relevancy = vidgpt2.explanations.attention_relevancy([cross], decoder_attentions=[self_attention])
+    # R_tt = I + A = [[2, 0], [.5, 1.5]] = R-bar (rows of R_tt - I already sum to 1); R_ti = R-bar @ A_ti;
+    # the paper's (R-bar)^T would give token 0 the row [2, .5]: relevancy from token 1's cross-attention
+    torch.testing.assert_close(relevancy, torch.tensor([[2.0, 0.0], [0.5, 1.5]]))
+
+
+def test_relevancy_with_zero_gradients_is_zero_and_bad_layer_lists_raise():
+    attention = torch.rand(2, 3, 4)
+    assert vidgpt2.explanations.attention_relevancy([(attention, torch.zeros_like(attention))]).abs().max() == 0
+    with pytest.raises(ValueError, match="at least one layer"):
+        vidgpt2.explanations.attention_relevancy([])
+    with pytest.raises(ValueError, match="one of each per layer"):
+        vidgpt2.explanations.attention_relevancy([(attention, attention)], decoder_attentions=[_pair([[1.0]])] * 2)

@@ -154,3 +154,37 @@ def test_cause_deletion_sees_the_only_informative_frame():
     record = clip_grounding(model, same, ids, ["because", "x", "<eos>"], truth, deletion=False)
     assert record["occlusion_temporal"] == (1.0 if occlusion[0] > 0 else 0.0)
     assert record["shapley_temporal"] == (1.0 if maps.shapley_frames[0] > 0 else 0.0)
+
+
+def test_token_maps_relevancy_shapes_and_it_works_on_a_frozen_model():
+    """Relevancy (gradient-weighted attention, `explanations.attention_relevancy`) for grid and pooled models;
+    a fully frozen model (no parameter requires grad) still gets it, and its flags and grads stay as they were."""
+    model = tiny_model(visual_tokens="grid", grid_size=2, image_size=64)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    pixels = tiny_pixels(model.config, batch=1)  # (1, 4, 3, 64, 64)
+    ids = [5, 6, 7, 1]
+    maps = token_maps(model, pixels, ids, [1, 2])
+    assert maps.frames("relevancy").shape == (4,) and (maps.relevancy_frames >= 0).all()
+    assert maps.relevancy_frames.sum() > 0
+    assert maps.heatmaps("relevancy").shape == (4, 64, 64) and maps.relevancy_heatmaps.max() == pytest.approx(1.0)
+    assert not any(p.requires_grad for p in model.parameters()) and all(p.grad is None for p in model.parameters())
+    pooled = tiny_model()
+    pooled_maps = token_maps(pooled, tiny_pixels(pooled.config, batch=1), ids, [2])
+    assert pooled_maps.relevancy_frames.shape == (4,) and pooled_maps.heatmaps("relevancy") is None
+
+
+def test_gradcam_heatmap_peak_is_not_flattened_by_the_upsampling_clamp(monkeypatch):
+    """Grad-CAM values above 1 (a score in large units, a confident trained model) used to be clamped to 1 before the
+    pointing game, so every cell above 1 tied at the maximum; scaled by the clip maximum first, the peak stays
+    within one cell."""
+    import vidgpt2.grounding
+
+    logprobs = vidgpt2.grounding._token_logprobs
+    monkeypatch.setattr(vidgpt2.grounding, "_token_logprobs", lambda *args: 1e4 * logprobs(*args))
+    model = tiny_model(visual_tokens="grid", grid_size=2, image_size=64)
+    maps = token_maps(model, tiny_pixels(model.config, batch=1), [5, 6, 7, 1], [1, 2])
+    heatmaps = maps.gradcam_heatmaps  # (4, 64, 64); feature map 2x2 -> 32x32 pixels per cell
+    assert maps.gradcam_frames.max() > 4  # the raw Grad-CAM mass is far above 1
+    assert heatmaps.max() == pytest.approx(1.0)
+    assert (heatmaps >= heatmaps.max()).sum() <= 32 * 32

@@ -7,6 +7,7 @@
     mean_faithfulness(model, [...], [...])      the same averaged over many clips, for a benchmark
     occlusion_frame_scores(model, pixels, ids)  per-word log-prob drop when each frame is occluded (words x T)
     shapley_frame_scores(model, pixels, ids)    per-word Shapley value of each frame (words x T; 2^T passes)
+    attention_relevancy(cross, decoder, visual) gradient-weighted attention relevancy, Chefer et al. 2021 (L x N)
 
 How the pieces are computed (B = 1 video, T frames, L caption tokens, N = T * tokens_per_frame visual tokens):
 
