@@ -298,7 +298,8 @@ def rate_cell(entry: dict | None) -> str:
     if entry is None:
         return "-"
     low, high = entry["ci95"]
-    return f"{entry['hit_rate']:.2f} ({low:.2f}-{high:.2f}) vs {entry['chance']:.2f}"
+    cell = f"{entry['hit_rate']:.2f} ({low:.2f}-{high:.2f}) vs {entry['chance']:.2f}"
+    return cell + (f"; pos. {entry['position_chance']:.2f}" if "position_chance" in entry else "")
 
 
 def _mean(values: list[float]) -> float:
@@ -355,7 +356,9 @@ def report(results: dict[str, Any]) -> str:
             "\n\nGrounding of the reference captions' cause words (test clips with a cause; first seed's model): hit "
             "rate (95% Wilson CI) vs chance. Temporal: top frame shows the cause (chance: share of cause frames); "
             "relevancy: gradient-weighted attention propagated through the visual and decoder self-attention "
-            "(Chefer et al. 2021); occlusion ranks frames by the cause words' log-prob drop when the frame is "
+            "(Chefer et al. 2021); 'pos.': the position-matched chance, the method's rankings paired with other "
+            "clips' causes (what its habits of position alone score); fixed frame: the best explanation that names "
+            "the same frame in every clip; occlusion ranks frames by the cause words' log-prob drop when the frame is "
             "replaced by a flat one; Shapley by the frame's exact Shapley value for their log-prob (all 2^T subsets "
             "of frames kept, the others flat). "
             "Spatial: heatmap maximum on the top-ranked cause frame inside the true box (chance: box area / frame "
@@ -389,8 +392,8 @@ def report(results: dict[str, Any]) -> str:
 def grounding_table(variants: dict[str, dict], pick) -> str:
     """Markdown grounding table: one row per variant run whose `pick(run)` is a `summarize_grounding` result."""
     headers = ["variant", "seed", "n", "attention: temporal", "relevancy: temporal", "Grad-CAM: temporal",
-               "occlusion: temporal", "Shapley: temporal", "attention: spatial", "relevancy: spatial",
-               "Grad-CAM: spatial", "deletion: cause / other (cause > other)"]
+               "occlusion: temporal", "Shapley: temporal", "fixed frame: temporal", "attention: spatial",
+               "relevancy: spatial", "Grad-CAM: spatial", "deletion: cause / other (cause > other)"]
     rows = []
     for name, v in variants.items():
         for r in v["runs"].values():
@@ -400,6 +403,8 @@ def grounding_table(variants: dict[str, dict], pick) -> str:
             d = g.get("deletion")
             deletion = "-" if d is None else f"{d['drop_cause']:.2f} / {d['drop_other']:.2f} ({d['cause_beats_other']:.2f})"
             cells = [rate_cell(g.get(f"{m}_temporal")) for m in ("attention", "relevancy", "grad-cam", "occlusion", "shapley")]
+            fixed = g.get("fixed_frame")
+            cells.append("-" if fixed is None else f"{fixed['hit_rate']:.2f} (frame {fixed['frame']})")
             cells += [rate_cell(g.get(f"{m}_spatial")) for m in ("attention", "relevancy", "grad-cam")]
             rows.append([name, r["seed"], g["num_clips"], *cells, deletion])
     return markdown_table(headers, rows)

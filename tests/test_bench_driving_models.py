@@ -64,4 +64,4 @@ def test_grounding_table_has_a_row_per_grounded_run_and_the_relevancy_columns():
     assert "relevancy: temporal" in header and "relevancy: spatial" in header and len(rows) == 1
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[:5] == ["spatial", "0", "4", "0.75 (0.50-0.90) vs 0.25", "0.75 (0.50-0.90) vs 0.25"]
-    assert cells[5] == "-"  # no Grad-CAM entry
+    assert cells[5] == "-" and cells[8] == "-"  # no Grad-CAM entry, no fixed-frame baseline

@@ -316,6 +316,7 @@ def clip_grounding(
     cause_frames = [t for t in truth["cause_frames"] if t < frames]
     result: dict[str, Any] = {
         "positions": positions,
+        "cause_frames": cause_frames,
         "temporal_chance": len(cause_frames) / frames,
     }
     scale_y, scale_x = height / truth["frame_size"][0], width / truth["frame_size"][1]
@@ -324,6 +325,7 @@ def clip_grounding(
         if scores is None:
             continue
         result[f"{method}_temporal"] = temporal_hit(scores, cause_frames)
+        result[f"{method}_frame_scores"] = [float(v) for v in scores]  # for `position_matched_chance`
         heatmaps = maps.heatmaps(method)
         if heatmaps is None:
             continue
@@ -338,8 +340,41 @@ def clip_grounding(
     return result
 
 
+def position_matched_chance(frame_scores: Sequence[Sequence[float]], cause_frames: Sequence[Sequence[int]]) -> float:
+    """Temporal hit rate of a method's frame rankings paired with the *other* clips' causes: clip i's cause frames
+    scored against the ranking the method gave every clip j != i, averaged. It keeps where the method tends to point
+    (late frames, say) and breaks the link to what the clip shows, so a hit rate above it is grounding in the clip's
+    content, not in position. A control of the permutation-test kind; the plain chance rate (share of cause frames)
+    assumes the top frame is uniform over positions, which a method with a position habit is not.
+
+    Args:
+        frame_scores: per clip, (T,) the method's scores (the same T for every clip).
+        cause_frames: per clip, the frames that show its cause.
+
+    Raises:
+        ValueError: for fewer than 2 clips or lists of different lengths.
+    """
+    if len(frame_scores) != len(cause_frames) or len(frame_scores) < 2:
+        raise ValueError(f"position_matched_chance needs >= 2 clips with scores and cause frames, got "
+                         f"{len(frame_scores)} and {len(cause_frames)}")
+    hits = np.array([[temporal_hit(scores, cause) for scores in frame_scores] for cause in cause_frames])  # (i, j)
+    off_diagonal = ~np.eye(len(hits), dtype=bool)
+    return float(hits[off_diagonal].mean())
+
+
+def best_fixed_frame(cause_frames: Sequence[Sequence[int]], num_frames: int) -> tuple[int, float]:
+    """The position-only explanation that names the same frame in every clip, at its best: (frame, hit rate).
+    Where the causes stay in view until the end, frame T - 1 hits every clip."""
+    rates = [float(np.mean([t in set(cause) for cause in cause_frames])) for t in range(num_frames)]
+    best = int(np.argmax(rates))
+    return best, rates[best]
+
+
 def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Hit rates with 95% Wilson intervals and chance rates per method, and the mean deletion drops, over clips."""
+    """Hit rates with 95% Wilson intervals and chance rates per method, and the mean deletion drops, over clips.
+
+    Temporal entries also carry ``position_chance`` (`position_matched_chance`) when the records hold frame scores,
+    and the summary ``fixed_frame`` (`best_fixed_frame`): what position alone scores on these clips."""
     records = [r for r in records if r is not None]
     summary: dict[str, Any] = {"num_clips": len(records)}
     if not records:
@@ -358,6 +393,16 @@ def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 "chance": chance,
                 "n": len(hits),
             }
+            scored = [r for r in records if f"{method}_frame_scores" in r]
+            if game == "temporal" and len(scored) >= 2 and len(scored) == len(hits):
+                summary[f"{method}_{game}"]["position_chance"] = position_matched_chance(
+                    [r[f"{method}_frame_scores"] for r in scored], [r["cause_frames"] for r in scored]
+                )
+    with_frames = [r for r in records if "cause_frames" in r and "attention_frame_scores" in r]
+    if with_frames:
+        frame, rate = best_fixed_frame([r["cause_frames"] for r in with_frames],
+                                       len(with_frames[0]["attention_frame_scores"]))
+        summary["fixed_frame"] = {"frame": frame, "hit_rate": rate, "n": len(with_frames)}
     deletions = [r for r in records if "drop_cause" in r]
     if deletions:
         summary["deletion"] = {
@@ -450,7 +495,9 @@ def plot_grounding(
 __all__ = [
     "METHODS",
     "plot_grounding",
+    "position_matched_chance",
     "TokenMaps",
+    "best_fixed_frame",
     "box_fraction",
     "cause_deletion",
     "cause_token_positions",
