@@ -7,10 +7,12 @@ import torch
 from tests.tiny import tiny_model, tiny_pixels, tiny_tokenizer
 from vidgpt2.explanations import occlusion_frame_scores, shapley_frame_scores
 from vidgpt2.grounding import (
+    best_fixed_frame,
     box_fraction,
     cause_deletion,
     cause_token_positions,
     clip_grounding,
+    position_matched_chance,
     spatial_hit,
     summarize_grounding,
     temporal_hit,
@@ -87,6 +89,43 @@ def test_summary_rates_and_chance():
     assert summary["attention_temporal"]["ci95"] == pytest.approx(wilson_interval(2, 2))
 
 
+LATE = [0, 0, 0, 0, 0, 0, 0, 1.0]  # (T=8,) scores of an explanation that always names the last frame
+
+
+def test_position_matched_chance_sees_a_habit_of_position_that_plain_chance_misses():
+    causes = [[7], [6, 7], [5]]
+    # always the last frame: it hits clips 0 and 1 whatever clip its ranking came from; plain chance is ~0.17
+    assert position_matched_chance([LATE] * 3, causes) == pytest.approx(2 / 3)
+    # a ranking that follows each clip's content hits its own clip but not the others' causes
+    own = [np.eye(8)[7], np.eye(8)[6], np.eye(8)[5]]
+    assert [temporal_hit(s, c) for s, c in zip(own, causes, strict=True)] == [1.0, 1.0, 1.0]
+    # paired with the other clips: clip 0 <- frames 6, 5: 0; clip 1 <- 7, 5: 1/2; clip 2 <- 7, 6: 0
+    assert position_matched_chance(own, causes) == pytest.approx((0 + 0.5 + 0) / 3)
+    with pytest.raises(ValueError, match=">= 2 clips"):
+        position_matched_chance([LATE], [[7]])
+    with pytest.raises(ValueError, match=">= 2 clips"):
+        position_matched_chance([LATE, LATE], [[7]])
+
+
+def test_best_fixed_frame_is_the_last_one_when_every_cause_stays_in_view():
+    assert best_fixed_frame([[7], [6, 7], [4, 5, 6, 7]], 8) == (7, 1.0)
+    assert best_fixed_frame([[1], [1, 2], [5]], 8) == (1, pytest.approx(2 / 3))
+
+
+def test_summary_adds_the_position_controls_when_records_hold_frame_scores():
+    records = [
+        {"attention_temporal": temporal_hit(LATE, cause), "attention_frame_scores": LATE, "cause_frames": cause,
+         "temporal_chance": len(cause) / 8}
+        for cause in ([7], [6, 7], [5])
+    ]
+    summary = summarize_grounding(records)
+    assert summary["attention_temporal"]["hit_rate"] == pytest.approx(2 / 3)
+    assert summary["attention_temporal"]["position_chance"] == pytest.approx(2 / 3)  # nothing beyond position
+    assert summary["fixed_frame"] == {"frame": 7, "hit_rate": pytest.approx(2 / 3), "n": 3}
+    old_records = [{k: v for k, v in r.items() if k != "attention_frame_scores"} for r in records]
+    assert "position_chance" not in summarize_grounding(old_records)["attention_temporal"]
+
+
 def test_token_maps_shapes_and_gradcam_follows_the_frames_that_matter():
     model = tiny_model(visual_tokens="grid", grid_size=2, image_size=64)
     pixels = tiny_pixels(model.config, batch=1)  # (1, 4, 3, 64, 64)
@@ -118,7 +157,8 @@ def test_clip_grounding_and_deletion_on_a_tiny_model():
     truth = {"cause_words": ["circle"], "cause_frames": [2, 3], "boxes": {2: [0, 0, 32, 32], 3: [32, 32, 64, 64]},
              "frame_size": [64, 64]}
     record = clip_grounding(model, pixels, ids, tokens + ["<eos>"], truth)
-    assert record["positions"] == [5] and record["temporal_chance"] == 0.5
+    assert record["positions"] == [5] and record["temporal_chance"] == 0.5 and record["cause_frames"] == [2, 3]
+    assert len(record["relevancy_frame_scores"]) == 4 and "relevancy_spatial" in record
     for key in ("attention_temporal", "grad-cam_temporal", "occlusion_temporal", "shapley_temporal",
                 "attention_spatial", "grad-cam_spatial"):
         assert 0.0 <= record[key] <= 1.0
