@@ -663,6 +663,9 @@ def attention_relevancy(
     R̄ as in `_normalize_residual`. The paper writes the cross-attention rule with (R̄_tt)^T, for decoders whose
     queries attend to each other both ways; here row p of R_tt holds what caption token p depends on (causal
     self-attention), so R̄_tt multiplies without the transpose and token p never gets relevancy from later tokens.
+    A second, smaller deviation: where a row of R - I is all zero (no visual layers, so R_ii = I; or only negative
+    gradient x attention), the reference code's row normalisation divides by zero and the NaN it sets to zero wipes
+    the whole cross-attention term of the layer; here such a row of R̄ is the identity's, so the term still counts.
 
     Args:
         cross_attentions: per decoder layer, (attention, gradient), each (heads, L, N).
