@@ -595,3 +595,70 @@ def test_relevancy_with_zero_gradients_is_zero_and_bad_layer_lists_raise():
         vidgpt2.explanations.attention_relevancy([])
     with pytest.raises(ValueError, match="one of each per layer"):
         vidgpt2.explanations.attention_relevancy([(attention, attention)], decoder_attentions=[_pair([[1.0]])] * 2)
+
+
+def _reference_relevancy(cross: list, decoder: list, visual: list) -> torch.Tensor:
+    """Chefer et al.'s rules 5-10 re-typed from their DETR code (Transformer-MM-Explainability,
+    DETR/modules/ExplanationGenerator.py: avg_heads, apply_self_attention_rules, handle_residual,
+    apply_mm_attention_rules), with the one documented change: R-bar of the caption tokens not transposed."""
+
+    def heads(attention, grad):
+        return (grad * attention).clamp(min=0).mean(0)
+
+    def residual(r):
+        mixed = r - torch.eye(len(r))
+        return mixed / mixed.sum(-1, keepdim=True) + torch.eye(len(r))
+
+    queries, keys = cross[0][0].shape[-2:]
+    r_ii, r_qq, r_qi = torch.eye(keys), torch.eye(queries), torch.zeros(queries, keys)
+    for attention, grad in visual:
+        r_ii = r_ii + heads(attention, grad) @ r_ii
+    for (attention, grad), self_pair in zip(cross, decoder, strict=True):
+        cam = heads(*self_pair)
+        r_qq, r_qi = r_qq + cam @ r_qq, r_qi + cam @ r_qi
+        r_qi = r_qi + residual(r_qq) @ heads(attention, grad) @ residual(r_ii)
+    return r_qi
+
+
+def test_relevancy_matches_the_reference_rules_on_random_layers():
+    """Random causal self-attention, cross-attention and visual self-attention (3 layers, 3 heads) against the
+    reference rules; head 0's gradients are positive so that no row of R - I is zero (the reference divides by its
+    row sums unguarded and turns the NaN into zeros, `_normalize_residual` keeps such a row the identity's)."""
+    generator = torch.Generator().manual_seed(0)
+
+    def pair(queries: int, keys: int, causal: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = torch.randn(3, queries, keys, generator=generator)
+        if causal:
+            scores = scores.masked_fill(torch.ones(queries, keys, dtype=torch.bool).triu(1), float("-inf"))
+        grad = torch.randn(3, queries, keys, generator=generator)
+        grad[0] = grad[0].abs()
+        return scores.softmax(-1), grad
+
+    cross = [pair(5, 7) for _ in range(3)]
+    decoder = [pair(5, 5, causal=True) for _ in range(3)]
+    visual = [pair(7, 7) for _ in range(2)]
+    relevancy = vidgpt2.explanations.attention_relevancy(cross, decoder, visual)
+    torch.testing.assert_close(relevancy, _reference_relevancy(cross, decoder, visual))
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (([(torch.rand(1, 2, 3, 4), torch.rand(1, 2, 3, 4))],), r"cross_attentions\[0\].*\(heads, L, N\)"),  # HF's (1, ...)
+        (([(torch.rand(3, 4), torch.rand(3, 4))],), r"cross_attentions\[0\].*\(heads, L, N\)"),
+        (([(torch.rand(2, 3, 4), torch.rand(2, 1, 4))],), r"cross_attentions\[0\].*gradient"),
+        (([(torch.rand(2, 3, 4), torch.rand(2, 3, 4))] * 2 + [(torch.rand(2, 3, 5), torch.rand(2, 3, 5))],),
+         r"cross_attentions\[2\]"),
+        (([torch.rand(2, 3, 4)],), r"cross_attentions\[0\].*pair"),
+        (([(torch.rand(2, 3, 4), torch.rand(2, 3, 4))], [(torch.rand(2, 4, 4), torch.rand(2, 4, 4))]),
+         r"decoder_attentions\[0\]"),
+        (([(torch.rand(2, 3, 4), torch.rand(2, 3, 4))], (), [(torch.rand(2, 5, 5), torch.rand(2, 5, 5))]),
+         r"encoder_attentions\[0\]"),
+        (([(torch.full((2, 3, 4), float("nan")), torch.rand(2, 3, 4))],), r"cross_attentions\[0\].*finite"),
+    ],
+)
+def test_relevancy_refuses_attention_of_the_wrong_shape_naming_the_input(args, match):
+    """HF returns (1, heads, Q, K) per layer: passed as is, the head mean used to average the batch dimension and the
+    result came back (heads, L, N) without an error; other mismatches failed deep in torch or broadcast silently."""
+    with pytest.raises(ValueError, match=match):
+        vidgpt2.explanations.attention_relevancy(*args)

@@ -112,6 +112,32 @@ def test_best_fixed_frame_is_the_last_one_when_every_cause_stays_in_view():
     assert best_fixed_frame([[1], [1, 2], [5]], 8) == (1, pytest.approx(2 / 3))
 
 
+def test_position_controls_refuse_clips_they_cannot_compare_naming_the_clip():
+    """Rankings of another length used to be paired silently when the causes fell inside both (or failed inside
+    temporal_hit without naming the clip); best_fixed_frame returned (0, nan) for no clips and ignored cause frames
+    outside the clip."""
+    with pytest.raises(ValueError, match=r"frame_scores\[1\] has 4 frames.*8"):
+        position_matched_chance([LATE, [0, 0, 0, 1.0]], [[7], [3]])
+    with pytest.raises(ValueError, match=r"frame_scores\[1\] has 4 frames.*8"):
+        position_matched_chance([LATE, [0, 0, 0, 1.0]], [[3], [2]])  # in range of both: used to give 0.0
+    with pytest.raises(ValueError, match=r"cause_frames\[1\].*no cause frame"):
+        position_matched_chance([LATE, LATE], [[7], []])
+    with pytest.raises(ValueError, match=r"cause_frames\[0\].*\[9\].*\[0, 8\)"):
+        position_matched_chance([LATE, LATE], [[9], [7]])
+    with pytest.raises(ValueError, match="at least one clip"):
+        best_fixed_frame([], 8)
+    with pytest.raises(ValueError, match="num_frames"):
+        best_fixed_frame([[1]], 0)
+    with pytest.raises(ValueError, match=r"cause_frames\[1\].*\[9\].*\[0, 8\)"):
+        best_fixed_frame([[7], [9]], 8)
+    with pytest.raises(ValueError, match=r"cause_frames\[0\].*no cause frame"):
+        best_fixed_frame([[]], 8)
+
+
+def test_best_fixed_frame_breaks_ties_towards_the_earliest_frame():
+    assert best_fixed_frame([[6, 7], [5, 6, 7]], 8) == (6, 1.0)
+
+
 def test_summary_adds_the_position_controls_when_records_hold_frame_scores():
     records = [
         {"attention_temporal": temporal_hit(LATE, cause), "attention_frame_scores": LATE, "cause_frames": cause,

@@ -663,6 +663,9 @@ def attention_relevancy(
     R̄ as in `_normalize_residual`. The paper writes the cross-attention rule with (R̄_tt)^T, for decoders whose
     queries attend to each other both ways; here row p of R_tt holds what caption token p depends on (causal
     self-attention), so R̄_tt multiplies without the transpose and token p never gets relevancy from later tokens.
+    A second, smaller deviation: where a row of R - I is all zero (no visual layers, so R_ii = I; or only negative
+    gradient x attention), the reference code's row normalisation divides by zero and the NaN it sets to zero wipes
+    the whole cross-attention term of the layer; here such a row of R̄ is the identity's, so the term still counts.
 
     Args:
         cross_attentions: per decoder layer, (attention, gradient), each (heads, L, N).
@@ -673,14 +676,20 @@ def attention_relevancy(
         (L, N) non-negative: row p is the relevancy of the visual tokens for caption position p.
 
     Raises:
-        ValueError: when no cross-attention is given, or decoder_attentions has another number of layers.
+        ValueError: when no cross-attention is given, decoder_attentions has another number of layers, or an entry
+            is not an (attention, gradient) pair of finite 3-D tensors of one shape with the L and N above (Hugging
+            Face returns (1, heads, Q, K) per layer: pass ``attention[0]``).
     """
     if not cross_attentions:
         raise ValueError("attention_relevancy needs the cross-attention (and its gradient) of at least one layer.")
     if decoder_attentions and len(decoder_attentions) != len(cross_attentions):
         raise ValueError(f"attention_relevancy: {len(decoder_attentions)} decoder self-attention layers for "
                          f"{len(cross_attentions)} cross-attention layers; pass one of each per layer (or none).")
+    _check_attention_pairs("cross_attentions", cross_attentions[:1], "(heads, L, N)", None)  # L, N come from it
     queries, keys = cross_attentions[0][0].shape[-2:]
+    _check_attention_pairs("cross_attentions", cross_attentions, "(heads, L, N)", (queries, keys))
+    _check_attention_pairs("decoder_attentions", decoder_attentions, "(heads, L, L)", (queries, queries))
+    _check_attention_pairs("encoder_attentions", encoder_attentions, "(heads, N, N)", (keys, keys))
     dtype, device = torch.float32, cross_attentions[0][0].device
     visual = torch.eye(keys, dtype=dtype, device=device)  # R_ii (N, N)
     for attention, grad in encoder_attentions:
@@ -694,6 +703,30 @@ def attention_relevancy(
             text, relevancy = text + self_weights @ text, relevancy + self_weights @ relevancy
         relevancy = relevancy + _normalize_residual(text) @ _weighted_heads(attention.float(), grad.float()) @ visual_bar
     return relevancy
+
+
+def _check_attention_pairs(
+    name: str, pairs: Sequence[Any], shape: str, queries_keys: tuple[int, int] | None
+) -> None:
+    """Raise a ValueError naming ``name[i]`` unless every entry is an (attention, gradient) pair of finite tensors of
+    one shape (heads, Q, K), with (Q, K) = `queries_keys` when given (`attention_relevancy`'s inputs)."""
+    for index, pair in enumerate(pairs):
+        where = f"attention_relevancy: {name}[{index}]"
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(isinstance(t, torch.Tensor) for t in pair):
+            raise ValueError(f"{where} must be an (attention, gradient) pair of tensors, got {type(pair).__name__}.")
+        attention, grad = pair
+        if attention.dim() != 3:
+            raise ValueError(f"{where}: attention of shape {tuple(attention.shape)}; expected {shape}, one layer of "
+                             f"one video (Hugging Face's (1, heads, Q, K) maps: pass attention[0] and its gradient[0]).")
+        if grad.shape != attention.shape:
+            raise ValueError(f"{where}: gradient of shape {tuple(grad.shape)} for attention of shape "
+                             f"{tuple(attention.shape)}; pass the gradient of that attention map.")
+        if queries_keys is not None and tuple(attention.shape[-2:]) != tuple(queries_keys):
+            raise ValueError(f"{where}: attention of shape {tuple(attention.shape)}; expected {shape} with "
+                             f"(L, N) = {tuple(queries_keys)} from cross_attentions[0] (one caption, one video).")
+        if not (torch.isfinite(attention).all() and torch.isfinite(grad).all()):
+            raise ValueError(f"{where}: the attention or its gradient is not finite (NaN or inf; an overflow in "
+                             f"half precision?); score the caption in float32.")
 
 
 def _check_count(name: str, value: Any, what: str) -> None:

@@ -352,11 +352,18 @@ def position_matched_chance(frame_scores: Sequence[Sequence[float]], cause_frame
         cause_frames: per clip, the frames that show its cause.
 
     Raises:
-        ValueError: for fewer than 2 clips or lists of different lengths.
+        ValueError: for fewer than 2 clips, lists of different lengths, rankings of different lengths T, or a clip
+            without cause frames or with one outside [0, T).
     """
     if len(frame_scores) != len(cause_frames) or len(frame_scores) < 2:
         raise ValueError(f"position_matched_chance needs >= 2 clips with scores and cause frames, got "
                          f"{len(frame_scores)} and {len(cause_frames)}")
+    lengths = [len(scores) for scores in frame_scores]
+    for index, length in enumerate(lengths):
+        if length != lengths[0]:
+            raise ValueError(f"position_matched_chance: frame_scores[{index}] has {length} frames, frame_scores[0] "
+                             f"{lengths[0]}; rankings of clips with different frame counts cannot be swapped.")
+    _check_cause_frames("position_matched_chance", cause_frames, lengths[0])
     hits = np.array([[temporal_hit(scores, cause) for scores in frame_scores] for cause in cause_frames])  # (i, j)
     off_diagonal = ~np.eye(len(hits), dtype=bool)
     return float(hits[off_diagonal].mean())
@@ -364,10 +371,29 @@ def position_matched_chance(frame_scores: Sequence[Sequence[float]], cause_frame
 
 def best_fixed_frame(cause_frames: Sequence[Sequence[int]], num_frames: int) -> tuple[int, float]:
     """The position-only explanation that names the same frame in every clip, at its best: (frame, hit rate).
-    Where the causes stay in view until the end, frame T - 1 hits every clip."""
+    Where the causes stay in view until the end, frame T - 1 hits every clip. Ties: the earliest of the best frames.
+
+    Raises:
+        ValueError: for no clips, num_frames < 1, or a clip without cause frames or with one outside [0, T).
+    """
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+        raise ValueError(f"best_fixed_frame: num_frames={num_frames!r} is invalid: expected the clips' frame count.")
+    if not len(cause_frames):
+        raise ValueError("best_fixed_frame needs the cause frames of at least one clip.")
+    _check_cause_frames("best_fixed_frame", cause_frames, num_frames)
     rates = [float(np.mean([t in set(cause) for cause in cause_frames])) for t in range(num_frames)]
     best = int(np.argmax(rates))
     return best, rates[best]
+
+
+def _check_cause_frames(caller: str, cause_frames: Sequence[Sequence[int]], num_frames: int) -> None:
+    """Raise a ValueError naming ``cause_frames[i]`` when a clip has no cause frame or one outside [0, T)."""
+    for index, cause in enumerate(cause_frames):
+        if not len(cause):
+            raise ValueError(f"{caller}: cause_frames[{index}] has no cause frame; leave clips without a cause out.")
+        if min(cause) < 0 or max(cause) >= num_frames:
+            raise ValueError(f"{caller}: cause_frames[{index}] = {list(cause)} has frames outside [0, {num_frames}) "
+                             f"(the clips' frame count).")
 
 
 def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
