@@ -254,3 +254,29 @@ def test_gradcam_heatmap_peak_is_not_flattened_by_the_upsampling_clamp(monkeypat
     assert maps.gradcam_frames.max() > 4  # the raw Grad-CAM mass is far above 1
     assert heatmaps.max() == pytest.approx(1.0)
     assert (heatmaps >= heatmaps.max()).sum() <= 32 * 32
+
+
+def test_clip_grounding_refuses_ground_truth_for_another_frame_count():
+    """A model that samples 4 of a clip's 8 frames sees other frames than the ground truth indexes: refused (cause
+    frames >= T used to be dropped silently and the rest scored against the wrong frames)."""
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(visual_tokens="grid", grid_size=2, image_size=64)
+    pixels = tiny_pixels(model.config, batch=1)  # (1, 4, 3, 64, 64)
+    tokens = ["a", "red", "square", "because", "green", "circle"]
+    ids = tokenizer.convert_tokens_to_ids(tokens) + [tokenizer.eos_token_id]
+    truth = {"cause_words": ["circle"], "cause_frames": [2, 3], "boxes": {2: [0, 0, 32, 32], 3: [32, 32, 64, 64]},
+             "frame_size": [64, 64]}
+    with pytest.raises(ValueError, match="8 frames but pixel_values_videos has 4"):
+        clip_grounding(model, pixels, ids, tokens + ["<eos>"], {**truth, "num_frames": 8})
+    with pytest.raises(ValueError, match="a cause in frame 6"):  # older ground truth without num_frames
+        late = {**truth, "cause_frames": [3, 6], "boxes": {3: [0, 0, 8, 8], 6: [0, 0, 8, 8]}}
+        clip_grounding(model, pixels, ids, tokens + ["<eos>"], late)
+    assert clip_grounding(model, pixels, ids, tokens + ["<eos>"], {**truth, "num_frames": 4}) is not None
+
+
+def test_token_maps_leave_integer_parameters_alone():
+    """Quantized (integer) weights cannot require grad; token_maps must not try (it turns grads on for float ones)."""
+    model = tiny_model(visual_tokens="grid", grid_size=2, image_size=64)
+    model.register_parameter("int_weight", torch.nn.Parameter(torch.ones(3, dtype=torch.int8), requires_grad=False))
+    maps = token_maps(model, tiny_pixels(model.config, batch=1), [5, 6, 7, 1], [1, 2])
+    assert maps.relevancy_frames.shape == (4,) and not model.int_weight.requires_grad

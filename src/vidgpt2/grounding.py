@@ -215,7 +215,8 @@ def token_maps(
     with _preserve_state(model), torch.enable_grad():
         model.eval()
         for parameter in model.parameters():  # so the first decoder layer's self-attention is in the graph too
-            parameter.requires_grad_(True)
+            if parameter.is_floating_point():  # integer (quantized) weights cannot require grad
+                parameter.requires_grad_(True)
         feature_map = _vision_feature_map(model, pixels).detach().requires_grad_(True)  # (T, C, h, w)
         out = model(video_features=model.encoder.pool_feature_map(feature_map, batch, frames), labels=labels,
                     output_attentions=True)
@@ -309,11 +310,12 @@ def clip_grounding(
     positions = cause_token_positions(tokens, truth["cause_words"])
     if not positions or not truth["cause_frames"]:
         return None
-    maps = token_maps(model, pixel_values_videos, caption_ids, positions)
     frames = pixel_values_videos.shape[1]
+    _check_frame_count(truth, frames)
+    maps = token_maps(model, pixel_values_videos, caption_ids, positions)
     height, width = pixel_values_videos.shape[-2:]
     boxes = {int(t): box for t, box in truth["boxes"].items()}
-    cause_frames = [t for t in truth["cause_frames"] if t < frames]
+    cause_frames = list(truth["cause_frames"])
     result: dict[str, Any] = {
         "positions": positions,
         "cause_frames": cause_frames,
@@ -394,6 +396,20 @@ def _check_cause_frames(caller: str, cause_frames: Sequence[Sequence[int]], num_
         if min(cause) < 0 or max(cause) >= num_frames:
             raise ValueError(f"{caller}: cause_frames[{index}] = {list(cause)} has frames outside [0, {num_frames}) "
                              f"(the clips' frame count).")
+
+
+def _check_frame_count(truth: dict[str, Any], frames: int) -> None:
+    """Raise a ValueError when the ground truth's frame indices cannot refer to the T = `frames` frames the model
+    sees: the clip has another frame count (``num_frames``, written since the field exists) or a cause frame >= T."""
+    clip_frames = truth.get("num_frames")
+    last_cause = max(truth["cause_frames"])
+    if (clip_frames is not None and clip_frames != frames) or last_cause >= frames:
+        held = f"{clip_frames} frames" if clip_frames is not None else f"a cause in frame {last_cause}"
+        raise ValueError(
+            f"clip_grounding: the clip's ground truth has {held} but pixel_values_videos has {frames} frames: sample "
+            "every frame of the clip (the video processor's num_frames equal to the clip's frame count), so that the "
+            "cause frames and boxes refer to the frames the model sees."
+        )
 
 
 def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -121,12 +121,14 @@ class DrivingClip:
         return f"{self.action} {self.justification}"
 
     def to_dict(self) -> dict:
-        """JSON-ready ground truth (no frames); box keys become strings."""
+        """JSON-ready ground truth (no frames); box keys become strings; adds ``frame_size`` [H, W] and
+        ``num_frames`` T, which the frame indices and boxes refer to."""
         data = asdict(self)
         data.pop("frames")
         data["cause_words"] = list(self.cause_words)
         data["boxes"] = {str(t): box for t, box in self.boxes.items()}
         data["frame_size"] = list(self.frames.shape[1:3])
+        data["num_frames"] = int(self.frames.shape[0])
         return data
 
 
