@@ -98,6 +98,10 @@ def add_arguments(parser) -> None:
                         help="Also caption and ground N held-out test clips drawn with seed --seed + "
                              f"{HOLDOUT_SEED_OFFSET} (written once, never used to choose a method or setting): the "
                              "confirmation set. Default 0: none.")
+    parser.add_argument("--resummarize", type=Path, default=None, metavar="RESULTS_JSON",
+                        help="Train and score nothing: recompute the grounding summaries of an earlier run's results "
+                             "file from its per-clip records with the current `summarize_grounding`, write them back "
+                             "and print the report.")
     parser.add_argument("--load-models", type=Path, default=None, metavar="DIR",
                         help="Skip training: load the models a --save-models run kept in DIR (same --seed data and sizes), "
                              "caption and ground again; training metrics come from the saved run.")
@@ -299,7 +303,11 @@ def rate_cell(entry: dict | None) -> str:
         return "-"
     low, high = entry["ci95"]
     cell = f"{entry['hit_rate']:.2f} ({low:.2f}-{high:.2f}) vs {entry['chance']:.2f}"
-    return cell + (f"; pos. {entry['position_chance']:.2f}" if "position_chance" in entry else "")
+    if "position_chance" in entry:
+        cell += f"; pos. {entry['position_chance']:.2f}"
+    if "position_p" in entry:
+        cell += f", p {entry['position_p']:.3f}"
+    return cell
 
 
 def _mean(values: list[float]) -> float:
@@ -357,7 +365,8 @@ def report(results: dict[str, Any]) -> str:
             "rate (95% Wilson CI) vs chance. Temporal: top frame shows the cause (chance: share of cause frames); "
             "relevancy: gradient-weighted attention propagated through the visual and decoder self-attention "
             "(Chefer et al. 2021); 'pos.': the position-matched chance, the method's rankings paired with other "
-            "clips' causes (what its habits of position alone score); fixed frame: the best explanation that names "
+            "clips' causes (what its habits of position alone score), p: one-sided permutation p-value of the hit "
+            "rate against rankings handed to clips at random; fixed frame: the best explanation that names "
             "the same frame in every clip; occlusion ranks frames by the cause words' log-prob drop when the frame is "
             "replaced by a flat one; Shapley by the frame's exact Shapley value for their log-prob (all 2^T subsets "
             "of frames kept, the others flat). "
@@ -410,8 +419,26 @@ def grounding_table(variants: dict[str, dict], pick) -> str:
     return markdown_table(headers, rows)
 
 
+def resummarize(path: Path) -> int:
+    """--resummarize: recompute every grounding summary of the results file at `path` from its per-clip records."""
+    from vidgpt2.grounding import summarize_grounding
+
+    results = json.loads(path.read_text())
+    for variant in results["variants"].values():
+        for run in variant["runs"].values():
+            for part in (run, run.get("holdout") or {}):
+                if part.get("grounding_records"):
+                    part["grounding"] = summarize_grounding(part["grounding_records"])
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"# bench_driving: summaries of {path} recomputed from its per-clip records\n")
+    print(report(results))
+    return 0
+
+
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0], add_arguments)
+    if args.resummarize is not None:
+        return resummarize(args.resummarize)
     setup_torch(args.threads, args.seed)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("vidgpt2.metrics.coco").setLevel(logging.ERROR)

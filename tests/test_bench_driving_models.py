@@ -1,6 +1,7 @@
 """`benchmarks/bench_driving.py --save-models / --load-models`: a saved model is only reused for the run it was
 trained for (variant, training seed, sizes and the data set chosen by --seed)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -65,3 +66,22 @@ def test_grounding_table_has_a_row_per_grounded_run_and_the_relevancy_columns():
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[:5] == ["spatial", "0", "4", "0.75 (0.50-0.90) vs 0.25", "0.75 (0.50-0.90) vs 0.25"]
     assert cells[5] == "-" and cells[8] == "-"  # no Grad-CAM entry, no fixed-frame baseline
+
+
+def test_resummarize_recomputes_the_summaries_from_the_per_clip_records(tmp_path, monkeypatch, capsys):
+    late = [0.0] * 7 + [1.0]
+    records = [{"attention_temporal": 1.0, "attention_frame_scores": late, "cause_frames": cause,
+                "temporal_chance": len(cause) / 8} for cause in ([7], [6, 7])]
+    run = {"seed": 0, "direction": {"n": 0}, "exact_match": {"action": 1.0, "justification": 1.0, "caption": 1.0},
+           "action_by_kind": {"red_light": 1.0}, "test_metrics": {}, "train_runtime_s": 1.0,
+           "grounding": {"num_clips": 2, "stale": True}, "grounding_records": records}
+    results = {"sizes": {"num_train": 32, "num_test": 12, "epochs": 1, "steps": 2},
+               "variants": {"spatial 3x3 (9 tokens/frame)": {"runs": {"0": run}}}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    monkeypatch.setattr(sys, "argv", ["bench_driving.py", "--resummarize", str(path)])
+    assert bench_driving.main() == 0
+    summary = json.loads(path.read_text())["variants"]["spatial 3x3 (9 tokens/frame)"]["runs"]["0"]["grounding"]
+    assert "stale" not in summary and summary["attention_temporal"]["position_chance"] == 1.0
+    assert summary["attention_temporal"]["position_p"] == 1.0 and summary["fixed_frame"]["frame"] == 7
+    assert "1.00 (0.34-1.00) vs 0.19; pos. 1.00, p 1.000" in capsys.readouterr().out

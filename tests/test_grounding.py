@@ -13,6 +13,7 @@ from vidgpt2.grounding import (
     cause_token_positions,
     clip_grounding,
     position_matched_chance,
+    position_permutation_p,
     spatial_hit,
     summarize_grounding,
     temporal_hit,
@@ -107,6 +108,21 @@ def test_position_matched_chance_sees_a_habit_of_position_that_plain_chance_miss
         position_matched_chance([LATE, LATE], [[7]])
 
 
+def test_position_permutation_p_tells_content_from_a_habit_of_position():
+    causes = [[t % 8] for t in range(16)]  # every frame is some clip's only cause frame
+    following = [np.eye(8)[t % 8] for t in range(16)]  # each ranking names its own clip's cause
+    assert position_permutation_p(following, causes, num_permutations=2000) == pytest.approx(1 / 2001)
+    late = [LATE] * 16  # the same ranking everywhere: every reassignment scores the same, nothing to tell
+    assert position_permutation_p(late, causes, num_permutations=2000) == 1.0
+    # seeded: the same p twice; the summary reports it next to the position-matched chance
+    half = following[:8] + [LATE] * 8
+    assert position_permutation_p(half, causes, seed=3) == position_permutation_p(half, causes, seed=3)
+    with pytest.raises(ValueError, match="num_permutations"):
+        position_permutation_p(following, causes, num_permutations=0)
+    with pytest.raises(ValueError, match=">= 2 clips"):
+        position_permutation_p([LATE], [[7]])
+
+
 def test_best_fixed_frame_is_the_last_one_when_every_cause_stays_in_view():
     assert best_fixed_frame([[7], [6, 7], [4, 5, 6, 7]], 8) == (7, 1.0)
     assert best_fixed_frame([[1], [1, 2], [5]], 8) == (1, pytest.approx(2 / 3))
@@ -147,6 +163,7 @@ def test_summary_adds_the_position_controls_when_records_hold_frame_scores():
     summary = summarize_grounding(records)
     assert summary["attention_temporal"]["hit_rate"] == pytest.approx(2 / 3)
     assert summary["attention_temporal"]["position_chance"] == pytest.approx(2 / 3)  # nothing beyond position
+    assert summary["attention_temporal"]["position_p"] == 1.0
     assert summary["fixed_frame"] == {"frame": 7, "hit_rate": pytest.approx(2 / 3), "n": 3}
     old_records = [{k: v for k, v in r.items() if k != "attention_frame_scores"} for r in records]
     assert "position_chance" not in summarize_grounding(old_records)["attention_temporal"]

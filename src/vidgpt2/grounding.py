@@ -366,9 +366,43 @@ def position_matched_chance(frame_scores: Sequence[Sequence[float]], cause_frame
             raise ValueError(f"position_matched_chance: frame_scores[{index}] has {length} frames, frame_scores[0] "
                              f"{lengths[0]}; rankings of clips with different frame counts cannot be swapped.")
     _check_cause_frames("position_matched_chance", cause_frames, lengths[0])
-    hits = np.array([[temporal_hit(scores, cause) for scores in frame_scores] for cause in cause_frames])  # (i, j)
+    hits = _swapped_hits(frame_scores, cause_frames)
     off_diagonal = ~np.eye(len(hits), dtype=bool)
     return float(hits[off_diagonal].mean())
+
+
+def _swapped_hits(frame_scores: Sequence[Sequence[float]], cause_frames: Sequence[Sequence[int]]) -> np.ndarray:
+    """(n, n): entry [i, j] = temporal hit of clip j's ranking on clip i's cause frames (checked inputs)."""
+    return np.array([[temporal_hit(scores, cause) for scores in frame_scores] for cause in cause_frames])
+
+
+def position_permutation_p(
+    frame_scores: Sequence[Sequence[float]],
+    cause_frames: Sequence[Sequence[int]],
+    *,
+    num_permutations: int = 10_000,
+    seed: int = 0,
+) -> float:
+    """One-sided permutation p-value for "the method's rankings hit their own clips' causes more often than
+    rankings handed to clips at random": the share of random reassignments of the rankings to the clips that score
+    a hit rate at least the observed one, (1 + count) / (1 + num_permutations) (Phipson & Smyth 2010, so never 0).
+    Under the null the rankings carry position habits only, nothing of the clip they came from; a small p means the
+    method follows what each clip shows beyond where it tends to point (`position_matched_chance` is the null's
+    mean, up to the identity pairings).
+
+    Raises:
+        ValueError: as `position_matched_chance`, or for num_permutations < 1.
+    """
+    if isinstance(num_permutations, bool) or not isinstance(num_permutations, int) or num_permutations < 1:
+        raise ValueError(f"position_permutation_p: num_permutations={num_permutations!r} must be a positive integer.")
+    position_matched_chance(frame_scores, cause_frames)  # the same input checks
+    hits = _swapped_hits(frame_scores, cause_frames)  # (n, n)
+    count = len(hits)
+    observed = float(np.trace(hits)) / count
+    rng = np.random.default_rng(seed)
+    permutations = np.argsort(rng.random((num_permutations, count)), axis=1)  # (P, n) uniform random permutations
+    null = hits[np.arange(count)[None], permutations].mean(axis=1)  # (P,) hit rate of each reassignment
+    return float((1 + np.sum(null >= observed - 1e-12)) / (1 + num_permutations))
 
 
 def best_fixed_frame(cause_frames: Sequence[Sequence[int]], num_frames: int) -> tuple[int, float]:
@@ -415,7 +449,8 @@ def _check_frame_count(truth: dict[str, Any], frames: int) -> None:
 def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Hit rates with 95% Wilson intervals and chance rates per method, and the mean deletion drops, over clips.
 
-    Temporal entries also carry ``position_chance`` (`position_matched_chance`) when the records hold frame scores,
+    Temporal entries also carry ``position_chance`` (`position_matched_chance`) and ``position_p``
+    (`position_permutation_p`) when the records hold frame scores,
     and the summary ``fixed_frame`` (`best_fixed_frame`): what position alone scores on these clips."""
     records = [r for r in records if r is not None]
     summary: dict[str, Any] = {"num_clips": len(records)}
@@ -437,9 +472,9 @@ def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
             }
             scored = [r for r in records if f"{method}_frame_scores" in r]
             if game == "temporal" and len(scored) >= 2 and len(scored) == len(hits):
-                summary[f"{method}_{game}"]["position_chance"] = position_matched_chance(
-                    [r[f"{method}_frame_scores"] for r in scored], [r["cause_frames"] for r in scored]
-                )
+                rankings, causes = [r[f"{method}_frame_scores"] for r in scored], [r["cause_frames"] for r in scored]
+                summary[f"{method}_{game}"]["position_chance"] = position_matched_chance(rankings, causes)
+                summary[f"{method}_{game}"]["position_p"] = position_permutation_p(rankings, causes)
     with_frames = [r for r in records if "cause_frames" in r and "attention_frame_scores" in r]
     if with_frames:
         frame, rate = best_fixed_frame([r["cause_frames"] for r in with_frames],
@@ -538,6 +573,7 @@ __all__ = [
     "METHODS",
     "plot_grounding",
     "position_matched_chance",
+    "position_permutation_p",
     "TokenMaps",
     "best_fixed_frame",
     "box_fraction",
