@@ -163,9 +163,13 @@ def browser_page(engine, tmp_path_factory):
 
 
 def _wait(driver, condition, timeout: float = 60.0, what: str = ""):
+    """Poll `condition` until it is truthy. The page re-renders outputs (Gradio replaces the figure's <img>), so an
+    element found in one poll can be gone before it is read: that poll counts as not yet, like a missing element."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.25).until(condition, message=f"timed out waiting for {what}")
+    wait = WebDriverWait(driver, timeout, poll_frequency=0.25, ignored_exceptions=(StaleElementReferenceException,))
+    return wait.until(condition, message=f"timed out waiting for {what}")
 
 
 def _upload(driver, path: Path) -> None:
