@@ -419,6 +419,62 @@ def grounding_table(variants: dict[str, dict], pick) -> str:
     return markdown_table(headers, rows)
 
 
+TEMPORAL_METHODS = ("attention", "relevancy", "grad-cam", "occlusion", "shapley")
+
+
+def save_grounding_chart(results: dict[str, Any], path: Path, holdout: bool = False) -> Path | None:
+    """Figure of the temporal pointing game, one panel per variant (first grounded seed): each method's hit rate with
+    its 95% Wilson interval, the plain chance rate (dashed), the method's position-matched chance (diamond) and the
+    best fixed-frame explanation (dotted),
+    the test split's or (`holdout`) the held-out clips'. Returns the path, or None when nothing was grounded."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    panels = []
+    for name, variant in results["variants"].items():
+        run = next((r for r in variant["runs"].values() if (r.get("holdout") or {} if holdout else r).get("grounding")), None)
+        if run is not None:
+            panels.append((name, (run["holdout"] if holdout else run)["grounding"]))
+    if not panels:
+        return None
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.3), sharey=True, squeeze=False)
+    for ax, (name, summary) in zip(axes[0], panels, strict=True):
+        entries = [(m, summary.get(f"{m}_temporal")) for m in TEMPORAL_METHODS]
+        entries = [(m, e) for m, e in entries if e is not None]
+        x = range(len(entries))
+        rates = [e["hit_rate"] for _, e in entries]
+        errors = [[e["hit_rate"] - e["ci95"][0] for _, e in entries], [e["ci95"][1] - e["hit_rate"] for _, e in entries]]
+        ax.bar(x, rates, yerr=errors, color="tab:blue", alpha=0.6, capsize=3, ecolor="dimgray", label="hit rate (95% CI)")
+        ax.scatter([i for i, (_, e) in enumerate(entries) if "position_chance" in e],
+                   [e["position_chance"] for _, e in entries if "position_chance" in e],
+                   marker="D", s=30, color="tab:orange", edgecolor="black", zorder=3, label="position-matched chance")
+        ax.axhline(entries[0][1]["chance"], color="gray", linestyle="--", label="chance (share of cause frames)")
+        if "fixed_frame" in summary:
+            ax.axhline(summary["fixed_frame"]["hit_rate"], color="tab:red", linestyle=":",
+                       label=f"same frame in every clip (frame {summary['fixed_frame']['frame']})")
+        ax.set_xticks(list(x), [m for m, _ in entries], rotation=35, ha="right", fontsize=8)
+        ax.set_title(f"{name}\nn = {entries[0][1]['n']}", fontsize=8)
+        ax.set_ylim(0, 1.05)
+    axes[0][0].set_ylabel("top frame shows the cause")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7, frameon=False)
+    figure.suptitle(f"Temporal pointing game, {'held-out clips' if holdout else 'test split'}", fontsize=9)
+    figure.tight_layout(rect=(0, 0.07, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def save_grounding_charts(results: dict[str, Any], folder: Path, stem: str) -> list[str]:
+    """`save_grounding_chart` for the test split and, when there is one, the held-out set: folder/<stem>_*.png."""
+    paths = [save_grounding_chart(results, folder / f"{stem}_pointing_test.png"),
+             save_grounding_chart(results, folder / f"{stem}_pointing_holdout.png", holdout=True)]
+    return [str(p) for p in paths if p is not None]
+
+
 def resummarize(path: Path) -> int:
     """--resummarize: recompute every grounding summary of the results file at `path` from its per-clip records."""
     from vidgpt2.grounding import summarize_grounding
@@ -432,6 +488,8 @@ def resummarize(path: Path) -> int:
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"# bench_driving: summaries of {path} recomputed from its per-clip records\n")
     print(report(results))
+    charts = save_grounding_charts(results, path.parent, path.stem)
+    print("\nFigures: " + (", ".join(charts) or "none (nothing grounded)"))
     return 0
 
 
@@ -500,6 +558,8 @@ def main() -> int:
     results["load_average_at_end"] = load_average()
     print("\n## Explainable driving (synthetic BDD-X)\n")
     print(report(results))
+    charts = save_grounding_charts(results, RESULTS_DIR, out_name)
+    print("\nGrounding figures: " + (", ".join(charts) or "none (nothing grounded)"))
     path = write_results(out_name, results)
     print(f"\nRuntime {results['runtime_s']:.0f} s; load average at end {results['load_average_at_end']}; "
           f"raw results: {path}")

@@ -85,3 +85,6 @@ def test_resummarize_recomputes_the_summaries_from_the_per_clip_records(tmp_path
     assert "stale" not in summary and summary["attention_temporal"]["position_chance"] == 1.0
     assert summary["attention_temporal"]["position_p"] == 1.0 and summary["fixed_frame"]["frame"] == 7
     assert "1.00 (0.34-1.00) vs 0.19; pos. 1.00, p 1.000" in capsys.readouterr().out
+    # the pointing-game figure is written next to the results (no held-out clips: only the test split's)
+    assert (tmp_path / "results_pointing_test.png").stat().st_size > 0
+    assert not (tmp_path / "results_pointing_holdout.png").exists()
