@@ -56,6 +56,7 @@ from torch.nn import functional as F
 from .explanations import (
     _combine_cross_attention,
     _preserve_state,
+    _scale_to_unit,
     _token_logprobs,
     _upsample,
     _vision_feature_map,
@@ -69,6 +70,7 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("attention", "relevancy", "grad-cam", "occlusion", "shapley")
 CONNECTIVE = "because"
+POSITION_PERMUTATIONS = 10_000  # random reassignments behind `position_permutation_p` (p resolution 1e-4)
 
 
 # --- statistics ------------------------------------------------------------------------------------------------------
@@ -240,24 +242,17 @@ def token_maps(
     attention_heatmaps = relevancy_heatmaps = None
     if side > 1:
         attention_heatmaps = _upsample(cells.reshape(frames, side, side), size).numpy()  # weights <= 1
-        relevancy_heatmaps = _upsample(_unit(relevancy_cells.reshape(frames, side, side)), size).numpy()
+        relevancy_heatmaps = _upsample(_scale_to_unit(relevancy_cells.reshape(frames, side, side)), size).numpy()
     return TokenMaps(
         attention_frames=cells.sum(-1).numpy(),
         attention_heatmaps=attention_heatmaps,
         gradcam_frames=cam.sum(dim=(1, 2)).numpy(),
-        gradcam_heatmaps=_upsample(_unit(cam), size).numpy(),
+        gradcam_heatmaps=_upsample(_scale_to_unit(cam), size).numpy(),
         occlusion_frames=occlusion.numpy(),
         shapley_frames=shapley.numpy(),
         relevancy_frames=relevancy_cells.sum(-1).numpy(),
         relevancy_heatmaps=relevancy_heatmaps,
     )
-
-
-def _unit(maps: torch.Tensor) -> torch.Tensor:
-    """(T, h, w) non-negative maps divided by their maximum over the clip (all-zero maps stay zero), so that
-    `_upsample`'s clamp to [0, 1] cannot flatten their peaks into ties."""
-    peak = maps.max()
-    return maps / peak if peak > 0 else maps
 
 
 def cause_deletion(
@@ -357,30 +352,36 @@ def position_matched_chance(frame_scores: Sequence[Sequence[float]], cause_frame
         ValueError: for fewer than 2 clips, lists of different lengths, rankings of different lengths T, or a clip
             without cause frames or with one outside [0, T).
     """
+    return _off_diagonal_mean(_swapped_hits("position_matched_chance", frame_scores, cause_frames))
+
+
+def _swapped_hits(
+    caller: str, frame_scores: Sequence[Sequence[float]], cause_frames: Sequence[Sequence[int]]
+) -> np.ndarray:
+    """(n, n): entry [i, j] = temporal hit of clip j's ranking on clip i's cause frames, after checking the inputs
+    (the errors of `position_matched_chance`, naming `caller`)."""
     if len(frame_scores) != len(cause_frames) or len(frame_scores) < 2:
-        raise ValueError(f"position_matched_chance needs >= 2 clips with scores and cause frames, got "
+        raise ValueError(f"{caller} needs >= 2 clips with scores and cause frames, got "
                          f"{len(frame_scores)} and {len(cause_frames)}")
     lengths = [len(scores) for scores in frame_scores]
     for index, length in enumerate(lengths):
         if length != lengths[0]:
-            raise ValueError(f"position_matched_chance: frame_scores[{index}] has {length} frames, frame_scores[0] "
+            raise ValueError(f"{caller}: frame_scores[{index}] has {length} frames, frame_scores[0] "
                              f"{lengths[0]}; rankings of clips with different frame counts cannot be swapped.")
-    _check_cause_frames("position_matched_chance", cause_frames, lengths[0])
-    hits = _swapped_hits(frame_scores, cause_frames)
-    off_diagonal = ~np.eye(len(hits), dtype=bool)
-    return float(hits[off_diagonal].mean())
-
-
-def _swapped_hits(frame_scores: Sequence[Sequence[float]], cause_frames: Sequence[Sequence[int]]) -> np.ndarray:
-    """(n, n): entry [i, j] = temporal hit of clip j's ranking on clip i's cause frames (checked inputs)."""
+    _check_cause_frames(caller, cause_frames, lengths[0])
     return np.array([[temporal_hit(scores, cause) for scores in frame_scores] for cause in cause_frames])
+
+
+def _off_diagonal_mean(hits: np.ndarray) -> float:
+    """`position_matched_chance` from the (n, n) swapped hits: the mean over pairings of different clips."""
+    return float(hits[~np.eye(len(hits), dtype=bool)].mean())
 
 
 def position_permutation_p(
     frame_scores: Sequence[Sequence[float]],
     cause_frames: Sequence[Sequence[int]],
     *,
-    num_permutations: int = 10_000,
+    num_permutations: int = POSITION_PERMUTATIONS,
     seed: int = 0,
 ) -> float:
     """One-sided permutation p-value for "the method's rankings hit their own clips' causes more often than
@@ -395,8 +396,12 @@ def position_permutation_p(
     """
     if isinstance(num_permutations, bool) or not isinstance(num_permutations, int) or num_permutations < 1:
         raise ValueError(f"position_permutation_p: num_permutations={num_permutations!r} must be a positive integer.")
-    position_matched_chance(frame_scores, cause_frames)  # the same input checks
-    hits = _swapped_hits(frame_scores, cause_frames)  # (n, n)
+    hits = _swapped_hits("position_permutation_p", frame_scores, cause_frames)  # (n, n)
+    return _permutation_p(hits, num_permutations, seed)
+
+
+def _permutation_p(hits: np.ndarray, num_permutations: int, seed: int) -> float:
+    """`position_permutation_p` from the (n, n) swapped hits."""
     count = len(hits)
     observed = float(np.trace(hits)) / count
     rng = np.random.default_rng(seed)
@@ -473,8 +478,9 @@ def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
             scored = [r for r in records if f"{method}_frame_scores" in r]
             if game == "temporal" and len(scored) >= 2 and len(scored) == len(hits):
                 rankings, causes = [r[f"{method}_frame_scores"] for r in scored], [r["cause_frames"] for r in scored]
-                summary[f"{method}_{game}"]["position_chance"] = position_matched_chance(rankings, causes)
-                summary[f"{method}_{game}"]["position_p"] = position_permutation_p(rankings, causes)
+                hits = _swapped_hits("summarize_grounding", rankings, causes)  # (n, n), shared by both controls
+                summary[f"{method}_{game}"]["position_chance"] = _off_diagonal_mean(hits)
+                summary[f"{method}_{game}"]["position_p"] = _permutation_p(hits, POSITION_PERMUTATIONS, seed=0)
     with_frames = [r for r in records if "cause_frames" in r and "attention_frame_scores" in r]
     if with_frames:
         frame, rate = best_fixed_frame([r["cause_frames"] for r in with_frames],
