@@ -161,7 +161,7 @@ def train_variant(
         "train_runtime_s": metrics.get("train_runtime"),
         "train_loss": metrics.get("train_loss"),
         "test_metrics": {k: v for k, v in metrics.items() if k.startswith("test_")},
-        "exact_match": {key: sum(r[f"{key}_ok"] for r in rows) / len(rows) for key in ("action", "justification", "caption")},
+        "exact_match": exact_match(rows),
         "direction": direction_scores(rows),
         "action_by_kind": {},
         "predictions": rows,
@@ -202,6 +202,11 @@ def caption_rows(model, processor, dataset, truth: dict, blank: bool) -> list[di
     return rows
 
 
+def exact_match(rows: list[dict]) -> dict[str, float]:
+    """Share of `caption_rows` whose predicted action, justification and whole caption equal the reference's."""
+    return {key: sum(r[f"{key}_ok"] for r in rows) / len(rows) for key in ("action", "justification", "caption")}
+
+
 def score_holdout(model, processor, holdout_dir: Path, blank: bool, ground: bool) -> dict[str, Any]:
     """--holdout-test: exact match and (when `ground`) the grounding table on the held-out clips."""
     from vidgpt2.data import load_bddx
@@ -212,7 +217,7 @@ def score_holdout(model, processor, holdout_dir: Path, blank: bool, ground: bool
     rows = caption_rows(model, processor, test, truth, blank)
     result: dict[str, Any] = {
         "num_clips": len(rows),
-        "exact_match": {key: sum(r[f"{key}_ok"] for r in rows) / len(rows) for key in ("action", "justification", "caption")},
+        "exact_match": exact_match(rows),
         "direction": direction_scores(rows),
         "predictions": rows,
     }
@@ -432,11 +437,14 @@ def save_grounding_chart(results: dict[str, Any], path: Path, holdout: bool = Fa
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    def grounding(run: dict) -> dict | None:  # the test split's summary, or the held-out clips'
+        return ((run.get("holdout") or {}) if holdout else run).get("grounding")
+
     panels = []
     for name, variant in results["variants"].items():
-        run = next((r for r in variant["runs"].values() if (r.get("holdout") or {} if holdout else r).get("grounding")), None)
-        if run is not None:
-            panels.append((name, (run["holdout"] if holdout else run)["grounding"]))
+        summary = next((g for g in map(grounding, variant["runs"].values()) if g), None)
+        if summary is not None:
+            panels.append((name, summary))
     if not panels:
         return None
     figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.3), sharey=True, squeeze=False)
