@@ -10,6 +10,7 @@ from vidgpt2.data.bddx import split_action_justification
 from vidgpt2.data.synthetic_driving import (
     CAUSE_WORDS,
     DRIVING_KINDS,
+    PERSISTENT_KINDS,
     generate_driving_clip,
     read_ground_truth,
     write_driving_dataset,
@@ -64,6 +65,70 @@ def test_cause_boxes_are_where_the_cause_pixels_are(kind):
                 inside = diff[y0:y1, x0:x1].sum()
                 assert inside / diff.sum() > 0.9, f"{kind} seed {seed} frame {t}: only {inside}/{diff.sum()} in box"
                 assert inside / ((x1 - x0) * (y1 - y0)) > 0.5
+
+
+def test_cause_timing_does_not_give_the_cause_away():
+    """Version 2 of the generator started every cause in frames 4-6 and kept it in view to the end, so "always the
+    last frame" hit every clip of the temporal pointing game (3x the chance rate). Now no frame shows the cause in
+    more than about half of the clips, the chance rate (share of cause frames) stays near a third, and every cause
+    but the bend leaves the view again before the end in most clips."""
+    per_frame, shares, ends_in_view = np.zeros(8), [], {kind: 0 for kind in DRIVING_KINDS}
+    n = 30
+    for kind in DRIVING_KINDS:
+        for seed in range(n):
+            c = clip(kind, 100 + seed)
+            per_frame[c.cause_frames] += 1
+            shares.append(len(c.cause_frames) / 8)
+            ends_in_view[kind] += c.cause_frames[-1] == 7
+            assert c.cause_frames == list(range(c.cause_frames[0], c.cause_frames[-1] + 1))  # one visible stretch
+    per_frame /= n * len(DRIVING_KINDS)
+    assert per_frame.max() < 0.7, per_frame  # version 2: 1.00 at frame 7
+    assert 0.25 < np.mean(shares) < 0.45, np.mean(shares)  # 2x chance stays reachable
+    for kind in DRIVING_KINDS:
+        if kind in PERSISTENT_KINDS:
+            assert ends_in_view[kind] == n
+        else:
+            assert ends_in_view[kind] < n / 2, (kind, ends_in_view[kind])
+
+
+# the flat colour each cause is drawn in, and the frames its colour must stay out of (nothing else has it)
+_CAUSE_COLOURS = {
+    "red_light": (240, 30, 30),
+    "green_light": (40, 230, 80),
+    "pedestrian": (200, 60, 160),
+    "obstacle": (240, 130, 20),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_CAUSE_COLOURS))
+def test_the_cause_colour_shows_exactly_on_the_cause_frames_and_inside_the_box(kind):
+    """Once the cause has left the view (the light above the top edge, the pedestrian off the side, the obstacle
+    passed) the ground truth has no box and the frame has none of its pixels."""
+    colour = np.array(_CAUSE_COLOURS[kind])
+    left_view = 0
+    for seed in range(8):
+        c = clip(kind, seed, size=96)
+        for t in range(8):
+            pixels = (np.abs(c.frames[t].astype(int) - colour).max(-1) < 25)  # (S, S)
+            assert pixels.any() == (t in c.boxes), (seed, t, c.cause_frames)
+            if t in c.boxes:
+                x0, y0, x1, y1 = c.boxes[t]
+                assert pixels[y0:y1, x0:x1].sum() == pixels.sum()
+        left_view += c.cause_frames[-1] < 7
+    assert left_view > 0  # how often: test_cause_timing_does_not_give_the_cause_away
+
+
+def test_the_car_ahead_grows_while_it_brakes_then_keeps_its_distance():
+    def height(c, t):  # rows of the lead car's blue pixels
+        blue = np.abs(c.frames[t].astype(int) - np.array([40, 60, 150])).max(-1) < 25
+        rows = np.nonzero(blue.any(1))[0]
+        return int(rows[-1] - rows[0]) + 1
+
+    for seed in range(6):
+        c = clip("lead_brakes", seed, size=96)
+        first, last = c.cause_frames[0], c.cause_frames[-1]
+        assert height(c, last) >= height(c, first - 1) + 2, seed  # it came visibly closer while braking
+        assert all(abs(height(c, t) - height(c, last)) <= 1 for t in range(last, 8)), seed
 
 
 def test_light_box_holds_the_light_colour():

@@ -26,9 +26,15 @@ kind                  with the cause                                         wit
 
 Ground truth per clip (:class:`DrivingClip`): action, justification, cause kind, the words of the justification
 that name the cause, the frames where the cause is visible and its box ``[x0, y0, x1, y1)`` (pixels, exclusive
-ends) in each. Cause frames: the light's new colour (from the switch), the pedestrian while on screen, the lead car
-once it is closer than at the start (braking shows as growth; it has no brake lights), the obstacle once inside the
-haze distance, the bent stretch of road once inside the haze distance.
+ends) in each. Cause frames: the light's new colour (from the switch until the light leaves the top of the view),
+the pedestrian while on screen, the car ahead while it brakes (the frames where it is closer than in the frame
+before; it has no brake lights), the obstacle from when it comes into view until the ego has passed it, the bent
+stretch of road once inside the haze distance.
+
+Cause timing (data version 3; ``benchmarks/.cache/driving_96_v3``): the onsets are spread over the clip and every
+cause but the bend leaves the view again, so the cause is visible in 2-4 of 8 frames and no frame shows it in most
+clips. Version 2 started every cause in frames 4-6 and kept it in view to the last frame, so "always the last
+frame" was a perfect explanation and the temporal pointing game could not tell grounding from position.
 
 :func:`write_driving_dataset` writes a BDD-X folder (``BDD-X-Annotations_v1.csv``, ``train.txt`` / ``val.txt`` /
 ``test.txt``, ``videos/<id>.mov``, see :mod:`vidgpt2.data.bddx`) that :func:`vidgpt2.data.load_bddx` reads, plus
@@ -83,6 +89,10 @@ HORIZON = 0.38  # horizon row as a fraction of the frame height
 FOCAL = 0.7  # focal length as a fraction of the frame width
 DASH_PERIOD, DASH_LENGTH = 5.0, 2.5
 TURN_RATE = 0.15  # heading change per frame (rad) once the ego turns into a bend (at 8 frames)
+LIGHT_LIFT = 4.0  # the traffic light's bottom edge above the road (m): out of view once the ego is ~3 m from it
+PEDESTRIAN_STEP = 3.2  # metres the pedestrian runs per frame (at 8 frames): across the road in about 3 frames
+# the causes that stay in view once they appear (the ego turns into the bend); the others leave the view again
+PERSISTENT_KINDS = ("road_bend",)
 
 _SKY, _HAZE = np.array([150, 185, 225.0]), np.array([185, 195, 205.0])
 _GRASS, _ROAD = np.array([70, 125, 55.0]), np.array([88, 88, 92.0])
@@ -102,7 +112,8 @@ class DrivingClip:
         cause_words: the justification's words that name the cause (empty without the cause).
         cause_frames: frame indices where the cause is visible (empty without the cause).
         boxes: ``{frame: [x0, y0, x1, y1]}`` the cause's box in pixels (x1, y1 exclusive), for each cause frame.
-        cause_onset: the frame the cause starts at (the draw the scene was built around, also without the cause).
+        cause_onset: the frame the cause starts at (the draw the scene was built around, also without the cause);
+            the ego reacts from the next frame.
     """
 
     frames: np.ndarray
@@ -151,6 +162,7 @@ class _Billboard:
     color: tuple[int, int, int]
     lift: float = 0.0  # bottom edge above the ground (m)
     cause: bool = False
+    visible_within: float = HAZE_DISTANCE  # drawn only this close (m); low objects vanish in the haze sooner
 
 
 def _to_camera(pose: _Pose, x: np.ndarray | float, z: np.ndarray | float) -> tuple:
@@ -163,7 +175,7 @@ def _to_camera(pose: _Pose, x: np.ndarray | float, z: np.ndarray | float) -> tup
 def _project_box(pose: _Pose, obj: _Billboard, size: int) -> tuple[float, float, float, float] | None:
     """Screen box (x0, y0, x1, y1) in float pixels, or None when behind the camera or beyond the haze."""
     xc, zc = _to_camera(pose, obj.x, obj.z)
-    if zc < 0.8 or zc > HAZE_DISTANCE:
+    if zc < 0.8 or zc > min(HAZE_DISTANCE, obj.visible_within):
         return None
     f, horizon = FOCAL * size, HORIZON * size
     x0 = size / 2 + f * (xc - obj.width / 2) / zc
@@ -223,12 +235,13 @@ def _render_ground(pose: _Pose, size: int, bend_start: float, bend: float, salt:
 
 
 # --- scenarios -------------------------------------------------------------------------------------------------------
-def _speeds(num_frames: int, start: float, end: float, onset: int) -> np.ndarray:
-    """(T,) metres travelled between frame t-1 and t: ``start`` until ``onset``, then linearly to ``end``."""
+def _speeds(num_frames: int, start: float, end: float, onset: int, ramp: int | None = None) -> np.ndarray:
+    """(T,) metres travelled between frame t-1 and t: ``start`` until ``onset``, then linearly to ``end`` over
+    ``ramp`` frames (default: until the last frame), then ``end``."""
     speed = np.full(num_frames, start, dtype=np.float64)
-    ramp = num_frames - onset - 1
+    ramp = max(num_frames - onset - 1 if ramp is None else ramp, 1)
     for t in range(onset + 1, num_frames):
-        speed[t] = start + (end - start) * min(1.0, (t - onset) / max(ramp, 1))
+        speed[t] = start + (end - start) * min(1.0, (t - onset) / ramp)
     return speed
 
 
@@ -243,10 +256,30 @@ def _poses(speed: np.ndarray, yaw: np.ndarray, lateral: np.ndarray, x0: float) -
     return poses
 
 
+def _draw_onset(kind: str, rng: np.random.Generator, num_frames: int) -> int:
+    """The frame the cause starts at, spread so that no frame shows the cause in most clips: a bend (which stays
+    in view once it is there: the ego turns into it) in frames T//2 - 1 .. T-2; a light in 1 .. T-3 (the clip
+    shows its colour before it switches); the other causes in 0 .. T-3 (each leaves the view again, see
+    ``generate_driving_clip``)."""
+    if kind in PERSISTENT_KINDS:
+        return int(rng.integers(num_frames // 2 - 1, num_frames - 1))
+    first = 1 if kind in ("red_light", "green_light") else 0
+    return int(rng.integers(first, num_frames - 2))
+
+
 def generate_driving_clip(
     kind: str, rng: np.random.Generator, with_cause: bool = True, num_frames: int = 8, size: int = 64
 ) -> DrivingClip:
     """Render one clip of scenario ``kind``; the random draws are the same with and without the cause.
+
+    Timing: a clip covers the same distance (and the same actions) whatever its frame count; the quantities below
+    are for 8 frames and scale with ``num_frames / 8``. The cause starts at ``cause_onset`` (frames 1-5, a bend
+    4-6) and the ego reacts from the next frame. Every cause but the bend leaves the view again, as on a real
+    dashcam: the light hangs over the road, so it leaves the top of the frame once the ego is about 3 m from it
+    (after it stops short of a red light, or drives off under a green one); the pedestrian runs across and off the
+    side; the car ahead brakes for 3 frames (the frames where it grows) and then keeps its distance; the ego
+    changes lanes around the obstacle and passes it. So the cause is visible in 2-4 frames, and no frame of the
+    clip shows it in most clips (test ``test_cause_timing_does_not_give_the_cause_away``).
 
     Raises:
         ValueError: for an unknown ``kind``, fewer than 6 frames, or an odd or too small ``size``.
@@ -259,9 +292,7 @@ def generate_driving_clip(
         raise ValueError(f"generate_driving_clip: size must be even and >= 32, got {size}")
     T = num_frames
     # every draw happens here, before `with_cause` is looked at, so both versions share the scene
-    # the cause starts in the second half (frame T//2 .. T-2), so that most frames do not show it and the pointing
-    # game's chance rate stays below one half; the ego reacts from onset + 1
-    onset = int(rng.integers(T // 2, T - 1))
+    onset = _draw_onset(kind, rng, T)
     ego_lane = 1 if rng.random() < 0.5 else -1  # +1 right lane, -1 left lane
     side = 1 if rng.random() < 0.5 else -1  # bend direction
     salt = int(rng.integers(1 << 20))
@@ -270,78 +301,89 @@ def generate_driving_clip(
         for sign in (-1, 1)
         for z in np.arange(rng.uniform(2, 7), 40.0, rng.uniform(6, 9))
     ]
-    light_ahead = float(rng.uniform(6.0, 8.0))  # the light's distance at the onset
+    light_ahead = float(rng.uniform(4.5, 5.5))  # the light's distance at the onset
     lead_gap = float(rng.uniform(8.0, 10.0))
+    pedestrian_ahead = float(rng.uniform(7.0, 9.0))  # where the pedestrian crosses, ahead of the ego at the onset
+    obstacle_ahead = float(rng.uniform(8.5, 10.0))  # the obstacle's distance when it comes into view
     jitter = rng.normal(0, 3.0, size=(T, size, size, 3))
 
-    cruise = CRUISE_SPEED * 8 / T  # a clip covers the same distance whatever its frame count
+    scale = T / 8  # frames per frame of an 8-frame clip
+    cruise = CRUISE_SPEED / scale  # a clip covers the same distance whatever its frame count
+    frames_of = lambda n: max(1, round(n * scale))  # noqa: E731  (a duration of n frames at 8 frames per clip)
     zeros = np.zeros(T)
     speed, yaw, lateral = _speeds(T, cruise, cruise, onset), zeros.copy(), zeros.copy()
     bend_start, bend = 1e9, 0.0
     objects: list[list[_Billboard]] = [[] for _ in range(T)]
     words = CAUSE_WORDS[kind] if with_cause else ()
     x_ego = ego_lane * LANE_WIDTH / 2
+    travelled = lambda t: float(np.sum(speed[1 : t + 1]))  # noqa: E731  (metres driven by frame t)
 
     if kind in ("red_light", "green_light"):
         if kind == "red_light":
             before, after = "green", "red" if with_cause else "green"
-            speed = _speeds(T, cruise, 0.2 * cruise, onset) if with_cause else speed
+            speed = _speeds(T, cruise, 0.25 * cruise, onset, ramp=frames_of(3)) if with_cause else speed
             action = "the car slows down" if with_cause else "the car drives forward"
             justification = "because the light turns red" if with_cause else "because the light is green"
         else:
             before, after = "red", "green" if with_cause else "red"
-            speed = _speeds(T, 0.0, cruise, onset) if with_cause else zeros.copy()
+            speed = _speeds(T, 0.0, cruise, onset, ramp=frames_of(3)) if with_cause else zeros.copy()
             action = "the car accelerates" if with_cause else "the car is stopped"
             justification = "because the light turns green" if with_cause else "because the light is red"
-        light_z = float(np.sum(speed[1 : onset + 1])) + light_ahead
+        light_z = travelled(onset) + light_ahead
         for t in range(T):
             color = _LIGHT_COLORS[before if t < onset else after]
-            # a pole on the verge of the ego's side and the light hanging over the ego's lane
-            objects[t].append(_Billboard(ego_lane * (LANE_WIDTH + 0.4), light_z, 0.3, 4.4, (60, 60, 60)))
+            # a pole on the verge of the ego's side and the light hanging over the ego's lane, LIGHT_LIFT m up
+            objects[t].append(_Billboard(ego_lane * (LANE_WIDTH + 0.4), light_z, 0.3, LIGHT_LIFT + 1.6, (60, 60, 60)))
             cause = with_cause and t >= onset
-            objects[t].append(_Billboard(x_ego + ego_lane * 1.0, light_z, 1.1, 1.6, color, lift=3.0, cause=cause))
+            objects[t].append(_Billboard(x_ego + ego_lane * 1.0, light_z, 1.1, 1.6, color, lift=LIGHT_LIFT, cause=cause))
     elif kind == "pedestrian":
-        speed = _speeds(T, cruise, 0.0, onset) if with_cause else speed
+        speed = _speeds(T, cruise, 0.0, onset, ramp=frames_of(3)) if with_cause else speed
         action = "the car stops" if with_cause else "the car drives forward"
         justification = "because a pedestrian is crossing" if with_cause else "because the road is clear"
         if with_cause:
-            start_z = float(np.sum(speed[1 : onset + 1])) + 9.0
+            crossing_z = travelled(onset) + pedestrian_ahead
             for t in range(onset, T):
-                # from the verge on the ego's side across both lanes
-                x = ego_lane * (LANE_WIDTH + 0.5 - 1.6 * 8 / T * (t - onset))
-                objects[t].append(_Billboard(x, start_z, 0.9, 1.8, (200, 60, 160), cause=True))
+                # from the verge on the ego's side across both lanes and off the far side of the view
+                x = ego_lane * (LANE_WIDTH + 0.5 - PEDESTRIAN_STEP / scale * (t - onset))
+                objects[t].append(_Billboard(x, crossing_z, 0.9, 1.8, (200, 60, 160), cause=True))
     elif kind == "lead_brakes":
-        lead_speed = _speeds(T, cruise, 0.05 * cruise, onset) if with_cause else speed
-        speed = _speeds(T, cruise, 0.5 * cruise, onset) if with_cause else speed
+        braking = range(onset + 1, min(onset + 1 + frames_of(3), T))  # frames that end a braking step
+        if with_cause:
+            speed = _speeds(T, cruise, 0.5 * cruise, onset, ramp=frames_of(2))
+        lead_speed = speed.copy()  # after braking it keeps its (new, shorter) distance
+        lead_speed[list(braking) if with_cause else []] = 0.1 * cruise
         action = "the car slows down" if with_cause else "the car drives forward"
         justification = "because the car ahead is braking" if with_cause else "because traffic is moving"
-        lead_z = lead_gap
+        lead_z = lead_gap + np.cumsum(np.where(np.arange(T) > 0, lead_speed, 0.0))  # (T,) world z of the lead car
         for t in range(T):
-            lead_z += lead_speed[t] if t > 0 else 0.0
-            gap = lead_z - float(np.sum(speed[1 : t + 1]))
-            objects[t].append(_Billboard(x_ego, lead_z, 1.9, 1.5, (40, 60, 150), cause=with_cause and gap < lead_gap - 0.3))
+            # the cause is the braking, and it shows as growth: the frames where the car is closer than before
+            objects[t].append(_Billboard(x_ego, float(lead_z[t]), 1.9, 1.5, (40, 60, 150), cause=with_cause and t in braking))
     elif kind == "obstacle":
         direction = "left" if ego_lane > 0 else "right"
         action = f"the car changes lanes to the {direction}" if with_cause else "the car drives forward"
         justification = "because there is an obstacle in the lane" if with_cause else "because the road is clear"
         if with_cause:
-            for t in range(onset + 1, T):
-                lateral[t] = -ego_lane * LANE_WIDTH / (T - onset - 1)
+            change = range(onset + 1, min(onset + 1 + frames_of(2), T))
+            for t in change:
+                lateral[t] = -ego_lane * LANE_WIDTH / len(change)
                 yaw[t] = -ego_lane * 0.06
-            obstacle_z = float(np.sum(speed[1 : onset + 1])) + HAZE_DISTANCE - 1.0
+            obstacle_z = travelled(onset) + obstacle_ahead
             for t in range(T):
-                objects[t].append(_Billboard(x_ego, obstacle_z, 1.6, 1.0, (240, 130, 20), cause=True))
+                # low debris the haze hides further out: it comes into view at the onset, obstacle_ahead m away
+                objects[t].append(
+                    _Billboard(x_ego, obstacle_z, 1.6, 1.0, (240, 130, 20), cause=True, visible_within=obstacle_ahead + 0.01)
+                )
     else:  # road_bend
         direction = "left" if side < 0 else "right"
         action = f"the car turns {direction}" if with_cause else "the car drives forward"
         justification = f"because the road bends {direction}" if with_cause else "because the road is straight"
         if with_cause:
-            bend_start = float(np.sum(speed[1 : onset + 1])) + HAZE_DISTANCE - 2.0
+            bend_start = travelled(onset) + HAZE_DISTANCE - 2.0
             bend = side * 0.05
             for t in range(onset + 1, T):
                 # 0.15 rad (about 10 px of the vanishing point at 96 px) per frame at 8 frames: at 0.07 a 2x2 or
                 # 3x3 grid of the frames told left from right in only 71-82% of clips (logistic probe)
-                yaw[t] = side * TURN_RATE * 8 / T * (t - onset)
+                yaw[t] = side * TURN_RATE / scale * (t - onset)
     poses = _poses(speed, yaw, lateral, x_ego)
 
     frames = np.empty((T, size, size, 3), dtype=np.uint8)
