@@ -72,6 +72,9 @@ FIGURES_DIR = RESULTS_DIR / "driving_figures"
 # --holdout-test clips come from data seed --seed + this: a stream no training, validation or test split of seeds
 # below it draws from
 HOLDOUT_SEED_OFFSET = 1000
+# the generator's data version (cache folder): v2 turned the ego 0.15 rad per frame (v1: 0.07); v3 spreads the cause
+# onsets over the clip and lets every cause but the bend leave the view (v2 kept each in view from frames 4-6 on)
+DATA_VERSION = "driving_96_v3"
 
 
 def add_arguments(parser) -> None:
@@ -200,6 +203,21 @@ def caption_rows(model, processor, dataset, truth: dict, blank: bool) -> list[di
             "caption_ok": prediction == row["caption"],
         })
     return rows
+
+
+def cause_timing(data_dir: Path) -> dict[str, Any]:
+    """Where the causes of a folder's test clips are visible: for each frame index the share of clips with a cause
+    whose frame shows it (the hit rate of an explanation that always names that frame), and the mean share of cause
+    frames per clip (the temporal pointing game's chance rate)."""
+    from vidgpt2.data.synthetic_driving import read_ground_truth
+
+    records = [r for r in read_ground_truth(data_dir).values() if r["split"] == "test" and r["cause_frames"]]
+    num_frames = records[0]["num_frames"]
+    return {
+        "num_clips": len(records),
+        "frame_share": [sum(t in r["cause_frames"] for r in records) / len(records) for t in range(num_frames)],
+        "chance": sum(len(r["cause_frames"]) / r["num_frames"] for r in records) / len(records),
+    }
 
 
 def exact_match(rows: list[dict]) -> dict[str, float]:
@@ -392,6 +410,16 @@ def report(results: dict[str, Any]) -> str:
         )
         if any(h.get("grounding") for h in holdout):
             text += "\n\n" + grounding_table(variants, lambda run: (run.get("holdout") or {}).get("grounding"))
+    timing = results.get("cause_timing")
+    if timing:
+        num_frames = len(next(iter(timing.values()))["frame_share"])
+        text += ("\n\nWhere the causes are (clips with a cause): share of clips whose frame t shows the cause, and the "
+                 "mean share of cause frames (chance).\n\n")
+        text += markdown_table(
+            ["clips", "n", *(f"frame {t}" for t in range(num_frames)), "chance"],
+            [[part, t["num_clips"], *(f"{v:.2f}" for v in t["frame_share"]), f"{t['chance']:.2f}"]
+             for part, t in timing.items()],
+        )
     sizes = results["sizes"]
     figures = [f for v in variants.values() for r in v["runs"].values() for f in r.get("figures", [])]
     text += (
@@ -528,8 +556,7 @@ def main() -> int:
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     names = [VARIANT_KEYS[key] for key in args.variants] if args.variants else list(VARIANTS)
     sizes["steps"] = math.ceil(math.ceil(sizes["num_train"] / 16) * sizes["epochs"])
-    # v2: the generator's turn rate went from 0.07 to 0.15 rad per frame (older folders hold the weaker turns)
-    data_dir = CACHE_DIR / "driving_96_v2" / f"train{sizes['num_train']}_test{sizes['num_test']}_seed{args.seed}"
+    data_dir = CACHE_DIR / DATA_VERSION / f"train{sizes['num_train']}_test{sizes['num_test']}_seed{args.seed}"
     if not (data_dir / "ground_truth.jsonl").exists():
         write_driving_dataset(data_dir, num_train=sizes["num_train"], num_validation=4 if args.quick else 12, num_test=sizes["num_test"],
                               size=96, seed=args.seed, progress=False)
@@ -538,13 +565,17 @@ def main() -> int:
     holdout_dir = None
     if args.holdout_test:
         holdout_seed = args.seed + HOLDOUT_SEED_OFFSET
-        holdout_dir = CACHE_DIR / "driving_96_v2" / f"holdout_test{args.holdout_test}_seed{holdout_seed}"
+        holdout_dir = CACHE_DIR / DATA_VERSION / f"holdout_test{args.holdout_test}_seed{holdout_seed}"
         if not (holdout_dir / "ground_truth.jsonl").exists():
             write_driving_dataset(holdout_dir, num_train=0, num_validation=0, num_test=args.holdout_test, size=96,
                                   seed=holdout_seed, progress=False)
     started = time.perf_counter()
     results: dict[str, Any] = {"mode": mode, "machine": info, "sizes": sizes, "config": BENCH_CONFIG, "data_seed": args.seed,
-                               "seeds": seeds, "holdout_test": args.holdout_test, "variants": {name: {"runs": {}} for name in names}}
+                               "data_version": DATA_VERSION, "seeds": seeds, "holdout_test": args.holdout_test,
+                               "variants": {name: {"runs": {}} for name in names}}
+    results["cause_timing"] = {"test": cause_timing(data_dir)}
+    if holdout_dir is not None:
+        results["cause_timing"]["holdout"] = cause_timing(holdout_dir)
     out_name = args.results_name or ("bench_driving_quick" if args.quick else "bench_driving")
     # seeds outside, variants inside: a run cut short still has every variant for the seeds it finished
     for index, seed in enumerate(seeds):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-DATA_DIR = Path(__file__).parent / ".cache" / "driving_96_v2" / "train480_test96_seed0"
+DATA_DIR = Path(__file__).parent / ".cache" / "driving_96_v3" / "train480_test96_seed0"
 
 
 def cross_validated_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5) -> float:
