@@ -330,6 +330,8 @@ def rate_cell(entry: dict | None) -> str:
         cell += f"; pos. {entry['position_chance']:.2f}"
     if "position_p" in entry:
         cell += f", p {entry['position_p']:.3f}"
+    if "kind_position_chance" in entry:
+        cell += f"; kind pos. {entry['kind_position_chance']:.2f}, p {entry['kind_position_p']:.3f}"
     return cell
 
 
@@ -389,8 +391,10 @@ def report(results: dict[str, Any]) -> str:
             "relevancy: gradient-weighted attention propagated through the visual and decoder self-attention "
             "(Chefer et al. 2021); 'pos.': the position-matched chance, the method's rankings paired with other "
             "clips' causes (what its habits of position alone score), p: one-sided permutation p-value of the hit "
-            "rate against rankings handed to clips at random; fixed frame: the best explanation that names "
-            "the same frame in every clip; occlusion ranks frames by the cause words' log-prob drop when the frame is "
+            "rate against rankings handed to clips at random; 'kind pos.' and its p: the same with rankings paired "
+            "only among clips of the same cause kind (what position chosen from the caption's cause scores); fixed "
+            "frame: the best explanation that names the same frame in every clip, 'by kind': the best frame per "
+            "cause kind; occlusion ranks frames by the cause words' log-prob drop when the frame is "
             "replaced by a flat one; Shapley by the frame's exact Shapley value for their log-prob (all 2^T subsets "
             "of frames kept, the others flat). "
             "Spatial: heatmap maximum on the top-ranked cause frame inside the true box (chance: box area / frame "
@@ -447,6 +451,8 @@ def grounding_table(variants: dict[str, dict], pick) -> str:
             cells = [rate_cell(g.get(f"{m}_temporal")) for m in ("attention", "relevancy", "grad-cam", "occlusion", "shapley")]
             fixed = g.get("fixed_frame")
             cells.append("-" if fixed is None else f"{fixed['hit_rate']:.2f} (frame {fixed['frame']})")
+            if g.get("fixed_frame_by_kind"):
+                cells[-1] += f"; by kind {g['fixed_frame_by_kind']['hit_rate']:.2f}"
             cells += [rate_cell(g.get(f"{m}_spatial")) for m in ("attention", "relevancy", "grad-cam")]
             rows.append([name, r["seed"], g["num_clips"], *cells, deletion])
     return markdown_table(headers, rows)
@@ -457,7 +463,7 @@ TEMPORAL_METHODS = ("attention", "relevancy", "grad-cam", "occlusion", "shapley"
 
 def save_grounding_chart(results: dict[str, Any], path: Path, holdout: bool = False) -> Path | None:
     """Figure of the temporal pointing game, one panel per variant (first grounded seed): each method's hit rate with
-    its 95% Wilson interval, the plain chance rate (dashed), the method's position-matched chance (diamond) and the
+    its 95% Wilson interval, the plain chance rate (dashed), the method's position-matched chance (diamond), the same within a cause kind (triangle) and the
     best fixed-frame explanation (dotted),
     the test split's or (`holdout`) the held-out clips'. Returns the path, or None when nothing was grounded."""
     import matplotlib
@@ -475,7 +481,7 @@ def save_grounding_chart(results: dict[str, Any], path: Path, holdout: bool = Fa
             panels.append((name, summary))
     if not panels:
         return None
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.3), sharey=True, squeeze=False)
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), sharey=True, squeeze=False)
     for ax, (name, summary) in zip(axes[0], panels, strict=True):
         entries = [(m, summary.get(f"{m}_temporal")) for m in TEMPORAL_METHODS]
         entries = [(m, e) for m, e in entries if e is not None]
@@ -486,6 +492,9 @@ def save_grounding_chart(results: dict[str, Any], path: Path, holdout: bool = Fa
         ax.scatter([i for i, (_, e) in enumerate(entries) if "position_chance" in e],
                    [e["position_chance"] for _, e in entries if "position_chance" in e],
                    marker="D", s=30, color="tab:orange", edgecolor="black", zorder=3, label="position-matched chance")
+        ax.scatter([i for i, (_, e) in enumerate(entries) if "kind_position_chance" in e],
+                   [e["kind_position_chance"] for _, e in entries if "kind_position_chance" in e],
+                   marker="v", s=30, color="tab:green", edgecolor="black", zorder=3, label="same, within cause kind")
         ax.axhline(entries[0][1]["chance"], color="gray", linestyle="--", label="chance (share of cause frames)")
         if "fixed_frame" in summary:
             ax.axhline(summary["fixed_frame"]["hit_rate"], color="tab:red", linestyle=":",
@@ -495,9 +504,9 @@ def save_grounding_chart(results: dict[str, Any], path: Path, holdout: bool = Fa
         ax.set_ylim(0, 1.05)
     axes[0][0].set_ylabel("top frame shows the cause")
     handles, labels = axes[0][-1].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7, frameon=False)
+    figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=7, frameon=False)
     figure.suptitle(f"Temporal pointing game, {'held-out clips' if holdout else 'test split'}", fontsize=9)
-    figure.tight_layout(rect=(0, 0.07, 1, 1))
+    figure.tight_layout(rect=(0, 0.12, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -8,6 +8,7 @@ from tests.tiny import tiny_model, tiny_pixels, tiny_tokenizer
 from vidgpt2.explanations import occlusion_frame_scores, shapley_frame_scores
 from vidgpt2.grounding import (
     best_fixed_frame,
+    best_fixed_frame_by_group,
     box_fraction,
     cause_deletion,
     cause_token_positions,
@@ -167,6 +168,45 @@ def test_summary_adds_the_position_controls_when_records_hold_frame_scores():
     assert summary["fixed_frame"] == {"frame": 7, "hit_rate": pytest.approx(2 / 3), "n": 3}
     old_records = [{k: v for k, v in r.items() if k != "attention_frame_scores"} for r in records]
     assert "position_chance" not in summarize_grounding(old_records)["attention_temporal"]
+
+
+def test_kind_matched_controls_see_a_position_habit_chosen_from_the_caption():
+    """A rule that reads only the caption's cause kind and points where that kind tends to be (bends late, lights
+    early) follows no clip's content, yet it beats the plain position-matched chance. Paired within a kind, the
+    control scores it exactly and the stratified permutation p is 1; a ranking that follows each clip beats both."""
+    kinds = ["bend"] * 4 + ["light"] * 4
+    causes = [[6, 7], [7], [5, 6, 7], [7], [1, 2], [2], [1], [0, 1]]
+    early = list(np.eye(8)[1])
+    by_kind = [LATE] * 4 + [early] * 4  # "the last frame if the road bends, else frame 1"
+    hit = np.mean([temporal_hit(s, c) for s, c in zip(by_kind, causes, strict=True)])
+    assert hit == pytest.approx(7 / 8)
+    assert position_matched_chance(by_kind, causes) < 0.5  # across kinds it looks like grounding ...
+    assert position_permutation_p(by_kind, causes, num_permutations=2000) < 0.05
+    assert position_matched_chance(by_kind, causes, groups=kinds) == pytest.approx(hit)  # ... within a kind, not
+    assert position_permutation_p(by_kind, causes, groups=kinds, num_permutations=2000) == 1.0
+    assert best_fixed_frame_by_group(causes, 8, kinds) == ({"bend": 7, "light": 1}, pytest.approx(7 / 8))
+    following = [np.eye(8)[c[0]] for c in causes]  # each ranking names its own clip's first cause frame
+    assert position_permutation_p(following, causes, groups=kinds, num_permutations=2000) < 0.05
+    with pytest.raises(ValueError, match="groups has 3 labels for 8 clips"):
+        position_matched_chance(by_kind, causes, groups=kinds[:3])
+    with pytest.raises(ValueError, match="no group holds 2 or more clips"):
+        position_matched_chance([LATE, LATE], [[7], [6]], groups=["a", "b"])
+    with pytest.raises(ValueError, match="groups has 1 labels for 2 clips"):
+        best_fixed_frame_by_group([[7], [6]], 8, ["a"])
+
+
+def test_summary_adds_the_kind_matched_controls_when_records_hold_the_kind():
+    records = [
+        {"attention_temporal": temporal_hit(LATE, cause), "attention_frame_scores": LATE, "cause_frames": cause,
+         "temporal_chance": len(cause) / 8, "kind": kind}
+        for cause, kind in (([7], "a"), ([6, 7], "a"), ([5], "b"), ([5, 6], "b"))
+    ]
+    summary = summarize_grounding(records)
+    entry = summary["attention_temporal"]
+    assert entry["kind_position_chance"] == pytest.approx(0.5) and entry["kind_position_p"] == 1.0
+    assert summary["fixed_frame_by_kind"] == {"frames": {"a": 7, "b": 5}, "hit_rate": 1.0, "n": 4}
+    no_kind = [{k: v for k, v in r.items() if k != "kind"} for r in records]
+    assert "kind_position_chance" not in summarize_grounding(no_kind)["attention_temporal"]
 
 
 def test_token_maps_shapes_and_gradcam_follows_the_frames_that_matter():

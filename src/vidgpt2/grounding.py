@@ -337,7 +337,12 @@ def clip_grounding(
     return result
 
 
-def position_matched_chance(frame_scores: Sequence[Sequence[float]], cause_frames: Sequence[Sequence[int]]) -> float:
+def position_matched_chance(
+    frame_scores: Sequence[Sequence[float]],
+    cause_frames: Sequence[Sequence[int]],
+    *,
+    groups: Sequence[Any] | None = None,
+) -> float:
     """Temporal hit rate of a method's frame rankings paired with the *other* clips' causes: clip i's cause frames
     scored against the ranking the method gave every clip j != i, averaged. It keeps where the method tends to point
     (late frames, say) and breaks the link to what the clip shows, so a hit rate above it is grounding in the clip's
@@ -347,12 +352,17 @@ def position_matched_chance(frame_scores: Sequence[Sequence[float]], cause_frame
     Args:
         frame_scores: per clip, (T,) the method's scores (the same T for every clip).
         cause_frames: per clip, the frames that show its cause.
+        groups: per clip, a label (the cause kind, say); rankings are then paired only within a group. This keeps
+            position habits that depend on the label, for example on what the caption says ("bends": late frames,
+            where bends are in view): a method that reads the caption and points where that kind of cause tends to
+            be scores this control, not more. Groups of one clip are left out.
 
     Raises:
-        ValueError: for fewer than 2 clips, lists of different lengths, rankings of different lengths T, or a clip
-            without cause frames or with one outside [0, T).
+        ValueError: for fewer than 2 clips (in groups of 2 or more), lists of different lengths, rankings of
+            different lengths T, or a clip without cause frames or with one outside [0, T).
     """
-    return _off_diagonal_mean(_swapped_hits("position_matched_chance", frame_scores, cause_frames))
+    hits = _swapped_hits("position_matched_chance", frame_scores, cause_frames)
+    return _off_diagonal_mean(hits, _same_group("position_matched_chance", groups, len(hits)))
 
 
 def _swapped_hits(
@@ -372,15 +382,33 @@ def _swapped_hits(
     return np.array([[temporal_hit(scores, cause) for scores in frame_scores] for cause in cause_frames])
 
 
-def _off_diagonal_mean(hits: np.ndarray) -> float:
-    """`position_matched_chance` from the (n, n) swapped hits: the mean over pairings of different clips."""
-    return float(hits[~np.eye(len(hits), dtype=bool)].mean())
+def _same_group(caller: str, groups: Sequence[Any] | None, count: int) -> np.ndarray:
+    """(n, n) bool: the pairings of different clips a control may use (all, or those within one group)."""
+    if groups is None:
+        allowed = np.ones((count, count), dtype=bool)
+    else:
+        if len(groups) != count:
+            raise ValueError(f"{caller}: groups has {len(groups)} labels for {count} clips; give one per clip.")
+        labels = np.array([str(g) for g in groups])
+        allowed = labels[:, None] == labels[None, :]
+    np.fill_diagonal(allowed, False)
+    if not allowed.any():
+        raise ValueError(f"{caller}: no group holds 2 or more clips, so no ranking can be paired with another clip.")
+    return allowed
+
+
+def _off_diagonal_mean(hits: np.ndarray, allowed: np.ndarray | None = None) -> float:
+    """`position_matched_chance` from the (n, n) swapped hits: the mean over pairings of different clips (of the
+    same group where `allowed` says so)."""
+    allowed = ~np.eye(len(hits), dtype=bool) if allowed is None else allowed
+    return float(hits[allowed].mean())
 
 
 def position_permutation_p(
     frame_scores: Sequence[Sequence[float]],
     cause_frames: Sequence[Sequence[int]],
     *,
+    groups: Sequence[Any] | None = None,
     num_permutations: int = POSITION_PERMUTATIONS,
     seed: int = 0,
 ) -> float:
@@ -389,7 +417,8 @@ def position_permutation_p(
     a hit rate at least the observed one, (1 + count) / (1 + num_permutations) (Phipson & Smyth 2010, so never 0).
     Under the null the rankings carry position habits only, nothing of the clip they came from; a small p means the
     method follows what each clip shows beyond where it tends to point (`position_matched_chance` is the null's
-    mean, up to the identity pairings).
+    mean, up to the identity pairings). With ``groups`` the rankings are reassigned only within each group (a
+    stratified permutation test), the null of `position_matched_chance(..., groups=...)`.
 
     Raises:
         ValueError: as `position_matched_chance`, or for num_permutations < 1.
@@ -397,15 +426,25 @@ def position_permutation_p(
     if isinstance(num_permutations, bool) or not isinstance(num_permutations, int) or num_permutations < 1:
         raise ValueError(f"position_permutation_p: num_permutations={num_permutations!r} must be a positive integer.")
     hits = _swapped_hits("position_permutation_p", frame_scores, cause_frames)  # (n, n)
-    return _permutation_p(hits, num_permutations, seed)
+    _same_group("position_permutation_p", groups, len(hits))
+    return _permutation_p(hits, num_permutations, seed, groups)
 
 
-def _permutation_p(hits: np.ndarray, num_permutations: int, seed: int) -> float:
-    """`position_permutation_p` from the (n, n) swapped hits."""
+def _permutation_p(hits: np.ndarray, num_permutations: int, seed: int, groups: Sequence[Any] | None = None) -> float:
+    """`position_permutation_p` from the (n, n) swapped hits; with `groups`, each permutation only shuffles clips
+    within a group."""
     count = len(hits)
     observed = float(np.trace(hits)) / count
     rng = np.random.default_rng(seed)
-    permutations = np.argsort(rng.random((num_permutations, count)), axis=1)  # (P, n) uniform random permutations
+    if groups is None:
+        permutations = np.argsort(rng.random((num_permutations, count)), axis=1)  # (P, n) uniform random permutations
+    else:
+        labels = np.array([str(g) for g in groups])
+        permutations = np.tile(np.arange(count), (num_permutations, 1))  # (P, n)
+        for label in np.unique(labels):
+            members = np.flatnonzero(labels == label)
+            shuffled = np.argsort(rng.random((num_permutations, len(members))), axis=1)  # (P, m)
+            permutations[:, members] = members[shuffled]
     null = hits[np.arange(count)[None], permutations].mean(axis=1)  # (P,) hit rate of each reassignment
     return float((1 + np.sum(null >= observed - 1e-12)) / (1 + num_permutations))
 
@@ -425,6 +464,28 @@ def best_fixed_frame(cause_frames: Sequence[Sequence[int]], num_frames: int) -> 
     rates = [float(np.mean([t in set(cause) for cause in cause_frames])) for t in range(num_frames)]
     best = int(np.argmax(rates))
     return best, rates[best]
+
+
+def best_fixed_frame_by_group(
+    cause_frames: Sequence[Sequence[int]], num_frames: int, groups: Sequence[Any]
+) -> tuple[dict[str, int], float]:
+    """The position-only explanation that reads the clip's label (its cause kind, so what the caption says) and
+    names the best frame for that label: ({label: frame}, hit rate over all clips). For instance "the last frame if
+    the caption says the road bends, else frame 4". An upper bound for rules that use the caption and position and
+    nothing the clip shows.
+
+    Raises:
+        ValueError: as `best_fixed_frame`, or when groups has not one label per clip.
+    """
+    if len(groups) != len(cause_frames):
+        raise ValueError(f"best_fixed_frame_by_group: groups has {len(groups)} labels for {len(cause_frames)} clips.")
+    labels = [str(g) for g in groups]
+    frames, hits = {}, 0.0
+    for label in sorted(set(labels)):
+        members = [cause for cause, other in zip(cause_frames, labels, strict=True) if other == label]
+        frames[label], rate = best_fixed_frame(members, num_frames)
+        hits += rate * len(members)
+    return frames, hits / len(cause_frames)
 
 
 def _check_cause_frames(caller: str, cause_frames: Sequence[Sequence[int]], num_frames: int) -> None:
@@ -451,12 +512,19 @@ def _check_frame_count(truth: dict[str, Any], frames: int) -> None:
         )
 
 
+def _has_pairs(labels: Sequence[Any]) -> bool:
+    """Whether some label is shared by 2 or more clips."""
+    return len(set(map(str, labels))) < len(labels)
+
+
 def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Hit rates with 95% Wilson intervals and chance rates per method, and the mean deletion drops, over clips.
 
     Temporal entries also carry ``position_chance`` (`position_matched_chance`) and ``position_p``
-    (`position_permutation_p`) when the records hold frame scores,
-    and the summary ``fixed_frame`` (`best_fixed_frame`): what position alone scores on these clips."""
+    (`position_permutation_p`) when the records hold frame scores, and, when they hold the cause ``kind``,
+    ``kind_position_chance`` / ``kind_position_p`` (the same with rankings paired only within a kind); the summary
+    ``fixed_frame`` (`best_fixed_frame`) and ``fixed_frame_by_kind`` (`best_fixed_frame_by_group`): what position
+    alone, and position chosen from the caption, score on these clips."""
     records = [r for r in records if r is not None]
     summary: dict[str, Any] = {"num_clips": len(records)}
     if not records:
@@ -478,14 +546,24 @@ def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
             scored = [r for r in records if f"{method}_frame_scores" in r]
             if game == "temporal" and len(scored) >= 2 and len(scored) == len(hits):
                 rankings, causes = [r[f"{method}_frame_scores"] for r in scored], [r["cause_frames"] for r in scored]
-                hits = _swapped_hits("summarize_grounding", rankings, causes)  # (n, n), shared by both controls
-                summary[f"{method}_{game}"]["position_chance"] = _off_diagonal_mean(hits)
-                summary[f"{method}_{game}"]["position_p"] = _permutation_p(hits, POSITION_PERMUTATIONS, seed=0)
+                hits = _swapped_hits("summarize_grounding", rankings, causes)  # (n, n), shared by the controls
+                entry = summary[f"{method}_{game}"]
+                entry["position_chance"] = _off_diagonal_mean(hits)
+                entry["position_p"] = _permutation_p(hits, POSITION_PERMUTATIONS, seed=0)
+                kinds = [r.get("kind") for r in scored]
+                if None not in kinds and _has_pairs(kinds):  # the same, paired only within a cause kind
+                    entry["kind_position_chance"] = _off_diagonal_mean(hits, _same_group("summarize_grounding", kinds, len(kinds)))
+                    entry["kind_position_p"] = _permutation_p(hits, POSITION_PERMUTATIONS, seed=0, groups=kinds)
     with_frames = [r for r in records if "cause_frames" in r and "attention_frame_scores" in r]
     if with_frames:
         frame, rate = best_fixed_frame([r["cause_frames"] for r in with_frames],
                                        len(with_frames[0]["attention_frame_scores"]))
         summary["fixed_frame"] = {"frame": frame, "hit_rate": rate, "n": len(with_frames)}
+        kinds = [r.get("kind") for r in with_frames]
+        if None not in kinds:
+            frames, rate = best_fixed_frame_by_group([r["cause_frames"] for r in with_frames],
+                                                     len(with_frames[0]["attention_frame_scores"]), kinds)
+            summary["fixed_frame_by_kind"] = {"frames": frames, "hit_rate": rate, "n": len(with_frames)}
     deletions = [r for r in records if "drop_cause" in r]
     if deletions:
         summary["deletion"] = {
@@ -582,6 +660,7 @@ __all__ = [
     "position_permutation_p",
     "TokenMaps",
     "best_fixed_frame",
+    "best_fixed_frame_by_group",
     "box_fraction",
     "cause_deletion",
     "cause_token_positions",
