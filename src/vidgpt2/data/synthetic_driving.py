@@ -296,12 +296,15 @@ def _draw_onset(kind: str, rng: np.random.Generator, num_frames: int) -> int:
     """The frame the cause starts at, spread so that no frame shows the cause in most clips: a bend (which stays
     in view once it is there: the ego turns into it) in frames T//2 - 1 .. T-3; a light in 1 .. T-3 (the clip
     shows its colour before it switches); the pedestrian in 0 .. T-4 (the ego has stopped by the last frame); the
-    braking car and the obstacle in 0 .. T-3 (each leaves the view again, see ``generate_driving_clip``)."""
+    braking car and the obstacle in 0 .. T-3 (each leaves the view again, see ``generate_driving_clip``). For
+    other frame counts than 8 the reaction's room scales with T / 8."""
     if kind in PERSISTENT_KINDS:  # at least two frames of turning, so that its direction shows
         return int(rng.integers(num_frames // 2 - 1, num_frames - 2))
     first = 1 if kind in ("red_light", "green_light") else 0
-    last = num_frames - 4 if kind == "pedestrian" else num_frames - 3  # the car has stopped by the last frame
-    return int(rng.integers(first, last + 1))
+    # room for the reaction: 2 frames at 8 frames per clip (so that braking shows as growth even in small frames),
+    # 3 for the pedestrian (the car has stopped by the last frame)
+    reaction = max(2, round((3 if kind == "pedestrian" else 2) * num_frames / 8))
+    return int(rng.integers(first, num_frames - reaction))
 
 
 def generate_driving_clip(
