@@ -206,6 +206,12 @@ def _pixel_box(box: tuple[float, float, float, float], size: int) -> list[int] |
     return [x0, y0, x1, y1]
 
 
+def _screen_pixels(pose: _Pose, obj: _Billboard, size: int) -> list[int] | None:
+    """The pixels ``[x0, y0, x1, y1)`` an object covers in the frame, or None when it is not in view."""
+    box = _project_box(pose, obj, size)
+    return None if box is None else _pixel_box(box, size)
+
+
 def _hash_noise(ix: np.ndarray, iz: np.ndarray, salt: int) -> np.ndarray:
     """Deterministic value in [0, 1) per integer world cell (texture fixed to the ground, so it moves with it)."""
     h = (ix.astype(np.int64) * 73856093) ^ (iz.astype(np.int64) * 19349663) ^ (salt * 83492791)
@@ -281,15 +287,10 @@ def _object_visible(pixels: np.ndarray, projected_area: float) -> bool:
 def _grew(before: _Billboard, pose_before: _Pose, after: _Billboard, pose_after: _Pose, size: int) -> bool:
     """Whether an object's pixel box is taller or wider than in an earlier frame (``before`` seen from
     ``pose_before``)."""
-    old = _project_box(pose_before, before, size)
-    new = _project_box(pose_after, after, size)
-    old_pixels = None if old is None else _pixel_box(old, size)
-    new_pixels = None if new is None else _pixel_box(new, size)
-    if old_pixels is None or new_pixels is None:
+    old, new = _screen_pixels(pose_before, before, size), _screen_pixels(pose_after, after, size)
+    if old is None or new is None:
         return False
-    return (new_pixels[2] - new_pixels[0] > old_pixels[2] - old_pixels[0]) or (
-        new_pixels[3] - new_pixels[1] > old_pixels[3] - old_pixels[1]
-    )
+    return new[2] - new[0] > old[2] - old[0] or new[3] - new[1] > old[3] - old[1]
 
 
 def _draw_onset(kind: str, rng: np.random.Generator, num_frames: int) -> int:
