@@ -538,10 +538,19 @@ def resummarize(path: Path) -> int:
     return 0
 
 
+def _check_args(args: argparse.Namespace) -> None:
+    """Refuse a command line that cannot run, before any data is written or global state (threads, logging) set."""
+    if args.save_models is not None and args.load_models is not None:
+        raise SystemExit("--save-models and --load-models exclude each other: --load-models trains nothing to save.")
+    if args.holdout_test < 0:
+        raise SystemExit(f"--holdout-test must be a number of clips >= 0 (0: no held-out set), got {args.holdout_test}.")
+
+
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0], add_arguments)
     if args.resummarize is not None:
         return resummarize(args.resummarize)
+    _check_args(args)  # before anything is set up or written: a refused command line leaves no trace
     setup_torch(args.threads, args.seed)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("vidgpt2.metrics.coco").setLevel(logging.ERROR)
@@ -551,8 +560,6 @@ def main() -> int:
     mode = "quick" if args.quick else "full"
     print(f"# bench_driving ({mode} mode)\n")
     print_machine(info)
-    if args.save_models is not None and args.load_models is not None:
-        raise SystemExit("--save-models and --load-models exclude each other: --load-models trains nothing to save.")
     sizes = {
         "num_train": args.num_train or (32 if args.quick else 480),
         "num_test": args.num_test or (12 if args.quick else 96),
@@ -569,8 +576,6 @@ def main() -> int:
     if not (data_dir / "ground_truth.jsonl").exists():
         write_driving_dataset(data_dir, num_train=sizes["num_train"], num_validation=4 if args.quick else 12, num_test=sizes["num_test"],
                               size=96, seed=args.seed, progress=False)
-    if args.holdout_test < 0:
-        raise SystemExit(f"--holdout-test must be a number of clips >= 0 (0: no held-out set), got {args.holdout_test}.")
     holdout_dir = None
     if args.holdout_test:
         holdout_seed = args.seed + HOLDOUT_SEED_OFFSET
