@@ -414,6 +414,14 @@ def report(results: dict[str, Any]) -> str:
         )
         if any(h.get("grounding") for h in holdout):
             text += "\n\n" + grounding_table(variants, lambda run: (run.get("holdout") or {}).get("grounding"))
+    by_kind = kind_table(variants, lambda run: (run.get("holdout") or {}).get("grounding"))
+    part = "held-out"
+    if by_kind is None:
+        by_kind, part = kind_table(variants, lambda run: run.get("grounding")), "test"
+    if by_kind is not None:
+        text += (f"\n\nTemporal pointing game by cause kind ({part} clips, first grounded seed): hit rate per method; "
+                 "each kind's chance in its header. Last row per variant: share of clips where masking the cause "
+                 "frames lowers log p(caption) more than masking as many other frames.\n\n" + by_kind)
     timing = results.get("cause_timing")
     if timing:
         num_frames = len(next(iter(timing.values()))["frame_share"])
@@ -459,6 +467,35 @@ def grounding_table(variants: dict[str, dict], pick) -> str:
 
 
 TEMPORAL_METHODS = ("attention", "relevancy", "grad-cam", "occlusion", "shapley")
+
+
+def kind_table(variants: dict[str, dict], pick) -> str | None:
+    """Markdown table of each temporal method's hit rate per cause kind, one block of rows per variant (its first
+    run whose `pick(run)` is a `summarize_grounding` result with ``by_kind``), and the deletion test per kind.
+    None when no run has a per-kind breakdown."""
+    firsts = {}
+    for name, v in variants.items():
+        summary = next((g for g in map(pick, v["runs"].values()) if g), None)
+        if summary and any("by_kind" in summary.get(f"{m}_temporal", {}) for m in TEMPORAL_METHODS):
+            firsts[name] = summary
+    if not firsts:
+        return None
+    chances: dict[str, float] = {}
+    for summary in firsts.values():
+        for m in TEMPORAL_METHODS:
+            for kind, entry in summary.get(f"{m}_temporal", {}).get("by_kind", {}).items():
+                chances.setdefault(kind, entry["chance"])
+    kinds = sorted(chances)
+    rows = []
+    for name, summary in firsts.items():
+        for m in TEMPORAL_METHODS:
+            per_kind = summary.get(f"{m}_temporal", {}).get("by_kind")
+            if per_kind:
+                rows.append([name, m, *(f"{per_kind[k]['hit_rate']:.2f}" if k in per_kind else "-" for k in kinds)])
+        deletion = (summary.get("deletion") or {}).get("cause_beats_other_by_kind")
+        if deletion:
+            rows.append([name, "deletion: cause > other", *(f"{deletion[k]:.2f}" if k in deletion else "-" for k in kinds)])
+    return markdown_table(["variant", "method", *(f"{k} (chance {chances[k]:.2f})" for k in kinds)], rows)
 
 
 def save_grounding_chart(results: dict[str, Any], path: Path, holdout: bool = False) -> Path | None:

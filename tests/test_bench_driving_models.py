@@ -99,3 +99,15 @@ def test_resummarize_recomputes_the_summaries_from_the_per_clip_records(tmp_path
     # the pointing-game figure is written next to the results (no held-out clips: only the test split's)
     assert (tmp_path / "results_pointing_test.png").stat().st_size > 0
     assert not (tmp_path / "results_pointing_holdout.png").exists()
+
+
+def test_kind_table_shows_each_method_per_cause_kind_and_the_deletion_row():
+    by_kind = {"pedestrian": {"hit_rate": 0.25, "chance": 0.38, "n": 4}, "red_light": {"hit_rate": 1.0, "chance": 0.41, "n": 4}}
+    grounding = {"num_clips": 8, "attention_temporal": {"by_kind": by_kind},
+                 "deletion": {"cause_beats_other_by_kind": {"pedestrian": 0.0, "red_light": 0.75}}}
+    variants = {"pooled": {"runs": {"0": {"seed": 0, "grounding": grounding}}}}
+    header, _, *rows = bench_driving.kind_table(variants, lambda run: run.get("grounding")).splitlines()
+    assert "pedestrian (chance 0.38)" in header and "red_light (chance 0.41)" in header
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    assert cells == [["pooled", "attention", "0.25", "1.00"], ["pooled", "deletion: cause > other", "0.00", "0.75"]]
+    assert bench_driving.kind_table({"pooled": {"runs": {"0": {"seed": 0}}}}, lambda run: run.get("grounding")) is None

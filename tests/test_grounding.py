@@ -207,6 +207,23 @@ def test_summary_adds_the_kind_matched_controls_when_records_hold_the_kind():
     assert summary["fixed_frame_by_kind"] == {"frames": {"a": 7, "b": 5}, "hit_rate": 1.0, "n": 4}
     no_kind = [{k: v for k, v in r.items() if k != "kind"} for r in records]
     assert "kind_position_chance" not in summarize_grounding(no_kind)["attention_temporal"]
+    assert "by_kind" not in summarize_grounding(no_kind)["attention_temporal"]
+
+
+def test_summary_breaks_hit_rates_and_deletion_down_by_cause_kind():
+    """A method that finds one kind's cause and never the other's: the mean (0.5) hides it, ``by_kind`` shows it."""
+    records = [
+        {"attention_temporal": temporal_hit(LATE, cause), "temporal_chance": len(cause) / 8, "kind": kind,
+         "drop_cause": drop, "drop_other": 1.0}
+        for cause, kind, drop in (([7], "a", 2.0), ([6, 7], "a", 2.0), ([1], "b", 0.5), ([1, 2], "b", 3.0))
+    ]
+    summary = summarize_grounding(records)
+    assert summary["attention_temporal"]["hit_rate"] == 0.5
+    assert summary["attention_temporal"]["by_kind"] == {
+        "a": {"hit_rate": 1.0, "chance": pytest.approx(1.5 / 8), "n": 2},
+        "b": {"hit_rate": 0.0, "chance": pytest.approx(1.5 / 8), "n": 2},
+    }
+    assert summary["deletion"]["cause_beats_other_by_kind"] == {"a": 1.0, "b": 0.5}
 
 
 def test_token_maps_shapes_and_gradcam_follows_the_frames_that_matter():

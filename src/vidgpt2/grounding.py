@@ -524,7 +524,9 @@ def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     (`position_permutation_p`) when the records hold frame scores, and, when they hold the cause ``kind``,
     ``kind_position_chance`` / ``kind_position_p`` (the same with rankings paired only within a kind); the summary
     ``fixed_frame`` (`best_fixed_frame`) and ``fixed_frame_by_kind`` (`best_fixed_frame_by_group`): what position
-    alone, and position chosen from the caption, score on these clips."""
+    alone, and position chosen from the caption, score on these clips. With a ``kind`` in every record, temporal
+    entries carry ``by_kind`` ({kind: {hit_rate, chance, n}}) and the deletion entry ``cause_beats_other_by_kind``:
+    a method that works for some causes and fails for others shows it there, not in the mean."""
     records = [r for r in records if r is not None]
     summary: dict[str, Any] = {"num_clips": len(records)}
     if not records:
@@ -554,6 +556,9 @@ def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 if None not in kinds and _has_pairs(kinds):  # the same, paired only within a cause kind
                     entry["kind_position_chance"] = _off_diagonal_mean(hits, _same_group("summarize_grounding", kinds, len(kinds)))
                     entry["kind_position_p"] = _permutation_p(hits, POSITION_PERMUTATIONS, seed=0, groups=kinds)
+            if game == "temporal" and all("kind" in r for r in records):
+                summary[f"{method}_{game}"]["by_kind"] = _rates_by_kind(
+                    [r for r in records if f"{method}_{game}" in r], f"{method}_{game}", chance_key)
     with_frames = [r for r in records if "cause_frames" in r and "attention_frame_scores" in r]
     if with_frames:
         frame, rate = best_fixed_frame([r["cause_frames"] for r in with_frames],
@@ -572,7 +577,22 @@ def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "cause_beats_other": float(np.mean([r["drop_cause"] > r["drop_other"] for r in deletions])),
             "n": len(deletions),
         }
+        if all("kind" in r for r in deletions):
+            summary["deletion"]["cause_beats_other_by_kind"] = {
+                kind: float(np.mean([r["drop_cause"] > r["drop_other"] for r in deletions if r["kind"] == kind]))
+                for kind in sorted({r["kind"] for r in deletions})
+            }
     return summary
+
+
+def _rates_by_kind(records: Sequence[dict[str, Any]], hit_key: str, chance_key: str) -> dict[str, dict[str, float]]:
+    """Per cause kind: the mean of ``record[hit_key]`` (hit rate), of ``record[chance_key]`` (chance) and the count."""
+    rates = {}
+    for kind in sorted({r["kind"] for r in records}):
+        of_kind = [r for r in records if r["kind"] == kind]
+        rates[kind] = {"hit_rate": float(np.mean([r[hit_key] for r in of_kind])),
+                       "chance": float(np.mean([r[chance_key] for r in of_kind])), "n": len(of_kind)}
+    return rates
 
 
 def evaluate_grounding(
