@@ -420,8 +420,17 @@ def report(results: dict[str, Any]) -> str:
         by_kind, part = kind_table(variants, lambda run: run.get("grounding")), "test"
     if by_kind is not None:
         text += (f"\n\nTemporal pointing game by cause kind ({part} clips, first grounded seed): hit rate per method; "
-                 "each kind's chance in its header. Last row per variant: share of clips where masking the cause "
-                 "frames lowers log p(caption) more than masking as many other frames.\n\n" + by_kind)
+                 "each kind's chance in its header. Then per variant: the share of clips where masking the cause "
+                 "frames lowers log p(caption) more than masking as many other frames, and how many nats the video "
+                 "adds to the cause words' log-prob over flat frames (the sum of their Shapley values; near 0: the "
+                 "model names the cause from the caption's action words without looking).\n\n" + by_kind)
+        pick = ((lambda run: (run.get("holdout") or {}).get("grounding")) if part == "held-out"
+                else (lambda run: run.get("grounding")))
+        dependent = video_dependent_table(variants, pick)
+        if dependent is not None:
+            from vidgpt2.grounding import VIDEO_DEPENDENCE_NATS
+            text += (f"\n\nThe same game on the {part} clips whose cause words need the video (at least "
+                     f"{VIDEO_DEPENDENCE_NATS:g} nat from it): where an explanation has something to find.\n\n" + dependent)
     timing = results.get("cause_timing")
     if timing:
         num_frames = len(next(iter(timing.values()))["frame_share"])
@@ -495,7 +504,29 @@ def kind_table(variants: dict[str, dict], pick) -> str | None:
         deletion = (summary.get("deletion") or {}).get("cause_beats_other_by_kind")
         if deletion:
             rows.append([name, "deletion: cause > other", *(f"{deletion[k]:.2f}" if k in deletion else "-" for k in kinds)])
+        nats = (summary.get("video_dependence") or {}).get("nats_by_kind")
+        if nats:
+            rows.append([name, "cause words: nats from the video", *(f"{nats[k]:.2f}" if k in nats else "-" for k in kinds)])
     return markdown_table(["variant", "method", *(f"{k} (chance {chances[k]:.2f})" for k in kinds)], rows)
+
+
+def video_dependent_table(variants: dict[str, dict], pick) -> str | None:
+    """Markdown table of the temporal pointing game restricted to the clips whose cause words need the video
+    (`grounding.video_dependence` >= `VIDEO_DEPENDENCE_NATS`), one row per variant (first run whose `pick(run)` has
+    a ``video_dependence`` summary). None when no run has one."""
+    rows = []
+    for name, v in variants.items():
+        summary = next((g for g in map(pick, v["runs"].values()) if g and g.get("video_dependence")), None)
+        if summary is None:
+            continue
+        dependence = summary["video_dependence"]
+        cells = [rate_cell(summary.get(f"{m}_temporal", {}).get("video_dependent")) for m in TEMPORAL_METHODS]
+        rows.append([name, f"{round(dependence['share_needing_video'] * dependence['n'])} / {dependence['n']}",
+                     f"{dependence['nats']:.2f}", *cells])
+    if not rows:
+        return None
+    return markdown_table(["variant", "clips needing the video", "mean nats from the video",
+                           *(f"{m}: temporal" for m in TEMPORAL_METHODS)], rows)
 
 
 def save_grounding_chart(results: dict[str, Any], path: Path, holdout: bool = False) -> Path | None:

@@ -111,3 +111,14 @@ def test_kind_table_shows_each_method_per_cause_kind_and_the_deletion_row():
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
     assert cells == [["pooled", "attention", "0.25", "1.00"], ["pooled", "deletion: cause > other", "0.00", "0.75"]]
     assert bench_driving.kind_table({"pooled": {"runs": {"0": {"seed": 0}}}}, lambda run: run.get("grounding")) is None
+
+
+def test_video_dependent_table_scores_only_the_clips_whose_cause_words_need_the_video():
+    entry = {"hit_rate": 1.0, "ci95": (0.34, 1.0), "chance": 0.25, "n": 2}
+    grounding = {"num_clips": 4, "attention_temporal": {"hit_rate": 0.5, "video_dependent": entry},
+                 "video_dependence": {"nats": 1.01, "share_needing_video": 0.5, "n": 4}}
+    variants = {"pooled": {"runs": {"0": {"seed": 0, "grounding": grounding}}}, "grid": {"runs": {"0": {"seed": 0}}}}
+    header, _, *rows = bench_driving.video_dependent_table(variants, lambda run: run.get("grounding")).splitlines()
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert len(rows) == 1 and cells[:4] == ["pooled", "2 / 4", "1.01", "1.00 (0.34-1.00) vs 0.25"]
+    assert cells[4:] == ["-"] * 4  # no other method scored

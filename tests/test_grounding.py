@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.tiny import tiny_model, tiny_pixels, tiny_tokenizer
-from vidgpt2.explanations import occlusion_frame_scores, shapley_frame_scores
+from vidgpt2.explanations import caption_logprobs, occlusion_frame_scores, shapley_frame_scores
 from vidgpt2.grounding import (
     best_fixed_frame,
     best_fixed_frame_by_group,
@@ -19,6 +19,7 @@ from vidgpt2.grounding import (
     summarize_grounding,
     temporal_hit,
     token_maps,
+    video_dependence,
     wilson_interval,
 )
 
@@ -266,6 +267,32 @@ def test_clip_grounding_and_deletion_on_a_tiny_model():
     assert record["attention_spatial_chance"] == 0.25
     assert record["k"] == 2
     assert clip_grounding(model, pixels, ids, ["a"] * 7, truth) is None  # no cause word named
+    # the Shapley values add up to what the video adds to the cause word's log-prob over flat frames
+    labels = torch.tensor(ids)[None].expand(2, -1)
+    with torch.no_grad():
+        logp = caption_logprobs(model, labels, pixel_values_videos=torch.cat([pixels, torch.zeros_like(pixels)]))
+    assert video_dependence(record) == pytest.approx(float(logp[0, 5] - logp[1, 5]), abs=1e-4)
+    assert video_dependence({"attention_temporal": 1.0}) is None
+
+
+def test_summary_scores_the_pointing_game_on_the_clips_whose_cause_words_need_the_video():
+    """Two clips named their cause without the video (Shapley values summing to ~0 nats): the method's misses there
+    say nothing about grounding; ``video_dependent`` scores the other two, ``video_dependence`` says how many."""
+    def record(hit, shapley, kind):
+        return {"attention_temporal": hit, "temporal_chance": 0.25, "kind": kind, "shapley_temporal": hit,
+                "shapley_frame_scores": shapley, "cause_frames": [0] if hit else [3]}
+    records = [record(1.0, [2.0, 0.5, 0.0, 0.0], "a"), record(1.0, [0.5, 0.5, 0.5, 0.0], "a"),
+               record(0.0, [0.1, -0.1, 0.0, 0.05], "b"), record(0.0, [0.0, 0.0, 0.0, 0.0], "b")]
+    summary = summarize_grounding(records)
+    assert summary["attention_temporal"]["hit_rate"] == 0.5
+    assert summary["attention_temporal"]["video_dependent"] == {
+        "hit_rate": 1.0, "ci95": pytest.approx(wilson_interval(2, 2)), "chance": 0.25, "n": 2}
+    dependence = summary["video_dependence"]
+    assert dependence["share_needing_video"] == 0.5 and dependence["n"] == 4
+    assert dependence["nats"] == pytest.approx((2.5 + 1.5 + 0.05 + 0.0) / 4)
+    assert dependence["nats_by_kind"] == {"a": pytest.approx(2.0), "b": pytest.approx(0.025)}
+    without = summarize_grounding([{k: v for k, v in r.items() if k != "shapley_frame_scores"} for r in records])
+    assert "video_dependence" not in without and "video_dependent" not in without["attention_temporal"]
 
 
 def test_cause_deletion_sees_the_only_informative_frame():

@@ -70,6 +70,8 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("attention", "relevancy", "grad-cam", "occlusion", "shapley")
 CONNECTIVE = "because"
+# a clip's cause words "need the video" when the video makes them at least e times more likely than flat frames do
+VIDEO_DEPENDENCE_NATS = 1.0
 POSITION_PERMUTATIONS = 10_000  # random reassignments behind `position_permutation_p` (p resolution 1e-4)
 
 
@@ -526,7 +528,10 @@ def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     ``fixed_frame`` (`best_fixed_frame`) and ``fixed_frame_by_kind`` (`best_fixed_frame_by_group`): what position
     alone, and position chosen from the caption, score on these clips. With a ``kind`` in every record, temporal
     entries carry ``by_kind`` ({kind: {hit_rate, chance, n}}) and the deletion entry ``cause_beats_other_by_kind``:
-    a method that works for some causes and fails for others shows it there, not in the mean."""
+    a method that works for some causes and fails for others shows it there, not in the mean. With Shapley frame
+    scores in every record: ``video_dependence`` (mean nats of `video_dependence`, the share of clips at or above
+    ``VIDEO_DEPENDENCE_NATS``, per kind) and, per temporal method, ``video_dependent``: the pointing game on the
+    clips whose cause words need the video."""
     records = [r for r in records if r is not None]
     summary: dict[str, Any] = {"num_clips": len(records)}
     if not records:
@@ -559,6 +564,25 @@ def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
             if game == "temporal" and all("kind" in r for r in records):
                 summary[f"{method}_{game}"]["by_kind"] = _rates_by_kind(
                     [r for r in records if f"{method}_{game}" in r], f"{method}_{game}", chance_key)
+            needing = [r for r in records if f"{method}_{game}" in r and (video_dependence(r) or 0.0) >= VIDEO_DEPENDENCE_NATS]
+            if game == "temporal" and needing:
+                hits_needing = float(np.sum([r[f"{method}_{game}"] for r in needing]))
+                summary[f"{method}_{game}"]["video_dependent"] = {
+                    "hit_rate": hits_needing / len(needing), "ci95": wilson_interval(hits_needing, len(needing)),
+                    "chance": float(np.mean([r[chance_key] for r in needing])), "n": len(needing),
+                }
+    dependence = [video_dependence(r) for r in records]
+    if records and None not in dependence:
+        summary["video_dependence"] = {
+            "nats": float(np.mean(dependence)),
+            "share_needing_video": float(np.mean([d >= VIDEO_DEPENDENCE_NATS for d in dependence])),
+            "n": len(records),
+        }
+        if all("kind" in r for r in records):
+            summary["video_dependence"]["nats_by_kind"] = {
+                kind: float(np.mean([d for d, r in zip(dependence, records, strict=True) if r["kind"] == kind]))
+                for kind in sorted({r["kind"] for r in records})
+            }
     with_frames = [r for r in records if "cause_frames" in r and "attention_frame_scores" in r]
     if with_frames:
         frame, rate = best_fixed_frame([r["cause_frames"] for r in with_frames],
@@ -583,6 +607,18 @@ def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 for kind in sorted({r["kind"] for r in deletions})
             }
     return summary
+
+
+def video_dependence(record: dict[str, Any]) -> float | None:
+    """How much the video makes the clip's cause words more likely (nats): log p(cause words | video) minus
+    log p(cause words | every frame flat), teacher forced with the reference's earlier words. It is the sum of the
+    record's exact Shapley values (their efficiency property, Shapley 1953: the values add up to v(all) - v(none));
+    None when the record has none.
+
+    Near 0 means the model names the cause without looking (the caption's action words already tell it which cause
+    it is): no explanation of those words can point at the cause then, however faithful. """
+    scores = record.get("shapley_frame_scores")
+    return None if scores is None else float(np.sum(scores))
 
 
 def _rates_by_kind(records: Sequence[dict[str, Any]], hit_key: str, chance_key: str) -> dict[str, dict[str, float]]:
@@ -690,5 +726,7 @@ __all__ = [
     "summarize_grounding",
     "temporal_hit",
     "token_maps",
+    "video_dependence",
     "wilson_interval",
+    "VIDEO_DEPENDENCE_NATS",
 ]
