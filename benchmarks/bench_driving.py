@@ -74,7 +74,7 @@ FIGURES_DIR = RESULTS_DIR / "driving_figures"
 HOLDOUT_SEED_OFFSET = 1000
 # the generator's data version (cache folder): v2 turned the ego 0.15 rad per frame (v1: 0.07); v3 spreads the cause
 # onsets over the clip and lets every cause but the bend leave the view (v2 kept each in view from frames 4-6 on)
-DATA_VERSION = "driving_96_v3"
+DATA_VERSION = "driving_96_v4"
 
 
 def add_arguments(parser) -> None:

@@ -1,6 +1,7 @@
 """Synthetic driving clips (issue 12): determinism, boxes on the cause's pixels, counterfactual scenes, BDD-X files."""
 
 import hashlib
+from itertools import combinations
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from vidgpt2.data.synthetic_driving import (
     CAUSE_WORDS,
     DRIVING_KINDS,
     PERSISTENT_KINDS,
+    SHARED_SCENE_KINDS,
     generate_driving_clip,
     read_ground_truth,
     write_driving_dataset,
@@ -89,13 +91,39 @@ def test_cause_timing_does_not_give_the_cause_away():
             ends_in_view[kind] += c.cause_frames[-1] == 7
             assert c.cause_frames == list(range(c.cause_frames[0], c.cause_frames[-1] + 1))  # one visible stretch
     per_frame /= n * len(DRIVING_KINDS)
-    assert per_frame.max() < 0.7, per_frame  # version 2: 1.00 at frame 7
+    assert per_frame.max() < 0.75, per_frame  # version 2: 1.00 at frame 7 (version 4: a stopped ego keeps the red
+    # light or the closer car in view to the end, 0.71 at frame 4)
     assert 0.25 < np.mean(shares) < 0.45, np.mean(shares)  # 2x chance stays reachable
     for kind in DRIVING_KINDS:
         if kind in PERSISTENT_KINDS:
             assert ends_in_view[kind] == n
+        elif kind == "red_light":  # an ego that stops for it keeps its lower part in view (in about half the clips)
+            assert ends_in_view[kind] < 0.6 * n, (kind, ends_in_view[kind])
         else:
             assert ends_in_view[kind] < n / 2, (kind, ends_in_view[kind])
+
+
+def test_the_shared_scene_leaves_only_the_cause_frames_to_tell_its_three_causes_apart():
+    """Version 3 gave each cause its own action and scene (a pedestrian meant "stops", a car ahead was in view from
+    the first frame), and the trained models named the cause from the caption's action words: under 0.2 nats of
+    its log-prob came from the video, so no explanation of those words could point at the cause. Now a red light, a
+    pedestrian and a braking car share one scene and one action; outside their cause frames the clips are the same,
+    up to a 1-px strip at the frame's edge (a light leaving the view)."""
+    actions = set()
+    for seed in range(12):
+        with_cause = [clip(kind, seed) for kind in SHARED_SCENE_KINDS]
+        without = [clip(kind, seed, with_cause=False) for kind in SHARED_SCENE_KINDS]
+        assert len({c.action for c in with_cause}) == 1 and len({c.cause_onset for c in with_cause}) == 1
+        assert len({c.justification for c in with_cause}) == 3
+        actions.add(with_cause[0].action)
+        for other in without[1:]:
+            assert np.array_equal(other.frames, without[0].frames) and other.caption == without[0].caption
+        for t in range(8):
+            for a, b in combinations([c for c in with_cause if t not in c.cause_frames], 2):
+                differ = np.abs(a.frames[t].astype(int) - b.frames[t]).max(-1) > 25  # (64, 64)
+                rows = np.nonzero(differ.any(1))[0]
+                assert not differ.any() or (len(rows) == 1 and rows[0] in (0, 63)), (seed, t, a.kind, b.kind)
+    assert actions == {"the car stops", "the car slows down"}  # drawn for the scene, whichever cause it has
 
 
 # the flat colour each cause is drawn in, and the frames its colour must stay out of (nothing else has it)
@@ -133,17 +161,29 @@ def test_the_cause_colour_shows_on_the_cause_frames_inside_the_box_and_after_the
     assert left_view > 0  # how often: test_cause_timing_does_not_give_the_cause_away
 
 
-def test_the_car_ahead_grows_while_it_brakes_then_keeps_its_distance():
-    def height(c, t):  # rows of the lead car's blue pixels
+def test_the_car_ahead_grows_while_it_brakes_then_pulls_away_to_its_old_distance():
+    """The braking shows as growth (no brake lights), and only while it lasts: the car ahead then pulls away to the
+    distance it kept before, so the frames after the cause show nothing a frame before the onset did not."""
+    def extent(c, t):  # (rows, columns) of the lead car's blue pixels
         blue = np.abs(c.frames[t].astype(int) - np.array([40, 60, 150])).max(-1) < 25
-        rows = np.nonzero(blue.any(1))[0]
-        return int(rows[-1] - rows[0]) + 1
+        rows, cols = np.nonzero(blue.any(1))[0], np.nonzero(blue.any(0))[0]
+        return int(rows[-1] - rows[0]) + 1, int(cols[-1] - cols[0]) + 1
 
-    for seed in range(6):
+    def height(c, t):
+        return extent(c, t)[0]
+
+    ended = 0
+    for seed in range(16):
         c = clip("lead_brakes", seed, size=96)
-        first, last = c.cause_frames[0], c.cause_frames[-1]
-        assert height(c, last) >= height(c, first - 1) + 2, seed  # it came visibly closer while braking
-        assert all(abs(height(c, t) - height(c, last)) <= 1 for t in range(last, 8)), seed
+        assert c.cause_frames[0] > c.cause_onset  # growth shows only after the braking started
+        before = height(c, c.cause_onset)
+        assert max(height(c, t) for t in c.cause_frames) >= before + 2, seed  # it came visibly closer
+        grew = [extent(c, t)[0] > before or extent(c, t)[1] > extent(c, c.cause_onset)[1] for t in c.cause_frames]
+        assert all(grew), seed
+        after = range(c.cause_frames[-1] + 1, 8)
+        assert all(abs(height(c, t) - before) <= 1 for t in after), seed  # back at its old distance
+        ended += len(after) > 0
+    assert ended >= 4, ended
 
 
 def test_light_box_holds_the_light_colour():
@@ -156,16 +196,6 @@ def test_light_box_holds_the_light_colour():
         outside = c.frames[t].astype(int)
         red_everywhere = (outside[..., 0] > 180) & (outside[..., 1] < 90) & (outside[..., 2] < 90)
         assert red_everywhere.sum() == red.sum()  # no red pixel of the light lies outside its box
-
-
-def test_lead_car_grows_only_when_it_brakes():
-    def width(c, t):
-        x0, _, x1, _ = c.boxes[t]
-        return x1 - x0
-
-    c = clip("lead_brakes", 5)
-    assert width(c, c.cause_frames[-1]) > width(c, c.cause_frames[0]) or len(c.cause_frames) == 1
-    assert c.cause_frames[0] > c.cause_onset  # growth shows only after the braking started
 
 
 def _road_column(frame: np.ndarray) -> float:

@@ -11,32 +11,42 @@ draws, the cause left out; it leads to another action, so the caption cannot be 
 ====================  =====================================================  ==========================================
 kind                  with the cause                                         without
 ====================  =====================================================  ==========================================
-``red_light``         the car slows down because the light turns red         the car drives forward because the light
+``red_light``         the car stops|slows down because the light turns red   the car drives forward because the light
                                                                              is green
+``pedestrian``        the car stops|slows down because a pedestrian is       (the same)
+                      crossing
+``lead_brakes``       the car stops|slows down because the car ahead is      (the same)
+                      braking
 ``green_light``       the car accelerates because the light turns green      the car is stopped because the light is red
-``pedestrian``        the car stops because a pedestrian is crossing         the car drives forward because the road is
-                                                                             clear
-``lead_brakes``       the car slows down because the car ahead is braking    the car drives forward because traffic is
-                                                                             moving
 ``obstacle``          the car changes lanes to the left|right because there  the car drives forward because the road is
                       is an obstacle in the lane                             clear
 ``road_bend``         the car turns left|right because the road bends        the car drives forward because the road is
                       left|right                                             straight
 ====================  =====================================================  ==========================================
 
+The first three (``SHARED_SCENE_KINDS``) share one scene: a light over the ego's lane (green), the car ahead, a
+crossing under the light. Exactly one of them acts (the light turns red, a pedestrian crosses, the car ahead brakes)
+or none does, and whether the ego stops or slows down is drawn for the scene, not the cause. So the action words
+say nothing about which cause it was, and outside the cause frames the three clips are the same: only the frames
+where the cause shows tell them apart, which is what the temporal pointing game needs (data version 4). In
+version 3 each cause had its own action and scene, and trained models named the cause from the caption's action
+words without looking at the video.
+
 Ground truth per clip (:class:`DrivingClip`): action, justification, cause kind, the words of the justification
 that name the cause, the frames where the cause is visible and its box ``[x0, y0, x1, y1)`` (pixels, exclusive
 ends) in each. Cause frames: the light's new colour (from the switch until the light leaves the top of the view),
-the pedestrian while on screen, the car ahead while it brakes once it looks bigger than when it started (it has no
-brake lights), the obstacle from when it comes into view until the ego has passed it, the bend while it changes the
-view visibly (``BEND_VISIBLE_SHARE`` of the frame, compared with the same view of a straight road). An object counts
-as visible when at least ``VISIBLE_SHARE`` of it is on screen and it covers 2 x 2 pixels or more: a sliver at the
-frame's edge, as the cause leaves the view, does not count.
+the pedestrian while on screen, the car ahead while it looks closer than when it started braking (it has no brake
+lights; it brakes for 3 frames, then pulls away to its old distance), the obstacle from when it comes into view
+until the ego has passed it, the bend while it changes the view visibly (``BEND_VISIBLE_SHARE`` of the frame,
+compared with the same view of a straight road). An object counts as visible when it covers 2 x 2 pixels or more
+and either ``VISIBLE_SHARE`` of it is on screen or ``VISIBLE_FRAME_SHARE`` of the frame: a sliver at the frame's
+edge, as the cause leaves the view, does not count.
 
-Cause timing (data version 3; ``benchmarks/.cache/driving_96_v3``): the onsets are spread over the clip and every
-cause but the bend leaves the view again, so the cause is visible in 2-4 of 8 frames and no frame shows it in most
-clips. Version 2 started every cause in frames 4-6 and kept it in view to the last frame, so "always the last
-frame" was a perfect explanation and the temporal pointing game could not tell grounding from position.
+Cause timing (data version 4; ``benchmarks/.cache/driving_96_v4``): the onsets are spread over the clip and every
+cause but the bend leaves the view again unless the ego stops in front of it, so the cause is visible in 2-5 of 8
+frames and no frame shows it in more than about 3 in 4 clips. Version 2 started every cause in frames 4-6 and kept
+it in view to the last frame, so "always the last frame" was a perfect explanation and the temporal pointing game
+could not tell grounding from position.
 
 :func:`write_driving_dataset` writes a BDD-X folder (``BDD-X-Annotations_v1.csv``, ``train.txt`` / ``val.txt`` /
 ``test.txt``, ``videos/<id>.mov``, see :mod:`vidgpt2.data.bddx`) that :func:`vidgpt2.data.load_bddx` reads, plus
@@ -99,15 +109,30 @@ BEND_CURVATURE = 0.1  # the road centre's lateral offset (m) is BEND_CURVATURE *
 # frame's edge or hidden behind a tree) and it covers at least 2 x 2 pixels; the bend when at least this share of
 # the frame differs visibly (> VISIBLE_CHANGE grey levels) from the same view of a straight road
 VISIBLE_SHARE = 0.25
+VISIBLE_FRAME_SHARE = 0.004  # 37 px at 96 x 96, 16 px at 64 x 64
 BEND_VISIBLE_SHARE = 0.0025
 VISIBLE_CHANGE = 12
 # the causes that stay in view once they appear (the ego turns into the bend); the others leave the view again
+# (the car ahead stays closer when the ego stops behind it, see SHARED_SCENE_KINDS)
 PERSISTENT_KINDS = ("road_bend",)
+# Three causes of one action in one scene: the same random draws, light, car ahead and crossing, and the same ego
+# motion (it stops or slows down, drawn independently of the kind), so the action words say nothing about which
+# cause it was: only the frames where it shows do. In version 3 each cause had its own action and scene, and the
+# models named the cause from the caption's action words without looking (under 0.2 nats from the video).
+SHARED_SCENE_KINDS = ("red_light", "pedestrian", "lead_brakes")
+SHARED_JUSTIFICATIONS = {
+    "red_light": "because the light turns red",
+    "pedestrian": "because a pedestrian is crossing",
+    "lead_brakes": "because the car ahead is braking",
+}
+SLOW_SPEED = 0.25  # the ego's speed after slowing down, as a share of the cruise speed
+BRAKING_SPEED = 0.0  # the braking car stops for a moment (at 0.1 of the cruise speed its growth was too small to see at 32 px)
 
 _SKY, _HAZE = np.array([150, 185, 225.0]), np.array([185, 195, 205.0])
 _GRASS, _ROAD = np.array([70, 125, 55.0]), np.array([88, 88, 92.0])
 _WHITE, _YELLOW = np.array([235, 235, 235.0]), np.array([230, 200, 60.0])
 _LIGHT_COLORS = {"red": (240, 30, 30), "green": (40, 230, 80)}
+_LEAD_COLOR = (40, 60, 150)
 
 
 @dataclass
@@ -275,36 +300,44 @@ def _poses(speed: np.ndarray, yaw: np.ndarray, lateral: np.ndarray, x0: float) -
 
 
 def _object_visible(pixels: np.ndarray, projected_area: float) -> bool:
-    """Whether a cause object counts as visible: at least ``VISIBLE_SHARE`` of its projected box on screen (a sliver
-    at the frame's edge or behind a tree does not count) and at least 2 x 2 pixels. ``pixels``: (S, S) bool."""
+    """Whether a cause object counts as visible: at least 2 x 2 pixels, and either ``VISIBLE_SHARE`` of its
+    projected box on screen or ``VISIBLE_FRAME_SHARE`` of the frame (a sliver at the frame's edge or behind a tree
+    does not count; a near light half out of the top edge, still a strip of 100 px at 96 x 96, does).
+    ``pixels``: (S, S) bool."""
     if not pixels.any() or projected_area <= 0:
         return False
     rows, cols = np.nonzero(pixels)
     tall, wide = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
-    return bool(tall >= 2 and wide >= 2 and pixels.sum() >= VISIBLE_SHARE * projected_area)
+    count = pixels.sum()
+    return bool(tall >= 2 and wide >= 2 and (count >= VISIBLE_SHARE * projected_area or count >= VISIBLE_FRAME_SHARE * pixels.size))
 
 
 def _grew(before: _Billboard, pose_before: _Pose, after: _Billboard, pose_after: _Pose, size: int) -> bool:
-    """Whether an object's pixel box is taller or wider than in an earlier frame (``before`` seen from
-    ``pose_before``)."""
+    """Whether an object looks closer than in an earlier frame (``before`` seen from ``pose_before``): its pixel
+    box is taller or wider, or its bottom edge (where it stands on the road) lower."""
     old, new = _screen_pixels(pose_before, before, size), _screen_pixels(pose_after, after, size)
     if old is None or new is None:
         return False
-    return new[2] - new[0] > old[2] - old[0] or new[3] - new[1] > old[3] - old[1]
+    return new[2] - new[0] > old[2] - old[0] or new[3] - new[1] > old[3] - old[1] or new[3] > old[3]
+
+
+def _lead_car(objects: list[_Billboard]) -> _Billboard:
+    """The car ahead among one frame's objects (the shared scene's only object in its colour)."""
+    return next(o for o in objects if o.color == _LEAD_COLOR)
 
 
 def _draw_onset(kind: str, rng: np.random.Generator, num_frames: int) -> int:
     """The frame the cause starts at, spread so that no frame shows the cause in most clips: a bend (which stays
-    in view once it is there: the ego turns into it) in frames T//2 - 1 .. T-3; a light in 1 .. T-3 (the clip
-    shows its colour before it switches); the pedestrian in 0 .. T-4 (the ego has stopped by the last frame); the
-    braking car and the obstacle in 0 .. T-3 (each leaves the view again, see ``generate_driving_clip``). For
-    other frame counts than 8 the reaction's room scales with T / 8."""
+    in view once it is there: the ego turns into it) in frames T//2 - 1 .. T-3; the green light in 1 .. T-3 (the
+    clip shows its colour before it switches); the shared scene's causes (``SHARED_SCENE_KINDS``, one draw for the
+    three) in 1 .. T-4 (the light shows its colour first, and the ego has reached its new speed by the last frame);
+    the obstacle in 0 .. T-3 (it leaves the view again, see ``generate_driving_clip``). For other frame counts than
+    8 the reaction's room scales with T / 8."""
     if kind in PERSISTENT_KINDS:  # at least two frames of turning, so that its direction shows
         return int(rng.integers(num_frames // 2 - 1, num_frames - 2))
-    first = 1 if kind in ("red_light", "green_light") else 0
-    # room for the reaction: 2 frames at 8 frames per clip (so that braking shows as growth even in small frames),
-    # 3 for the pedestrian (the car has stopped by the last frame)
-    reaction = max(2, round((3 if kind == "pedestrian" else 2) * num_frames / 8))
+    first = 1 if kind in SHARED_SCENE_KINDS or kind == "green_light" else 0
+    # room for the reaction: 2 frames at 8 frames per clip, 3 where the ego stops or slows down (its new speed)
+    reaction = max(2, round((3 if kind in SHARED_SCENE_KINDS else 2) * num_frames / 8))
     return int(rng.integers(first, num_frames - reaction))
 
 
@@ -314,14 +347,13 @@ def generate_driving_clip(
     """Render one clip of scenario ``kind``; the random draws are the same with and without the cause.
 
     Timing: a clip covers the same distance (and the same actions) whatever its frame count; the quantities below
-    are for 8 frames and scale with ``num_frames / 8``. The cause starts at ``cause_onset`` (frames 0-5, a bend
-    3-5) and the ego reacts from the next frame. Every cause but the bend leaves the view again, as on a real
-    dashcam: the light hangs over the road, so it leaves the top of the frame once the ego is 3-4 m from it (as it
-    creeps up to a red light, or drives off under a green one); the pedestrian runs across and off the side; the car
-    ahead brakes for 3 frames and then keeps its distance; the ego changes lanes around the obstacle and passes it.
-    So the cause is visible in 2-5 frames, and no frame index shows it in more than about 60% of the clips with a
-    cause (test ``test_cause_timing_does_not_give_the_cause_away``). The frames are sparse samples of a drive, as
-    8 frames sampled from a BDD-X segment are: per frame, the ego covers 1.6 m and the pedestrian 3.2 m.
+    are for 8 frames and scale with ``num_frames / 8``. The cause starts at ``cause_onset`` (frames 0-5; the shared
+    scene's 1-4, a bend 3-5) and the ego reacts from the next frame. Every cause but the bend leaves the view again
+    unless the ego stops in front of it, as on a real dashcam: the light hangs over the road, so it leaves the top of
+    the frame once the ego is 3-4 m from it (a stopped ego keeps its lower edge in view); the pedestrian runs across
+    and off the side; the car ahead brakes for 3 frames and then pulls away to its old distance; the ego changes
+    lanes around the obstacle and passes it. The frames are sparse samples of a drive, as 8 frames sampled from a
+    BDD-X segment are: per frame, the ego covers 1.6 m and the pedestrian 3.2 m.
 
     Raises:
         ValueError: for an unknown ``kind``, fewer than 6 frames, or an odd or too small ``size``.
@@ -353,8 +385,9 @@ def generate_driving_clip(
         for z in np.arange(rng.uniform(2, 7), 40.0, rng.uniform(6, 9))
     ]
     light_ahead = float(rng.uniform(5.5, 6.5))  # the light's distance at the onset
-    lead_gap = float(rng.uniform(8.0, 10.0))
-    pedestrian_ahead = float(rng.uniform(7.0, 9.0))  # where the pedestrian crosses, ahead of the ego at the onset
+    lead_gap = float(rng.uniform(8.5, 10.5))  # beyond the light and the crossing
+    pedestrian_ahead = float(rng.uniform(6.0, 7.0))  # where the pedestrian crosses, ahead of the ego at the onset
+    stops = bool(rng.random() < 0.5)  # shared scene: the ego stops (else it slows down), whichever cause it is
     obstacle_ahead = float(rng.uniform(8.5, 10.0))  # the obstacle's distance when it comes into view
     jitter = rng.normal(0, 3.0, size=(T, size, size, 3))
 
@@ -369,47 +402,52 @@ def generate_driving_clip(
     x_ego = ego_lane * LANE_WIDTH / 2
     travelled = lambda t: float(np.sum(speed[1 : t + 1]))  # noqa: E731  (metres driven by frame t)
 
-    if kind in ("red_light", "green_light"):
-        if kind == "red_light":
-            before, after = "green", "red" if with_cause else "green"
-            speed = _speeds(T, cruise, 0.25 * cruise, onset, ramp=frames_of(3)) if with_cause else speed
-            action = "the car slows down" if with_cause else "the car drives forward"
-            justification = "because the light turns red" if with_cause else "because the light is green"
-        else:
-            before, after = "red", "green" if with_cause else "red"
-            speed = _speeds(T, 0.0, cruise, onset, ramp=frames_of(3)) if with_cause else zeros.copy()
-            action = "the car accelerates" if with_cause else "the car is stopped"
-            justification = "because the light turns green" if with_cause else "because the light is red"
+    if kind in SHARED_SCENE_KINDS:
+        # one scene for the three causes of slowing down or stopping: a light over the ego's lane (green), the car
+        # ahead (keeping its distance), a crossing under the light; exactly one of them acts, or none. The draws, the
+        # action and the ego's motion are the same for the three, so only the cause frames tell them apart
+        final = 0.0 if stops else SLOW_SPEED * cruise
+        if with_cause:
+            speed = _speeds(T, cruise, final, onset, ramp=frames_of(3))
+        action = ("the car stops" if stops else "the car slows down") if with_cause else "the car drives forward"
+        justification = SHARED_JUSTIFICATIONS[kind] if with_cause else "because the light is green"
+        # 1 m nearer than the green light's: an ego that stops for it stands 3-4 m short of it, out of view
+        light_z = travelled(onset) + light_ahead - 1.0
+        turns_red = kind == "red_light" and with_cause
+        lead_speed = speed.copy()  # the car ahead keeps its distance ...
+        if kind == "lead_brakes" and with_cause:  # ... unless it brakes: 3 frames, then it pulls away to its old
+            braking = list(range(onset + 1, min(onset + 1 + frames_of(3), T)))  # distance over 2 more
+            lead_speed[braking] = np.minimum(BRAKING_SPEED * cruise, speed[braking])
+            closed = float(np.sum(speed[braking] - lead_speed[braking]))  # metres the gap shrank
+            recovery = list(range(braking[-1] + 1, min(braking[-1] + 1 + frames_of(2), T)))
+            lead_speed[recovery] += closed / frames_of(2)
+        lead_z = lead_gap + np.cumsum(np.where(np.arange(T) > 0, lead_speed, 0.0))  # (T,) world z of the lead car
+        crossing_z = travelled(onset) + pedestrian_ahead
+        for t in range(T):
+            color = _LIGHT_COLORS["red" if turns_red and t >= onset else "green"]
+            # a pole on the verge of the ego's side and the light hanging over the ego's lane, LIGHT_LIFT m up
+            objects[t].append(_Billboard(ego_lane * (LANE_WIDTH + 0.4), light_z, 0.3, LIGHT_LIFT + 1.6, (60, 60, 60)))
+            objects[t].append(_Billboard(ego_lane * 3.6, light_z, 0.7, 0.15, (60, 60, 60), lift=LIGHT_LIFT + 1.2))  # arm
+            objects[t].append(_Billboard(x_ego + ego_lane * 1.0, light_z, 1.1, 1.6, color, lift=LIGHT_LIFT,
+                                         cause=turns_red and t >= onset))
+            # the braking shows as growth: it is a cause frame while the car looks bigger than at the onset
+            lead_cause = kind == "lead_brakes" and with_cause and t > onset
+            objects[t].append(_Billboard(x_ego, float(lead_z[t]), 1.9, 1.5, _LEAD_COLOR, cause=lead_cause))
+            if kind == "pedestrian" and with_cause and t >= onset:
+                # from the verge on the ego's side across both lanes and off the far side of the view
+                x = ego_lane * (LANE_WIDTH + 0.5 - PEDESTRIAN_STEP / scale * (t - onset))
+                objects[t].append(_Billboard(x, crossing_z, 0.9, 1.8, (200, 60, 160), cause=True))
+    elif kind == "green_light":
+        speed = _speeds(T, 0.0, cruise, onset, ramp=frames_of(3)) if with_cause else zeros.copy()
+        action = "the car accelerates" if with_cause else "the car is stopped"
+        justification = "because the light turns green" if with_cause else "because the light is red"
         light_z = travelled(onset) + light_ahead
         for t in range(T):
-            color = _LIGHT_COLORS[before if t < onset else after]
-            # a pole on the verge of the ego's side and the light hanging over the ego's lane, LIGHT_LIFT m up
+            color = _LIGHT_COLORS["red" if t < onset or not with_cause else "green"]
             objects[t].append(_Billboard(ego_lane * (LANE_WIDTH + 0.4), light_z, 0.3, LIGHT_LIFT + 1.6, (60, 60, 60)))
             objects[t].append(_Billboard(ego_lane * 3.6, light_z, 0.7, 0.15, (60, 60, 60), lift=LIGHT_LIFT + 1.2))  # arm
             cause = with_cause and t >= onset
             objects[t].append(_Billboard(x_ego + ego_lane * 1.0, light_z, 1.1, 1.6, color, lift=LIGHT_LIFT, cause=cause))
-    elif kind == "pedestrian":
-        speed = _speeds(T, cruise, 0.0, onset, ramp=frames_of(2)) if with_cause else speed
-        action = "the car stops" if with_cause else "the car drives forward"
-        justification = "because a pedestrian is crossing" if with_cause else "because the road is clear"
-        if with_cause:
-            crossing_z = travelled(onset) + pedestrian_ahead
-            for t in range(onset, T):
-                # from the verge on the ego's side across both lanes and off the far side of the view
-                x = ego_lane * (LANE_WIDTH + 0.5 - PEDESTRIAN_STEP / scale * (t - onset))
-                objects[t].append(_Billboard(x, crossing_z, 0.9, 1.8, (200, 60, 160), cause=True))
-    elif kind == "lead_brakes":
-        braking = range(onset + 1, min(onset + 1 + frames_of(3), T))  # frames that end a braking step
-        if with_cause:
-            speed = _speeds(T, cruise, 0.5 * cruise, onset, ramp=frames_of(2))
-        lead_speed = speed.copy()  # after braking it keeps its (new, shorter) distance
-        lead_speed[list(braking) if with_cause else []] = 0.1 * cruise
-        action = "the car slows down" if with_cause else "the car drives forward"
-        justification = "because the car ahead is braking" if with_cause else "because traffic is moving"
-        lead_z = lead_gap + np.cumsum(np.where(np.arange(T) > 0, lead_speed, 0.0))  # (T,) world z of the lead car
-        for t in range(T):
-            # the cause is the braking, and it shows as growth: the frames where the car is closer than before
-            objects[t].append(_Billboard(x_ego, float(lead_z[t]), 1.9, 1.5, (40, 60, 150), cause=with_cause and t in braking))
     elif kind == "obstacle":
         direction = "left" if ego_lane > 0 else "right"
         action = f"the car changes lanes to the {direction}" if with_cause else "the car drives forward"
@@ -469,7 +507,7 @@ def generate_driving_clip(
             visible = _object_visible(cause_pixels, cause_area)
         if kind == "lead_brakes" and visible:
             # braking shows only as growth: the car must look bigger than when it started braking
-            visible = _grew(objects[onset][0], poses[onset], objects[t][0], pose, size)
+            visible = _grew(_lead_car(objects[onset]), poses[onset], _lead_car(objects[t]), pose, size)
         if visible:
             rows, cols = np.nonzero(cause_pixels)
             boxes[t] = [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1]
