@@ -13,7 +13,7 @@ kind                  with the cause                                         wit
 ====================  =====================================================  ==========================================
 ``red_light``         the car stops|slows down because the light turns red   the car drives forward because the light
                                                                              is green
-``pedestrian``        the car stops|slows down because a pedestrian is       (the same)
+``pedestrian``        the car stops|slows down because the pedestrian is     (the same)
                       crossing
 ``lead_brakes``       the car stops|slows down because the car ahead is      (the same)
                       braking
@@ -120,9 +120,11 @@ PERSISTENT_KINDS = ("road_bend",)
 # cause it was: only the frames where it shows do. In version 3 each cause had its own action and scene, and the
 # models named the cause from the caption's action words without looking (under 0.2 nats from the video).
 SHARED_SCENE_KINDS = ("red_light", "pedestrian", "lead_brakes")
+# Their justifications part at a cause word ("because the light|pedestrian|car ..."): the grounding explains the
+# cause words, so the token where the model must look (with "a pedestrian", the article) has to be one of them
 SHARED_JUSTIFICATIONS = {
     "red_light": "because the light turns red",
-    "pedestrian": "because a pedestrian is crossing",
+    "pedestrian": "because the pedestrian is crossing",
     "lead_brakes": "because the car ahead is braking",
 }
 SLOW_SPEED = 0.25  # the ego's speed after slowing down, as a share of the cruise speed
