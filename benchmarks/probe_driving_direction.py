@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_driving import DATA_VERSION  # benchmarks/ is on sys.path when run as a script
 from torch.nn import functional as F
 
-DATA_DIR = Path(__file__).parent / ".cache" / "driving_96_v3" / "train480_test96_seed0"
+DATA_DIR = Path(__file__).parent / ".cache" / DATA_VERSION / "train480_test96_seed0"  # bench_driving's full-size data
 
 
 def cross_validated_accuracy(features: np.ndarray, labels: np.ndarray, folds: int = 5) -> float:
