@@ -512,35 +512,45 @@ def kind_table(variants: dict[str, dict], pick) -> str | None:
 
 def video_dependent_table(variants: dict[str, dict], pick) -> str | None:
     """Markdown table of the temporal pointing game restricted to the clips whose cause words need the video
-    (`grounding.video_dependence` >= `VIDEO_DEPENDENCE_NATS`), one row per variant (first run whose `pick(run)` has
-    a ``video_dependence`` summary). None when no run has one."""
+    (`grounding.video_dependence` >= `VIDEO_DEPENDENCE_NATS`: the summary's ``video_dependent`` part, position
+    controls and fixed frames recomputed on those clips), one row per variant (first run whose `pick(run)` has it).
+    None when no run has one."""
     rows = []
     for name, v in variants.items():
-        summary = next((g for g in map(pick, v["runs"].values()) if g and g.get("video_dependence")), None)
+        summary = next((g for g in map(pick, v["runs"].values()) if g and g.get("video_dependent")), None)
         if summary is None:
             continue
-        dependence = summary["video_dependence"]
-        cells = [rate_cell(summary.get(f"{m}_temporal", {}).get("video_dependent")) for m in TEMPORAL_METHODS]
-        rows.append([name, f"{round(dependence['share_needing_video'] * dependence['n'])} / {dependence['n']}",
-                     f"{dependence['nats']:.2f}", *cells])
+        dependence, subset = summary["video_dependence"], summary["video_dependent"]
+        cells = [rate_cell(subset.get(f"{m}_temporal")) for m in TEMPORAL_METHODS]
+        fixed, by_kind = subset.get("fixed_frame"), subset.get("fixed_frame_by_kind")
+        fixed_cell = "-" if fixed is None else f"{fixed['hit_rate']:.2f} (frame {fixed['frame']})"
+        if by_kind:
+            fixed_cell += f"; by kind {by_kind['hit_rate']:.2f}"
+        rows.append([name, f"{subset['num_clips']} / {dependence['n']}", f"{dependence['nats']:.2f}", *cells, fixed_cell])
     if not rows:
         return None
     return markdown_table(["variant", "clips needing the video", "mean nats from the video",
-                           *(f"{m}: temporal" for m in TEMPORAL_METHODS)], rows)
+                           *(f"{m}: temporal" for m in TEMPORAL_METHODS), "fixed frame"], rows)
 
 
-def save_grounding_chart(results: dict[str, Any], path: Path, holdout: bool = False) -> Path | None:
+def save_grounding_chart(
+    results: dict[str, Any], path: Path, holdout: bool = False, video_dependent: bool = False
+) -> Path | None:
     """Figure of the temporal pointing game, one panel per variant (first grounded seed): each method's hit rate with
-    its 95% Wilson interval, the plain chance rate (dashed), the method's position-matched chance (diamond), the same within a cause kind (triangle) and the
-    best fixed-frame explanation (dotted),
-    the test split's or (`holdout`) the held-out clips'. Returns the path, or None when nothing was grounded."""
+    its 95% Wilson interval, the plain chance rate (dashed), the method's position-matched chance (diamond), the same
+    within a cause kind (triangle) and the best fixed-frame explanation (dotted), on the test split's or
+    (`holdout`) the held-out clips; with `video_dependent`, only on those whose cause words need the video. Returns
+    the path, or None when nothing was grounded."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     def grounding(run: dict) -> dict | None:  # the test split's summary, or the held-out clips'
-        return ((run.get("holdout") or {}) if holdout else run).get("grounding")
+        summary = ((run.get("holdout") or {}) if holdout else run).get("grounding")
+        if summary is not None and video_dependent:
+            summary = summary.get("video_dependent") or None
+        return summary
 
     panels = []
     for name, variant in results["variants"].items():
@@ -573,7 +583,9 @@ def save_grounding_chart(results: dict[str, Any], path: Path, holdout: bool = Fa
     axes[0][0].set_ylabel("top frame shows the cause")
     handles, labels = axes[0][-1].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=7, frameon=False)
-    figure.suptitle(f"Temporal pointing game, {'held-out clips' if holdout else 'test split'}", fontsize=9)
+    clips = ("held-out clips" if holdout else "test split") + (
+        ", clips whose cause words need the video" if video_dependent else "")
+    figure.suptitle(f"Temporal pointing game, {clips}", fontsize=9)
     figure.tight_layout(rect=(0, 0.12, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
@@ -582,9 +594,12 @@ def save_grounding_chart(results: dict[str, Any], path: Path, holdout: bool = Fa
 
 
 def save_grounding_charts(results: dict[str, Any], folder: Path, stem: str) -> list[str]:
-    """`save_grounding_chart` for the test split and, when there is one, the held-out set: folder/<stem>_*.png."""
+    """`save_grounding_chart` for the test split and, when there is one, the held-out set (all its clips, and those
+    whose cause words need the video): folder/<stem>_*.png."""
     paths = [save_grounding_chart(results, folder / f"{stem}_pointing_test.png"),
-             save_grounding_chart(results, folder / f"{stem}_pointing_holdout.png", holdout=True)]
+             save_grounding_chart(results, folder / f"{stem}_pointing_holdout.png", holdout=True),
+             save_grounding_chart(results, folder / f"{stem}_pointing_holdout_video_dependent.png", holdout=True,
+                                  video_dependent=True)]
     return [str(p) for p in paths if p is not None]
 
 

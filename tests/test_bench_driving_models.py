@@ -115,10 +115,23 @@ def test_kind_table_shows_each_method_per_cause_kind_and_the_deletion_row():
 
 def test_video_dependent_table_scores_only_the_clips_whose_cause_words_need_the_video():
     entry = {"hit_rate": 1.0, "ci95": (0.34, 1.0), "chance": 0.25, "n": 2}
-    grounding = {"num_clips": 4, "attention_temporal": {"hit_rate": 0.5, "video_dependent": entry},
+    subset = {"num_clips": 2, "attention_temporal": entry, "fixed_frame": {"frame": 3, "hit_rate": 0.5, "n": 2}}
+    grounding = {"num_clips": 4, "attention_temporal": {"hit_rate": 0.5}, "video_dependent": subset,
                  "video_dependence": {"nats": 1.01, "share_needing_video": 0.5, "n": 4}}
     variants = {"pooled": {"runs": {"0": {"seed": 0, "grounding": grounding}}}, "grid": {"runs": {"0": {"seed": 0}}}}
     header, _, *rows = bench_driving.video_dependent_table(variants, lambda run: run.get("grounding")).splitlines()
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert len(rows) == 1 and cells[:4] == ["pooled", "2 / 4", "1.01", "1.00 (0.34-1.00) vs 0.25"]
-    assert cells[4:] == ["-"] * 4  # no other method scored
+    assert cells[4:8] == ["-"] * 4 and cells[8] == "0.50 (frame 3)"  # no other method scored; the subset's fixed frame
+
+
+def test_pointing_chart_of_the_clips_needing_the_video_is_drawn_only_when_there_are_some(tmp_path):
+    entry = {"hit_rate": 0.9, "ci95": (0.7, 0.97), "chance": 0.44, "n": 20, "position_chance": 0.4}
+    holdout = {"grounding": {"num_clips": 40, "attention_temporal": dict(entry, n=40),
+                             "video_dependent": {"num_clips": 20, "attention_temporal": entry}}}
+    results = {"variants": {"grid": {"runs": {"0": {"seed": 0, "holdout": holdout}}}}}
+    path = bench_driving.save_grounding_chart(results, tmp_path / "vd.png", holdout=True, video_dependent=True)
+    assert path is not None and path.stat().st_size > 1000
+    del holdout["grounding"]["video_dependent"]
+    assert bench_driving.save_grounding_chart(results, tmp_path / "none.png", holdout=True, video_dependent=True) is None
+    assert not (tmp_path / "none.png").exists()

@@ -280,19 +280,23 @@ def test_summary_scores_the_pointing_game_on_the_clips_whose_cause_words_need_th
     say nothing about grounding; ``video_dependent`` scores the other two, ``video_dependence`` says how many."""
     def record(hit, shapley, kind):
         return {"attention_temporal": hit, "temporal_chance": 0.25, "kind": kind, "shapley_temporal": hit,
-                "shapley_frame_scores": shapley, "cause_frames": [0] if hit else [3]}
+                "shapley_frame_scores": shapley, "attention_frame_scores": [1.0, 0.0, 0.0, 0.0],
+                "cause_frames": [0] if hit else [3]}
     records = [record(1.0, [2.0, 0.5, 0.0, 0.0], "a"), record(1.0, [0.5, 0.5, 0.5, 0.0], "a"),
                record(0.0, [0.1, -0.1, 0.0, 0.05], "b"), record(0.0, [0.0, 0.0, 0.0, 0.0], "b")]
     summary = summarize_grounding(records)
     assert summary["attention_temporal"]["hit_rate"] == 0.5
-    assert summary["attention_temporal"]["video_dependent"] == {
-        "hit_rate": 1.0, "ci95": pytest.approx(wilson_interval(2, 2)), "chance": 0.25, "n": 2}
+    subset = summary["video_dependent"]  # the same summary over the two clips that needed the video
+    assert subset["num_clips"] == 2 and "video_dependent" not in subset
+    assert {k: subset["attention_temporal"][k] for k in ("hit_rate", "chance", "n")} == {"hit_rate": 1.0, "chance": 0.25, "n": 2}
+    assert subset["attention_temporal"]["ci95"] == pytest.approx(wilson_interval(2, 2))
+    assert subset["attention_temporal"]["position_chance"] == 1.0  # both point at frame 0, both causes are there
     dependence = summary["video_dependence"]
     assert dependence["share_needing_video"] == 0.5 and dependence["n"] == 4
     assert dependence["nats"] == pytest.approx((2.5 + 1.5 + 0.05 + 0.0) / 4)
     assert dependence["nats_by_kind"] == {"a": pytest.approx(2.0), "b": pytest.approx(0.025)}
     without = summarize_grounding([{k: v for k, v in r.items() if k != "shapley_frame_scores"} for r in records])
-    assert "video_dependence" not in without and "video_dependent" not in without["attention_temporal"]
+    assert "video_dependence" not in without and "video_dependent" not in without
 
 
 def test_cause_deletion_sees_the_only_informative_frame():

@@ -530,8 +530,13 @@ def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     entries carry ``by_kind`` ({kind: {hit_rate, chance, n}}) and the deletion entry ``cause_beats_other_by_kind``:
     a method that works for some causes and fails for others shows it there, not in the mean. With Shapley frame
     scores in every record: ``video_dependence`` (mean nats of `video_dependence`, the share of clips at or above
-    ``VIDEO_DEPENDENCE_NATS``, per kind) and, per temporal method, ``video_dependent``: the pointing game on the
-    clips whose cause words need the video."""
+    ``VIDEO_DEPENDENCE_NATS``, per kind) and ``video_dependent``, this whole summary (controls included) over the
+    clips whose cause words need the video: where an explanation of those words has something to find."""
+    return _summarize(records, with_subset=True)
+
+
+def _summarize(records: Sequence[dict[str, Any]], with_subset: bool) -> dict[str, Any]:
+    """`summarize_grounding`; ``with_subset``: add ``video_dependence`` and the ``video_dependent`` summary."""
     records = [r for r in records if r is not None]
     summary: dict[str, Any] = {"num_clips": len(records)}
     if not records:
@@ -564,15 +569,8 @@ def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
             if game == "temporal" and all("kind" in r for r in records):
                 summary[f"{method}_{game}"]["by_kind"] = _rates_by_kind(
                     [r for r in records if f"{method}_{game}" in r], f"{method}_{game}", chance_key)
-            needing = [r for r in records if f"{method}_{game}" in r and (video_dependence(r) or 0.0) >= VIDEO_DEPENDENCE_NATS]
-            if game == "temporal" and needing:
-                hits_needing = float(np.sum([r[f"{method}_{game}"] for r in needing]))
-                summary[f"{method}_{game}"]["video_dependent"] = {
-                    "hit_rate": hits_needing / len(needing), "ci95": wilson_interval(hits_needing, len(needing)),
-                    "chance": float(np.mean([r[chance_key] for r in needing])), "n": len(needing),
-                }
     dependence = [video_dependence(r) for r in records]
-    if records and None not in dependence:
+    if with_subset and None not in dependence:
         summary["video_dependence"] = {
             "nats": float(np.mean(dependence)),
             "share_needing_video": float(np.mean([d >= VIDEO_DEPENDENCE_NATS for d in dependence])),
@@ -583,6 +581,8 @@ def summarize_grounding(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 kind: float(np.mean([d for d, r in zip(dependence, records, strict=True) if r["kind"] == kind]))
                 for kind in sorted({r["kind"] for r in records})
             }
+        needing = [r for r, d in zip(records, dependence, strict=True) if d >= VIDEO_DEPENDENCE_NATS]
+        summary["video_dependent"] = _summarize(needing, with_subset=False)
     with_frames = [r for r in records if "cause_frames" in r and "attention_frame_scores" in r]
     if with_frames:
         frame, rate = best_fixed_frame([r["cause_frames"] for r in with_frames],
