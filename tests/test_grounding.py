@@ -24,6 +24,14 @@ from vidgpt2.grounding import (
 )
 
 
+def test_wilson_interval_holds_the_rate_even_at_0_and_n_of_n():
+    # 6 of 6 gave a high end of 0.9999999999999999 < 1.0, and a negative error bar in the pointing chart
+    for n in range(1, 200):
+        assert wilson_interval(n, n)[1] == 1.0 and wilson_interval(0, n)[0] == 0.0
+        low, high = wilson_interval(n / 3, n)
+        assert low <= n / 3 / n <= high
+
+
 def test_wilson_matches_scipy_on_integer_counts_and_known_values():
     stats = pytest.importorskip("scipy.stats")
     for k, n in [(0, 10), (3, 10), (10, 10), (37, 48), (1, 1)]:

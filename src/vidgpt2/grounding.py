@@ -92,7 +92,8 @@ def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, f
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the interval always holds p (it ends at exactly 1 for n of n); rounding can leave it a hair short of that
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def temporal_hit(frame_scores: Sequence[float] | np.ndarray, cause_frames: Sequence[int]) -> float:
