@@ -281,6 +281,9 @@ def test_clip_grounding_and_deletion_on_a_tiny_model():
         logp = caption_logprobs(model, labels, pixel_values_videos=torch.cat([pixels, torch.zeros_like(pixels)]))
     assert video_dependence(record) == pytest.approx(float(logp[0, 5] - logp[1, 5]), abs=1e-4)
     assert video_dependence({"attention_temporal": 1.0}) is None
+    for bad in ([0.5, float("nan")], [[0.5, 0.1], [0.2, 0.3]]):  # a NaN would silently leave the clip out
+        with pytest.raises(ValueError, match="one finite value per frame"):
+            video_dependence({"shapley_frame_scores": bad})
 
 
 def test_summary_scores_the_pointing_game_on_the_clips_whose_cause_words_need_the_video():

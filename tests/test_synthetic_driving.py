@@ -14,6 +14,7 @@ from vidgpt2.data.synthetic_driving import (
     DRIVING_KINDS,
     PERSISTENT_KINDS,
     SHARED_SCENE_KINDS,
+    VISIBLE_PIXELS,
     generate_driving_clip,
     read_ground_truth,
     write_driving_dataset,
@@ -79,8 +80,9 @@ def test_cause_boxes_are_where_the_cause_pixels_are(kind):
 def test_cause_timing_does_not_give_the_cause_away():
     """Version 2 of the generator started every cause in frames 4-6 and kept it in view to the end, so "always the
     last frame" hit every clip of the temporal pointing game (3x the chance rate). Now no frame shows the cause in
-    more than about half of the clips, the chance rate (share of cause frames) stays near a third, and every cause
-    but the bend leaves the view again before the end in most clips."""
+    more than about 3 in 4 clips, the chance rate (share of cause frames) stays below a half, and every cause but
+    the bend leaves the view again before the end in most clips (a red light in about half: when the ego stops for
+    it)."""
     per_frame, shares, ends_in_view = np.zeros(8), [], {kind: 0 for kind in DRIVING_KINDS}
     n = 30
     for kind in DRIVING_KINDS:
@@ -91,14 +93,15 @@ def test_cause_timing_does_not_give_the_cause_away():
             ends_in_view[kind] += c.cause_frames[-1] == 7
             assert c.cause_frames == list(range(c.cause_frames[0], c.cause_frames[-1] + 1))  # one visible stretch
     per_frame /= n * len(DRIVING_KINDS)
-    assert per_frame.max() < 0.75, per_frame  # version 2: 1.00 at frame 7 (version 4: a stopped ego keeps the red
-    # light or the closer car in view to the end, 0.71 at frame 4)
-    assert 0.25 < np.mean(shares) < 0.45, np.mean(shares)  # 2x chance stays reachable
+    assert per_frame.max() <= 0.8, per_frame  # version 2: 1.00 at frame 7 (version 4: 0.75 at frame 4; a stopped
+    # ego keeps the red light in view to the end)
+    assert 0.25 < np.mean(shares) < 0.5, np.mean(shares)  # 2x chance stays reachable
     for kind in DRIVING_KINDS:
         if kind in PERSISTENT_KINDS:
             assert ends_in_view[kind] == n
-        elif kind == "red_light":  # an ego that stops for it keeps its lower part in view (in about half the clips)
-            assert ends_in_view[kind] < 0.6 * n, (kind, ends_in_view[kind])
+        elif kind == "red_light":  # an ego that stops for it keeps its lower part in view: the clips where it stops
+            stopped = sum(clip(kind, 100 + seed).action == "the car stops" for seed in range(n))
+            assert ends_in_view[kind] <= stopped < n, (ends_in_view[kind], stopped)
         else:
             assert ends_in_view[kind] < n / 2, (kind, ends_in_view[kind])
 
@@ -108,7 +111,8 @@ def test_the_shared_scene_leaves_only_the_cause_frames_to_tell_its_three_causes_
     the first frame), and the trained models named the cause from the caption's action words: under 0.2 nats of
     its log-prob came from the video, so no explanation of those words could point at the cause. Now a red light, a
     pedestrian and a braking car share one scene and one action; outside their cause frames the clips are the same,
-    up to a 1-px strip at the frame's edge (a light leaving the view)."""
+    up to fewer than VISIBLE_PIXELS pixels of a light leaving the view. Each is also compared with its clip without
+    the cause up to the onset (the braking car's onset frame is never a cause frame, so no pair covers it)."""
     actions = set()
     for seed in range(12):
         with_cause = [clip(kind, seed) for kind in SHARED_SCENE_KINDS]
@@ -121,8 +125,11 @@ def test_the_shared_scene_leaves_only_the_cause_frames_to_tell_its_three_causes_
         for t in range(8):
             for a, b in combinations([c for c in with_cause if t not in c.cause_frames], 2):
                 differ = np.abs(a.frames[t].astype(int) - b.frames[t]).max(-1) > 25  # (64, 64)
-                rows = np.nonzero(differ.any(1))[0]
-                assert not differ.any() or (len(rows) == 1 and rows[0] in (0, 63)), (seed, t, a.kind, b.kind)
+                assert differ.sum() < VISIBLE_PIXELS, (seed, t, a.kind, b.kind, int(differ.sum()))
+        for c, plain in zip(with_cause, without, strict=True):  # the ego reacts from the frame after the onset
+            for t in range(c.cause_onset + 1):
+                if t not in c.cause_frames:
+                    assert np.array_equal(c.frames[t], plain.frames[t]), (seed, t, c.kind)
     assert actions == {"the car stops", "the car slows down"}  # drawn for the scene, whichever cause it has
     # the three justifications part at a word that names the cause: the grounding explains those words, so the
     # token that needs the video must be one of them ("because a pedestrian" parted at "a": the cause words then
@@ -142,28 +149,27 @@ _CAUSE_COLOURS = {
 
 
 @pytest.mark.parametrize("kind", sorted(_CAUSE_COLOURS))
-def test_the_cause_colour_shows_on_the_cause_frames_inside_the_box_and_after_them_only_leaving_the_view(kind):
+def test_the_cause_colour_shows_on_the_cause_frames_inside_the_box_and_nowhere_else(kind):
     """Before the onset the cause's colour is nowhere (a red light's clip shows green before); on every cause frame
     all of it is inside the box; after the last cause frame (the light gone above the top edge, the pedestrian off
-    the side, the obstacle passed) at most a sliver is left, touching the frame's edge (less than VISIBLE_SHARE of
-    the object on screen does not count as visible)."""
+    the side, the obstacle passed) fewer than VISIBLE_PIXELS pixels of it are left. A one-row strip of the light at
+    the top edge used to stay unlabelled (a rule that asked for 2 x 2 pixels), a cue outside the cause frames."""
     colour = np.array(_CAUSE_COLOURS[kind])
     left_view = 0
-    for seed in range(8):
-        c = clip(kind, seed, size=96)
-        for t in range(8):
-            pixels = np.abs(c.frames[t].astype(int) - colour).max(-1) < 25  # (S, S)
-            if t < c.cause_onset:
-                assert not pixels.any(), (seed, t)
-            elif t in c.boxes:
-                x0, y0, x1, y1 = c.boxes[t]
-                assert pixels[y0:y1, x0:x1].sum() == pixels.sum() > 0, (seed, t)
-            else:
-                assert t > c.cause_frames[-1], (seed, t, c.cause_frames)
-                rows, cols = np.nonzero(pixels)
-                edge = not pixels.any() or rows.min() == 0 or cols.min() == 0 or cols.max() == 95 or rows.max() == 95
-                assert edge, (seed, t)
-        left_view += c.cause_frames[-1] < 7
+    for size in (64, 96):
+        for seed in range(12):
+            c = clip(kind, seed, size=size)
+            for t in range(8):
+                pixels = np.abs(c.frames[t].astype(int) - colour).max(-1) < 25  # (S, S)
+                if t < c.cause_onset:
+                    assert not pixels.any(), (size, seed, t)
+                elif t in c.boxes:
+                    x0, y0, x1, y1 = c.boxes[t]
+                    assert pixels[y0:y1, x0:x1].sum() == pixels.sum() > 0, (size, seed, t)
+                else:
+                    assert t > c.cause_frames[-1], (size, seed, t, c.cause_frames)
+                    assert pixels.sum() < VISIBLE_PIXELS, (size, seed, t, int(pixels.sum()))
+            left_view += c.cause_frames[-1] < 7
     assert left_view > 0  # how often: test_cause_timing_does_not_give_the_cause_away
 
 

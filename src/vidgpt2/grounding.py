@@ -617,9 +617,19 @@ def video_dependence(record: dict[str, Any]) -> float | None:
     None when the record has none.
 
     Near 0 means the model names the cause without looking (the caption's action words already tell it which cause
-    it is): no explanation of those words can point at the cause then, however faithful. """
+    it is): no explanation of those words can point at the cause then, however faithful. The flat frames are unlike
+    any training clip, so a large value says the model needs *some* video, not that it needs the cause frames.
+
+    Raises:
+        ValueError: when the scores are not one value per frame (1-D) or not all finite.
+    """
     scores = record.get("shapley_frame_scores")
-    return None if scores is None else float(np.sum(scores))
+    if scores is None:
+        return None
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1 or not np.isfinite(scores).all():
+        raise ValueError(f"video_dependence: shapley_frame_scores must be one finite value per frame, got {scores.tolist()}")
+    return float(scores.sum())
 
 
 def _rates_by_kind(records: Sequence[dict[str, Any]], hit_key: str, chance_key: str) -> dict[str, dict[str, float]]:
