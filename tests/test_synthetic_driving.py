@@ -313,3 +313,29 @@ def test_cli_synth_kind_driving_writes_a_bddx_folder_and_order_stays_the_default
     assert main(["synth", str(tmp_path / "order"), "--num-train", "1", "--num-validation", "0", "--num-test", "0",
                  "--size", "32"]) == 0
     assert (tmp_path / "order" / "train.jsonl").is_file()
+
+
+@pytest.mark.parametrize("kind", ["driving", "order"])
+def test_cli_synth_refuses_a_folder_with_files_and_leaves_them_untouched(tmp_path, kind, capsys):
+    """`synth` writes BDD-X annotation files and videos (or train.jsonl ...) under fixed names: pointed at a real BDD-X
+    folder it used to replace its annotations without a word. Empty subfolders (an earlier refused run) are fine."""
+    from vidgpt2.cli import main
+
+    folder = tmp_path / "mine"
+    (folder / "videos").mkdir(parents=True)
+    precious = {"BDD-X-Annotations_v1.csv": "my annotations", "train.txt": "my split", "train.jsonl": "my captions",
+                "videos/drive-train-00000.mov": "my video"}
+    for name, text in precious.items():
+        (folder / name).write_text(text)
+    args = ["synth", str(folder), "--kind", kind, "--num-train", "1", "--num-validation", "0", "--num-test", "0",
+            "--size", "32", "--num-frames", "6"]
+    with pytest.raises(SystemExit) as refused:
+        main(args)
+    assert "already holds files" in str(refused.value) and "--overwrite" in str(refused.value)
+    assert {name: (folder / name).read_text() for name in precious} == precious
+    (tmp_path / "empty_dirs_only" / "videos").mkdir(parents=True)
+    assert main(["synth", str(tmp_path / "empty_dirs_only"), "--kind", kind, "--num-train", "1", "--num-validation",
+                 "0", "--num-test", "0", "--size", "32", "--num-frames", "6"]) == 0
+    assert main([*args, "--overwrite"]) == 0
+    written = "train.txt" if kind == "driving" else "train.jsonl"
+    assert (folder / written).read_text() != precious[written]

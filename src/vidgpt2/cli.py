@@ -40,9 +40,37 @@ def _model_command_parser(command: str, description: str, model_help: str) -> ar
 
 
 # --- synth ------------------------------------------------------------------------------------------------------------
+def _refuse_a_folder_with_files(folder: Path, overwrite: bool) -> None:
+    """`synth` writes annotation files and videos under fixed names: into a folder that holds files (a real BDD-X
+    folder, an earlier data set) it would replace them without a word. Empty subfolders do not count."""
+    if overwrite or not folder.exists():
+        return
+    if not folder.is_dir():
+        raise SystemExit(f"vidgpt2 synth: {folder} is a file, not a folder; choose a folder for the clips.")
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    if files:
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        raise SystemExit(
+            f"vidgpt2 synth: {folder} already holds files ({shown}); synth would replace those with its own names. "
+            "Choose an empty or new folder, or pass --overwrite."
+        )
+
+
 def cmd_synth(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vidgpt2 synth", description="Write procedural clips whose captions depend on frame order.")
-    parser.add_argument("output_dir", help="Folder for the clips and train/validation/test.jsonl.")
+    parser = argparse.ArgumentParser(
+        prog="vidgpt2 synth",
+        description="Write procedural clips: shapes whose captions depend on frame order (--kind order), or dashcam "
+        "clips with BDD-X captions and known causes (--kind driving).",
+    )
+    parser.add_argument(
+        "output_dir",
+        help="Folder for the clips: train/validation/test.jsonl (order), or a BDD-X folder with ground_truth.jsonl "
+        "(driving). Must hold no files, unless --overwrite.",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="Write into a folder that already holds files: the files synth writes are replaced, the others stay.",
+    )
     parser.add_argument(
         "--kind", choices=["order", "driving"], default="order",
         help="order: shapes whose captions depend on frame order (default). driving: dashcam clips with BDD-X "
@@ -55,6 +83,7 @@ def cmd_synth(argv: list[str]) -> int:
     parser.add_argument("--size", type=int, default=64, help="Frame side in pixels.")
     parser.add_argument("--seed", type=int, default=0, help="Random seed.")
     args = parser.parse_args(argv)
+    _refuse_a_folder_with_files(Path(args.output_dir), args.overwrite)
     if args.kind == "driving":
         from .data.synthetic_driving import write_driving_dataset
 
