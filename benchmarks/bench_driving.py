@@ -667,6 +667,8 @@ def main() -> int:
     info = machine_info(args.threads)
     mode = "quick" if args.quick else "full"
     print(f"# bench_driving ({mode} mode)\n")
+    if args.quick:
+        print("Quick mode is a smoke run of the whole pipeline (a few training steps): its scores mean nothing.\n")
     print_machine(info)
     sizes = {
         "num_train": args.num_train or (32 if args.quick else 480),

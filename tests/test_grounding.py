@@ -281,7 +281,7 @@ def test_clip_grounding_and_deletion_on_a_tiny_model():
         logp = caption_logprobs(model, labels, pixel_values_videos=torch.cat([pixels, torch.zeros_like(pixels)]))
     assert video_dependence(record) == pytest.approx(float(logp[0, 5] - logp[1, 5]), abs=1e-4)
     assert video_dependence({"attention_temporal": 1.0}) is None
-    for bad in ([0.5, float("nan")], [[0.5, 0.1], [0.2, 0.3]]):  # a NaN would silently leave the clip out
+    for bad in ([0.5, float("nan")], [[0.5, 0.1], [0.2, 0.3]], []):  # a NaN would silently leave the clip out
         with pytest.raises(ValueError, match="one finite value per frame"):
             video_dependence({"shapley_frame_scores": bad})
 
@@ -396,3 +396,25 @@ def test_token_maps_leave_integer_parameters_alone():
     model.register_parameter("int_weight", torch.nn.Parameter(torch.ones(3, dtype=torch.int8), requires_grad=False))
     maps = token_maps(model, tiny_pixels(model.config, batch=1), [5, 6, 7, 1], [1, 2])
     assert maps.relevancy_frames.shape == (4,) and not model.int_weight.requires_grad
+
+
+def test_evaluate_grounding_refuses_ground_truth_that_is_not_the_datasets(tmp_path):
+    """Ground truth read from another folder (same counts, so the same video ids) used to score clips against
+    another clip's cause frames, with only per-clip warnings; no shared id returned an empty summary."""
+    from vidgpt2 import VidGPT2Processor, VidGPT2VideoProcessor
+    from vidgpt2.data import load_bddx
+    from vidgpt2.data.synthetic_driving import read_ground_truth, write_driving_dataset
+    from vidgpt2.grounding import evaluate_grounding
+
+    folder = write_driving_dataset(tmp_path / "a", num_train=0, num_validation=0, num_test=2, num_frames=6, size=32,
+                                   seed=0, progress=False)
+    test = load_bddx(folder)["test"]
+    video_processor = VidGPT2VideoProcessor(num_frames=6, size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = VidGPT2Processor(video_processor=video_processor, tokenizer=tiny_tokenizer())
+    truth = read_ground_truth(folder)
+    first = test[0]["video_id"]
+    truth[first] = dict(truth[first], justification="because the road bends left")  # another clip's
+    with pytest.raises(ValueError, match=f"clip '{first}' has the caption .* but its ground truth says"):
+        evaluate_grounding(tiny_model(), processor, test, truth)
+    with pytest.raises(ValueError, match="no clip of the dataset is in ground_truth"):
+        evaluate_grounding(tiny_model(), processor, test, {"other-clip": truth[first]})

@@ -627,7 +627,7 @@ def video_dependence(record: dict[str, Any]) -> float | None:
     if scores is None:
         return None
     scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim != 1 or not np.isfinite(scores).all():
+    if scores.ndim != 1 or not scores.size or not np.isfinite(scores).all():
         raise ValueError(f"video_dependence: shapley_frame_scores must be one finite value per frame, got {scores.tolist()}")
     return float(scores.sum())
 
@@ -652,15 +652,24 @@ def evaluate_grounding(
     cause, on every clip; a generated caption may name another cause or none.
 
     Returns (per-clip records, :func:`summarize_grounding` of them).
+
+    Raises:
+        ValueError: when no clip of ``dataset`` is in ``ground_truth``, or a clip's caption is not its ground truth's
+            action and justification (ground truth read from another folder or seed, or another ``target``): the
+            clips would be scored against another clip's cause frames.
     """
     from .data.collator import VideoCaptionCollator
 
     collator = VideoCaptionCollator(processor, caption_column="__none__")
     tokenizer = processor.tokenizer
-    records = []
+    records, matched = [], 0
     for row in dataset:
         truth = ground_truth.get(row["video_id"])
-        if truth is None or not truth["cause_frames"]:
+        if truth is None:
+            continue
+        matched += 1
+        _check_caption(row, truth)
+        if not truth["cause_frames"]:
             continue
         pixels = collator([row])["pixel_values_videos"]  # (1, T, 3, H, W)
         ids = [i for i in processor.tokenize_captions(row["caption"])[0] if i != -100]
@@ -670,7 +679,25 @@ def evaluate_grounding(
             logger.warning("grounding: %s names no cause word of %s", row["caption"], truth["cause_words"])
             continue
         records.append({"video_id": row["video_id"], "kind": truth["kind"], **record})
+    if len(dataset) and not matched:
+        raise ValueError("evaluate_grounding: no clip of the dataset is in ground_truth; read both from the same "
+                         "folder (load_bddx(folder) and read_ground_truth(folder)).")
     return records, summarize_grounding(records)
+
+
+def _normalized(caption: str) -> str:
+    return " ".join(caption.lower().replace(".", " ").replace(",", " ").split())
+
+
+def _check_caption(row: dict[str, Any], truth: dict[str, Any]) -> None:
+    """The dataset's caption must be the ground truth's "<action> <justification>" (case and punctuation aside)."""
+    expected = f"{truth['action']} {truth['justification']}"
+    if _normalized(row["caption"]) != _normalized(expected):
+        raise ValueError(
+            f"evaluate_grounding: clip {row['video_id']!r} has the caption {row['caption']!r} but its ground truth says "
+            f"{expected!r}: read the ground truth from the dataset's own folder (read_ground_truth(folder)) and load the "
+            "split with target='action_justification'."
+        )
 
 
 def plot_grounding(
