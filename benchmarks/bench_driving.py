@@ -582,7 +582,8 @@ def save_grounding_chart(
             panels.append((name, summary))
     if not panels:
         return None
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), sharey=True, squeeze=False)
+    # at least 7 in wide: the legend (3 columns) is cut off on a one-variant figure
+    figure, axes = plt.subplots(1, len(panels), figsize=(max(3.2 * len(panels), 7.0), 3.6), sharey=True, squeeze=False)
     for ax, (name, summary) in zip(axes[0], panels, strict=True):
         entries = [(m, summary.get(f"{m}_temporal")) for m in TEMPORAL_METHODS]
         entries = [(m, e) for m, e in entries if e is not None]
