@@ -221,7 +221,7 @@ def synthetic_dataset(data_dir: Path, done_file: str, **kwargs: Any) -> Path:
     from vidgpt2.data import write_synthetic_dataset
 
     if not (data_dir / done_file).exists():
-        write_synthetic_dataset(data_dir, **kwargs, progress=False)
+        write_synthetic_dataset(data_dir, **kwargs, progress=False, overwrite=True)  # an unfinished copy is replaced
     return data_dir
 
 

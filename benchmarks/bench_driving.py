@@ -686,14 +686,14 @@ def main() -> int:
     data_dir = CACHE_DIR / DATA_VERSION / f"train{sizes['num_train']}_test{sizes['num_test']}_seed{args.seed}"
     if not (data_dir / "ground_truth.jsonl").exists():
         write_driving_dataset(data_dir, num_train=sizes["num_train"], num_validation=4 if args.quick else 12, num_test=sizes["num_test"],
-                              size=96, seed=args.seed, progress=False)
+                              size=96, seed=args.seed, progress=False, overwrite=True)  # a cache: an unfinished copy is replaced
     holdout_dir = None
     if args.holdout_test:
         holdout_seed = args.seed + HOLDOUT_SEED_OFFSET
         holdout_dir = CACHE_DIR / DATA_VERSION / f"holdout_test{args.holdout_test}_seed{holdout_seed}"
         if not (holdout_dir / "ground_truth.jsonl").exists():
             write_driving_dataset(holdout_dir, num_train=0, num_validation=0, num_test=args.holdout_test, size=96,
-                                  seed=holdout_seed, progress=False)
+                                  seed=holdout_seed, progress=False, overwrite=True)
     started = time.perf_counter()
     results: dict[str, Any] = {"mode": mode, "machine": info, "sizes": sizes, "config": BENCH_CONFIG, "data_seed": args.seed,
                                "data_version": DATA_VERSION, "seeds": seeds, "holdout_test": args.holdout_test,

@@ -104,7 +104,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = work / "data"
-        write_synthetic_dataset(data, num_train=train_clips, num_validation=0, num_test=clips, num_frames=frames, size=64, seed=0, progress=False)
+        write_synthetic_dataset(data, num_train=train_clips, num_validation=0, num_test=clips, num_frames=frames, size=64, seed=0, progress=False,
+                                overwrite=True)
         trained: dict[str, Path] = {}
         for name, (overrides, method) in variants.items():
             key = json.dumps(overrides, sort_keys=True)

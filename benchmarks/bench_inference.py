@@ -122,7 +122,8 @@ def synthetic_clips(folder: Path, num_train: int, num_test: int, seed: int) -> P
     marker = folder / f"done_{num_train}_{num_test}_{seed}"
     if not marker.exists():
         shutil.rmtree(folder, ignore_errors=True)
-        write_synthetic_dataset(folder, num_train=num_train, num_validation=16, num_test=num_test, num_frames=8, size=64, seed=seed)
+        write_synthetic_dataset(folder, num_train=num_train, num_validation=16, num_test=num_test, num_frames=8, size=64, seed=seed,
+                                overwrite=True)
         marker.touch()
     return folder
 

@@ -339,3 +339,27 @@ def test_cli_synth_refuses_a_folder_with_files_and_leaves_them_untouched(tmp_pat
     assert main([*args, "--overwrite"]) == 0
     written = "train.txt" if kind == "driving" else "train.jsonl"
     assert (folder / written).read_text() != precious[written]
+
+
+@pytest.mark.parametrize("writer", ["driving", "order"])
+def test_writers_refuse_a_folder_with_files_unless_overwrite(tmp_path, writer):
+    from vidgpt2.data import write_synthetic_dataset
+
+    def write(folder, **kwargs):
+        if writer == "driving":
+            return write_driving_dataset(folder, num_train=1, num_validation=0, num_test=0, num_frames=6, size=32,
+                                         progress=False, **kwargs)
+        return write_synthetic_dataset(folder, 1, 0, 0, num_frames=4, size=32, progress=False, **kwargs)
+
+    folder = tmp_path / "bddx"
+    folder.mkdir()
+    (folder / "BDD-X-Annotations_v1.csv").write_text("my annotations")
+    with pytest.raises(FileExistsError, match="already holds files .*BDD-X-Annotations_v1.csv.* overwrite=True"):
+        write(folder)
+    assert (folder / "BDD-X-Annotations_v1.csv").read_text() == "my annotations"
+    write(folder, overwrite=True)  # replaced on request
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file, not a folder"):
+        write(tmp_path / "a_file", overwrite=True)
+    write(tmp_path / "new")
+    write(tmp_path / "new", overwrite=True)  # the same folder again, as a notebook run twice

@@ -48,7 +48,8 @@ def prepare_data(data_dir: Path, num_train: int, num_test: int, frames: int, siz
     """Write synthetic clips (once per setting), build the word-level tokenizer on the train captions, decode."""
     data_dir = Path(data_dir) / f"train{num_train}-test{num_test}-t{frames}-s{size}-seed{seed}"
     if not (data_dir / "test.jsonl").is_file():
-        write_synthetic_dataset(data_dir, num_train, 0, num_test, num_frames=frames, size=size, seed=seed, progress=False)
+        write_synthetic_dataset(data_dir, num_train, 0, num_test, num_frames=frames, size=size, seed=seed, progress=False,
+                                overwrite=True)
     data = load_captions_files(train_file=data_dir / "train.jsonl", test_file=data_dir / "test.jsonl")
     tokenizer = build_word_level_tokenizer(data["train"]["caption"])
     video_processor = VidGPT2VideoProcessor(num_frames=frames, **video_processor_settings(size))

@@ -40,22 +40,6 @@ def _model_command_parser(command: str, description: str, model_help: str) -> ar
 
 
 # --- synth ------------------------------------------------------------------------------------------------------------
-def _refuse_a_folder_with_files(folder: Path, overwrite: bool) -> None:
-    """`synth` writes annotation files and videos under fixed names: into a folder that holds files (a real BDD-X
-    folder, an earlier data set) it would replace them without a word. Empty subfolders do not count."""
-    if overwrite or not folder.exists():
-        return
-    if not folder.is_dir():
-        raise SystemExit(f"vidgpt2 synth: {folder} is a file, not a folder; choose a folder for the clips.")
-    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    if files:
-        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
-        raise SystemExit(
-            f"vidgpt2 synth: {folder} already holds files ({shown}); synth would replace those with its own names. "
-            "Choose an empty or new folder, or pass --overwrite."
-        )
-
-
 def cmd_synth(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="vidgpt2 synth",
@@ -83,13 +67,22 @@ def cmd_synth(argv: list[str]) -> int:
     parser.add_argument("--size", type=int, default=64, help="Frame side in pixels.")
     parser.add_argument("--seed", type=int, default=0, help="Random seed.")
     args = parser.parse_args(argv)
-    _refuse_a_folder_with_files(Path(args.output_dir), args.overwrite)
+    try:
+        return _synth(args)
+    except FileExistsError as error:
+        if error.errno is not None:  # the operating system's, not the writers' refusal
+            raise
+        reason = str(error).split(": ", 1)[1].replace("overwrite=True", "--overwrite")  # the library's wording
+        raise SystemExit(f"vidgpt2 synth: {reason}") from None
+
+
+def _synth(args: argparse.Namespace) -> int:
     if args.kind == "driving":
         from .data.synthetic_driving import write_driving_dataset
 
         folder = write_driving_dataset(
             args.output_dir, num_train=args.num_train, num_validation=args.num_validation, num_test=args.num_test,
-            num_frames=args.num_frames, size=args.size, seed=args.seed,
+            num_frames=args.num_frames, size=args.size, seed=args.seed, overwrite=args.overwrite,
         )
         print(f"BDD-X folder: {folder} (train with --dataset bddx --data-dir {folder})")
         return 0
@@ -103,6 +96,7 @@ def cmd_synth(argv: list[str]) -> int:
         num_frames=args.num_frames,
         size=args.size,
         seed=args.seed,
+        overwrite=args.overwrite,
     )
     for split, path in files.items():
         print(f"{split}: {path}")

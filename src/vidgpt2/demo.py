@@ -137,7 +137,7 @@ def cmd_demo(argv: list[str]) -> int:
     print(f"[1/4] Synthesising {args.num_train} training and {args.num_test} test clips in {data_dir}")
     write_synthetic_dataset(
         data_dir, num_train=args.num_train, num_validation=max(16, args.num_test // 4), num_test=args.num_test,
-        num_frames=args.num_frames, size=64, seed=args.seed,
+        num_frames=args.num_frames, size=64, seed=args.seed, overwrite=True,  # the demo's own folder: rerunnable
     )
     print("[2/4] Training vidgpt2 from scratch (ResNet + GPT-2, small) on CPU")
     video_metrics = _train(out / "vidgpt2", data_dir, args, blank_video=False)

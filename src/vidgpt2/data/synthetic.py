@@ -307,6 +307,28 @@ def write_clip(path: str | os.PathLike, frames: np.ndarray, fps: int = FPS, cont
         output.mux(stream.encode(None))
 
 
+def refuse_a_folder_with_files(caller: str, out_dir: Path, overwrite: bool) -> None:
+    """The synthetic writers use fixed file names: into a folder that already holds files (a real data set, an
+    earlier run) they would replace them without a word. Empty subfolders do not count.
+
+    Raises:
+        FileExistsError: when ``out_dir`` holds a file and ``overwrite`` is False.
+    """
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise FileExistsError(f"{caller}: {out_dir} is a file, not a folder; choose a folder for the clips.")
+    if overwrite:
+        return
+    files = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if p.is_file())
+    if files:
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        raise FileExistsError(
+            f"{caller}: {out_dir} already holds files ({shown}), which would be replaced. Choose an empty or new "
+            "folder, or pass overwrite=True."
+        )
+
+
 def write_synthetic_dataset(
     out_dir: str | os.PathLike,
     num_train: int = 256,
@@ -316,6 +338,7 @@ def write_synthetic_dataset(
     size: int = 64,
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write ``<split>/<index>.mp4`` clips and ``<split>.jsonl`` captions files into ``out_dir``.
 
@@ -324,6 +347,10 @@ def write_synthetic_dataset(
 
     Returns ``{split: captions file}`` for the splits with at least one clip, ready for
     ``load_captions_files(train_file=paths["train"], ...)``.
+
+    Raises:
+        ValueError: for negative counts, an odd or too small ``size``, or fewer than 4 frames.
+        FileExistsError: when ``out_dir`` already holds files and ``overwrite`` is False.
     """
     counts = {"train": num_train, "validation": num_validation, "test": num_test}
     for name, value in counts.items():
@@ -334,6 +361,7 @@ def write_synthetic_dataset(
     if num_frames < 4:
         raise ValueError(f"write_synthetic_dataset: num_frames must be >= 4 to show an order, got {num_frames}")
     out_dir = Path(out_dir)
+    refuse_a_folder_with_files("write_synthetic_dataset", out_dir, overwrite)
     paths: dict[str, Path] = {}
     with tqdm(total=sum(counts.values()), desc="synthetic clips", unit="clip", disable=not progress) as bar:
         for split_index, (split, count) in enumerate(counts.items()):

@@ -66,7 +66,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .synthetic import FPS, write_clip
+from .synthetic import FPS, refuse_a_folder_with_files, write_clip
 
 logger = logging.getLogger(__name__)
 
@@ -516,6 +516,7 @@ def write_driving_dataset(
     size: int = 64,
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write a BDD-X folder of driving clips into ``out_dir`` and return it (ready for ``load_bddx(out_dir)``).
 
@@ -527,12 +528,15 @@ def write_driving_dataset(
 
     Raises:
         ValueError: for negative counts (other bad sizes: see :func:`generate_driving_clip`).
+        FileExistsError: when ``out_dir`` already holds files (a real BDD-X folder, an earlier run) and ``overwrite``
+            is False.
     """
     counts = {"train": num_train, "validation": num_validation, "test": num_test}
     for name, value in counts.items():
         if value < 0:
             raise ValueError(f"write_driving_dataset: num_{name} must be >= 0, got {value}")
     out_dir = Path(out_dir)
+    refuse_a_folder_with_files("write_driving_dataset", out_dir, overwrite)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     combos = [(kind, cause) for kind in DRIVING_KINDS for cause in (True, False)]
     rows: list[dict[str, str]] = []
