@@ -72,8 +72,7 @@ def cmd_synth(argv: list[str]) -> int:
     except FileExistsError as error:
         if error.errno is not None:  # the operating system's, not the writers' refusal
             raise
-        reason = str(error).split(": ", 1)[1].replace("overwrite=True", "--overwrite")  # the library's wording
-        raise SystemExit(f"vidgpt2 synth: {reason}") from None
+        raise SystemExit(f"vidgpt2 synth: {error} On the command line: --overwrite.") from None
 
 
 def _synth(args: argparse.Namespace) -> int:

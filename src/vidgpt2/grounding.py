@@ -578,10 +578,7 @@ def _summarize(records: Sequence[dict[str, Any]], with_subset: bool) -> dict[str
             "n": len(records),
         }
         if all("kind" in r for r in records):
-            summary["video_dependence"]["nats_by_kind"] = {
-                kind: float(np.mean([d for d, r in zip(dependence, records, strict=True) if r["kind"] == kind]))
-                for kind in sorted({r["kind"] for r in records})
-            }
+            summary["video_dependence"]["nats_by_kind"] = _mean_by_kind(records, dependence)
         needing = [r for r, d in zip(records, dependence, strict=True) if d >= VIDEO_DEPENDENCE_NATS]
         summary["video_dependent"] = _summarize(needing, with_subset=False)
     with_frames = [r for r in records if "cause_frames" in r and "attention_frame_scores" in r]
@@ -603,10 +600,8 @@ def _summarize(records: Sequence[dict[str, Any]], with_subset: bool) -> dict[str
             "n": len(deletions),
         }
         if all("kind" in r for r in deletions):
-            summary["deletion"]["cause_beats_other_by_kind"] = {
-                kind: float(np.mean([r["drop_cause"] > r["drop_other"] for r in deletions if r["kind"] == kind]))
-                for kind in sorted({r["kind"] for r in deletions})
-            }
+            summary["deletion"]["cause_beats_other_by_kind"] = _mean_by_kind(
+                deletions, [r["drop_cause"] > r["drop_other"] for r in deletions])
     return summary
 
 
@@ -632,14 +627,18 @@ def video_dependence(record: dict[str, Any]) -> float | None:
     return float(scores.sum())
 
 
+def _mean_by_kind(records: Sequence[dict[str, Any]], values: Sequence[float]) -> dict[str, float]:
+    """{cause kind: mean of ``values`` (one per record) over the records of that kind}."""
+    kinds = [r["kind"] for r in records]
+    return {kind: float(np.mean([v for v, k in zip(values, kinds, strict=True) if k == kind])) for kind in sorted(set(kinds))}
+
+
 def _rates_by_kind(records: Sequence[dict[str, Any]], hit_key: str, chance_key: str) -> dict[str, dict[str, float]]:
     """Per cause kind: the mean of ``record[hit_key]`` (hit rate), of ``record[chance_key]`` (chance) and the count."""
-    rates = {}
-    for kind in sorted({r["kind"] for r in records}):
-        of_kind = [r for r in records if r["kind"] == kind]
-        rates[kind] = {"hit_rate": float(np.mean([r[hit_key] for r in of_kind])),
-                       "chance": float(np.mean([r[chance_key] for r in of_kind])), "n": len(of_kind)}
-    return rates
+    hits = _mean_by_kind(records, [r[hit_key] for r in records])
+    chances = _mean_by_kind(records, [r[chance_key] for r in records])
+    counts = {kind: sum(r["kind"] == kind for r in records) for kind in hits}
+    return {kind: {"hit_rate": hits[kind], "chance": chances[kind], "n": counts[kind]} for kind in hits}
 
 
 def evaluate_grounding(

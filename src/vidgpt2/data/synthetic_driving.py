@@ -25,10 +25,11 @@ kind                  with the cause                                         wit
 ====================  =====================================================  ==========================================
 
 The first three (``SHARED_SCENE_KINDS``) share one scene: a light over the ego's lane (green), the car ahead (which
-slows down with the ego unless it is the cause), a crossing just beyond the light. Exactly one of them acts (the light turns red, a pedestrian crosses, the car ahead brakes)
-or none does, and whether the ego stops or slows down is drawn for the scene, not the cause. So the action words
-say nothing about which cause it was, and outside the cause frames the three clips are the same: only the frames
-where the cause shows tell them apart, which is what the temporal pointing game needs (data version 4). In
+slows down with the ego unless it is the cause), a crossing just beyond the light. Exactly one of them acts (the
+light turns red, a pedestrian crosses, the car ahead brakes) or none does, and whether the ego stops or slows down
+is drawn for the scene, not the cause. So the action words say nothing about which cause it was, and outside the
+cause frames the three clips are the same (data version 4): the frames where the cause shows tell them apart, which
+is what the temporal pointing game needs; a light still green after the onset only rules the red light out. In
 version 3 each cause had its own action and scene, and trained models named the cause from the caption's action
 words without looking at the video.
 
@@ -44,9 +45,9 @@ outside the cause frames no more than 3 pixels of the cause's colour are left.
 
 Cause timing (data version 4; ``benchmarks/.cache/driving_96_v4``): the onsets are spread over the clip and every
 cause but the bend leaves the view again unless the ego stops in front of it, so the cause is visible in 2-7 of 8
-frames (mostly 2-4) and no frame shows it in more than about 3 in 4 clips. Version 2 started every cause in frames 4-6 and kept
-it in view to the last frame, so "always the last frame" was a perfect explanation and the temporal pointing game
-could not tell grounding from position.
+frames (mostly 2-4) and no frame shows it in more than about 3 in 4 clips. Version 2 started every cause in frames
+4-6 and kept it in view to the last frame, so "always the last frame" was a perfect explanation and the temporal
+pointing game could not tell grounding from position.
 
 :func:`write_driving_dataset` writes a BDD-X folder (``BDD-X-Annotations_v1.csv``, ``train.txt`` / ``val.txt`` /
 ``test.txt``, ``videos/<id>.mov``, see :mod:`vidgpt2.data.bddx`) that :func:`vidgpt2.data.load_bddx` reads, plus
@@ -114,7 +115,7 @@ VISIBLE_PIXELS = 4
 BEND_VISIBLE_SHARE = 0.0025
 VISIBLE_CHANGE = 12
 # the causes that stay in view once they appear (the ego turns into the bend); the others leave the view again
-# (the car ahead stays closer when the ego stops behind it, see SHARED_SCENE_KINDS)
+# (a red light stays in view when the ego stops in front of it)
 PERSISTENT_KINDS = ("road_bend",)
 # Three causes of one action in one scene: the same random draws, light, car ahead and crossing, and the same ego
 # motion (it stops or slows down, drawn independently of the kind), so the action words say nothing about which
@@ -296,6 +297,16 @@ def _poses(speed: np.ndarray, yaw: np.ndarray, lateral: np.ndarray, x0: float) -
     return poses
 
 
+def _traffic_light(ego_lane: int, x_ego: float, z: float, color: str, cause: bool) -> list[_Billboard]:
+    """A pole on the verge of the ego's side, its arm, and the light (``color``: "red" or "green") hanging over the
+    ego's lane ``LIGHT_LIFT`` m up, at world depth ``z``; ``cause`` marks the light."""
+    return [
+        _Billboard(ego_lane * (LANE_WIDTH + 0.4), z, 0.3, LIGHT_LIFT + 1.6, (60, 60, 60)),  # pole
+        _Billboard(ego_lane * 3.6, z, 0.7, 0.15, (60, 60, 60), lift=LIGHT_LIFT + 1.2),  # arm
+        _Billboard(x_ego + ego_lane * 1.0, z, 1.1, 1.6, _LIGHT_COLORS[color], lift=LIGHT_LIFT, cause=cause),
+    ]
+
+
 def _draw_onset(kind: str, rng: np.random.Generator, num_frames: int) -> int:
     """The frame the cause starts at, spread so that no frame shows the cause in most clips: a bend (which stays
     in view once it is there: the ego turns into it) in frames T//2 - 1 .. T-3; the green light in 1 .. T-3 (the
@@ -396,12 +407,8 @@ def generate_driving_clip(
         lead_z = lead_gap + np.cumsum(np.where(np.arange(T) > 0, lead_speed, 0.0))  # (T,) world z of the lead car
         crossing_z = travelled(onset) + pedestrian_ahead
         for t in range(T):
-            color = _LIGHT_COLORS["red" if turns_red and t >= onset else "green"]
-            # a pole on the verge of the ego's side and the light hanging over the ego's lane, LIGHT_LIFT m up
-            objects[t].append(_Billboard(ego_lane * (LANE_WIDTH + 0.4), light_z, 0.3, LIGHT_LIFT + 1.6, (60, 60, 60)))
-            objects[t].append(_Billboard(ego_lane * 3.6, light_z, 0.7, 0.15, (60, 60, 60), lift=LIGHT_LIFT + 1.2))  # arm
-            objects[t].append(_Billboard(x_ego + ego_lane * 1.0, light_z, 1.1, 1.6, color, lift=LIGHT_LIFT,
-                                         cause=turns_red and t >= onset))
+            red = turns_red and t >= onset
+            objects[t] += _traffic_light(ego_lane, x_ego, light_z, "red" if red else "green", cause=red)
             # the braking shows as the car coming closer: a cause frame while it is nearer than at the onset
             lead_cause = kind == "lead_brakes" and with_cause and t > onset
             objects[t].append(_Billboard(x_ego, float(lead_z[t]), 1.9, 1.5, _LEAD_COLOR, cause=lead_cause))
@@ -415,11 +422,8 @@ def generate_driving_clip(
         justification = "because the light turns green" if with_cause else "because the light is red"
         light_z = travelled(onset) + light_ahead
         for t in range(T):
-            color = _LIGHT_COLORS["red" if t < onset or not with_cause else "green"]
-            objects[t].append(_Billboard(ego_lane * (LANE_WIDTH + 0.4), light_z, 0.3, LIGHT_LIFT + 1.6, (60, 60, 60)))
-            objects[t].append(_Billboard(ego_lane * 3.6, light_z, 0.7, 0.15, (60, 60, 60), lift=LIGHT_LIFT + 1.2))  # arm
-            cause = with_cause and t >= onset
-            objects[t].append(_Billboard(x_ego + ego_lane * 1.0, light_z, 1.1, 1.6, color, lift=LIGHT_LIFT, cause=cause))
+            green = with_cause and t >= onset
+            objects[t] += _traffic_light(ego_lane, x_ego, light_z, "green" if green else "red", cause=green)
     elif kind == "obstacle":
         direction = "left" if ego_lane > 0 else "right"
         action = f"the car changes lanes to the {direction}" if with_cause else "the car drives forward"
