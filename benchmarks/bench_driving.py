@@ -73,8 +73,9 @@ FIGURES_DIR = RESULTS_DIR / "driving_figures"
 # below it draws from
 HOLDOUT_SEED_OFFSET = 1000
 # the generator's data version (cache folder): v2 turned the ego 0.15 rad per frame (v1: 0.07); v3 spreads the cause
-# onsets over the clip and lets every cause but the bend leave the view (v2 kept each in view from frames 4-6 on)
-DATA_VERSION = "driving_96_v4"
+# onsets over the clip and lets every cause but the bend leave the view (v2 kept each in view from frames 4-6 on); v4
+# put a red light, a pedestrian and a braking car in one scene with one action; v5 gives every cause such a scene
+DATA_VERSION = "driving_96_v5"
 
 
 def add_arguments(parser) -> None:
@@ -177,7 +178,6 @@ def train_variant(
     if ground and not blank:
         start = time.perf_counter()
         records, summary = evaluate_grounding(model, processor, test, truth)
-        summary = with_shared_scene(records, summary)
         result["grounding"] = summary
         result["grounding_records"] = records
         result["grounding_s"] = time.perf_counter() - start
@@ -243,7 +243,6 @@ def score_holdout(model, processor, holdout_dir: Path, blank: bool, ground: bool
     if ground and not blank:
         start = time.perf_counter()
         result["grounding_records"], result["grounding"] = evaluate_grounding(model, processor, test, truth)
-        result["grounding"] = with_shared_scene(result["grounding_records"], result["grounding"])
         result["grounding_s"] = time.perf_counter() - start
     return result
 
@@ -321,19 +320,6 @@ def save_figures(name: str, model, processor, test, truth: dict, count: int, qui
         plot_grounding(denormalize_frames(pixels[0], *_mean_std(processor)), maps, record, str(path), title=title)
         paths.append(str(path.relative_to(RESULTS_DIR.parent)))
     return paths
-
-
-def with_shared_scene(records: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any]:
-    """Add ``shared_scene``: the `summarize_grounding` of the clips whose kind is one of `SHARED_SCENE_KINDS` (a red
-    light, a pedestrian, a braking car in one scene with one action: there only the cause frames tell which cause
-    the caption names, by design, so an explanation that finds the cause must point at them)."""
-    from vidgpt2.data.synthetic_driving import SHARED_SCENE_KINDS
-    from vidgpt2.grounding import summarize_grounding
-
-    shared = [r for r in records if r.get("kind") in SHARED_SCENE_KINDS]
-    if shared:
-        summary["shared_scene"] = summarize_grounding(shared)
-    return summary
 
 
 def rate_cell(entry: dict | None) -> str:
@@ -447,13 +433,6 @@ def report(results: dict[str, Any]) -> str:
             text += (f"\n\nThe same game on the {part} clips whose cause words need the video (at least "
                      f"{VIDEO_DEPENDENCE_NATS:g} nat from it): where an explanation has something to find.\n\n" + dependent)
 
-        def shared(run: dict) -> dict | None:
-            return (pick(run) or {}).get("shared_scene")
-
-        if any(shared(r) for v in variants.values() for r in v["runs"].values()):
-            text += (f"\n\nThe same game on the {part} clips of the shared scene (a red light, a pedestrian, a braking "
-                     "car: one scene, one action, so only the cause frames tell which cause the caption names):\n\n"
-                     + grounding_table(variants, shared))
     timing = results.get("cause_timing")
     if timing:
         num_frames = len(next(iter(timing.values()))["frame_share"])
@@ -562,8 +541,8 @@ def save_grounding_chart(
     """Figure of the temporal pointing game, one panel per variant (first grounded seed): each method's hit rate with
     its 95% Wilson interval, the plain chance rate (dashed), the method's position-matched chance (diamond), the same
     within a cause kind (triangle) and the best fixed-frame explanation (dotted), on the test split's or
-    (`holdout`) the held-out clips; with a `subset` (``"video_dependent"``, ``"shared_scene"``: keys of the
-    grounding summary), only on those clips. Returns the path, or None when nothing was grounded."""
+    (`holdout`) the held-out clips; with a `subset` (``"video_dependent"``: a key of the grounding summary), only
+    on those clips. Returns the path, or None when nothing was grounded."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -608,8 +587,7 @@ def save_grounding_chart(
     handles, labels = axes[0][-1].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=7, frameon=False)
     clips = ("held-out clips" if holdout else "test split") + (
-        {None: "", "video_dependent": ", clips whose cause words need the video",
-         "shared_scene": ", the shared scene's causes (only their frames tell them apart)"}[subset])
+        {None: "", "video_dependent": ", clips whose cause words need the video"}[subset])
     figure.suptitle(f"Temporal pointing game, {clips}", fontsize=9)
     figure.tight_layout(rect=(0, 0.12, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -620,11 +598,11 @@ def save_grounding_chart(
 
 def save_grounding_charts(results: dict[str, Any], folder: Path, stem: str) -> list[str]:
     """`save_grounding_chart` for the test split and, when there is one, the held-out set (all its clips, those
-    whose cause words need the video, and the shared scene's): folder/<stem>_*.png."""
+    whose cause words need the video): folder/<stem>_*.png."""
     paths = [save_grounding_chart(results, folder / f"{stem}_pointing_test.png"),
              save_grounding_chart(results, folder / f"{stem}_pointing_holdout.png", holdout=True),
              *(save_grounding_chart(results, folder / f"{stem}_pointing_holdout_{subset}.png", holdout=True, subset=subset)
-               for subset in ("video_dependent", "shared_scene"))]
+               for subset in ("video_dependent",))]
     return [str(p) for p in paths if p is not None]
 
 
@@ -637,8 +615,7 @@ def resummarize(path: Path) -> int:
         for run in variant["runs"].values():
             for part in (run, run.get("holdout") or {}):
                 if part.get("grounding_records"):
-                    part["grounding"] = with_shared_scene(part["grounding_records"],
-                                                          summarize_grounding(part["grounding_records"]))
+                    part["grounding"] = summarize_grounding(part["grounding_records"])
     path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"# bench_driving: summaries of {path} recomputed from its per-clip records\n")
     print(report(results))

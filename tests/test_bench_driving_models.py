@@ -135,13 +135,3 @@ def test_pointing_chart_of_the_clips_needing_the_video_is_drawn_only_when_there_
     del holdout["grounding"]["video_dependent"]
     assert bench_driving.save_grounding_chart(results, tmp_path / "none.png", holdout=True, subset="video_dependent") is None
     assert not (tmp_path / "none.png").exists()
-
-
-def test_shared_scene_summary_covers_only_the_shared_scene_kinds():
-    def record(kind, hit):
-        return {"kind": kind, "attention_temporal": hit, "temporal_chance": 0.25, "cause_frames": [0]}
-
-    records = [record("red_light", 1.0), record("pedestrian", 1.0), record("lead_brakes", 1.0), record("obstacle", 0.0)]
-    summary = bench_driving.with_shared_scene(records, {"num_clips": 4})
-    assert summary["shared_scene"]["num_clips"] == 3 and summary["shared_scene"]["attention_temporal"]["hit_rate"] == 1.0
-    assert "shared_scene" not in bench_driving.with_shared_scene(records[3:], {"num_clips": 1})

@@ -13,7 +13,8 @@ from vidgpt2.data.synthetic_driving import (
     CAUSE_WORDS,
     DRIVING_KINDS,
     PERSISTENT_KINDS,
-    SHARED_SCENE_KINDS,
+    SCENE_OF,
+    SCENES,
     VISIBLE_PIXELS,
     generate_driving_clip,
     read_ground_truth,
@@ -54,17 +55,20 @@ def test_without_the_cause_the_same_scene_leads_to_another_action(kind):
 
 @pytest.mark.parametrize("kind", DRIVING_KINDS)
 def test_cause_boxes_are_where_the_cause_pixels_are(kind):
-    """Inside the box the clip with the cause differs from the clip without it; the cause frames start no earlier
-    than the onset, and outside cause frames there is no box."""
+    """Inside the box the clip with the cause differs from the clip without it (the green light's and the speed
+    sign's, which come with the same post, from each other's); the cause frames start no earlier than the onset,
+    and outside cause frames there is no box."""
+    partner = {"green_light": "speed_sign", "speed_sign": "green_light"}
     for seed in range(6):
-        with_cause, without = clip(kind, seed, True), clip(kind, seed, False)
+        with_cause = clip(kind, seed, True)
+        without = clip(partner[kind], seed) if kind in partner else clip(kind, seed, False)
         assert with_cause.cause_frames, f"{kind} seed {seed}: cause never visible"
         assert min(with_cause.cause_frames) >= with_cause.cause_onset
         assert sorted(with_cause.boxes) == with_cause.cause_frames
         for t in with_cause.cause_frames:
             x0, y0, x1, y1 = with_cause.boxes[t]
             assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64
-            if kind in ("red_light", "green_light", "pedestrian", "obstacle"):
+            if kind in ("red_light", "green_light", "speed_sign", "pedestrian", "obstacle", "parked_car", "road_closed"):
                 # the same camera pose on both versions up to the onset and the object is drawn only with the cause
                 # (the light changes colour): the box holds the pixels that differ, on the first cause frame
                 assert with_cause.cause_frames[0] == with_cause.cause_onset
@@ -95,7 +99,7 @@ def test_cause_timing_does_not_give_the_cause_away():
     per_frame /= n * len(DRIVING_KINDS)
     assert per_frame.max() <= 0.8, per_frame  # version 2: 1.00 at frame 7 (version 4: 0.75 at frame 4; a stopped
     # ego keeps the red light in view to the end)
-    assert 0.25 < np.mean(shares) < 0.5, np.mean(shares)  # 2x chance stays reachable
+    assert 0.25 < np.mean(shares) < 0.45, np.mean(shares)  # 2x chance stays reachable (version 5: 0.41)
     for kind in DRIVING_KINDS:
         if kind in PERSISTENT_KINDS:
             assert ends_in_view[kind] == n
@@ -106,45 +110,62 @@ def test_cause_timing_does_not_give_the_cause_away():
             assert ends_in_view[kind] < n / 2, (kind, ends_in_view[kind])
 
 
-def test_the_shared_scene_leaves_only_the_cause_frames_to_tell_its_three_causes_apart():
+@pytest.mark.parametrize("scene", sorted(SCENES))
+def test_the_causes_of_a_scene_differ_only_on_their_cause_frames(scene):
     """Version 3 gave each cause its own action and scene (a pedestrian meant "stops", a car ahead was in view from
     the first frame), and the trained models named the cause from the caption's action words: under 0.2 nats of
-    its log-prob came from the video, so no explanation of those words could point at the cause. Now a red light, a
-    pedestrian and a braking car share one scene and one action; outside their cause frames the clips are the same,
-    up to fewer than VISIBLE_PIXELS pixels of a light leaving the view. Each is also compared with its clip without
-    the cause up to the onset (the braking car's onset frame is never a cause frame, so no pair covers it)."""
+    its log-prob came from the video, so no explanation of those words could point at the cause. Version 4 shared
+    one scene for a red light, a pedestrian and a braking car only; the other causes still had their own action, and
+    explanations pointed at them no better than a fixed frame (1.55x chance against 2.3x in the shared scene). Now
+    every cause shares its scene and action with another: outside their cause frames the clips are the same, up to
+    fewer than VISIBLE_PIXELS pixels of a light leaving the view (a bend far off in the haze: fewer than
+    BEND_VISIBLE_SHARE of the frame, as against the straight road). Each is also compared with its clip without the
+    cause up to the onset (the braking car's onset frame is never a cause frame, so no pair covers it)."""
+    kinds = SCENES[scene]
+    assert len(kinds) >= 2 and all(SCENE_OF[kind] == scene for kind in kinds)
     actions = set()
     for seed in range(12):
-        with_cause = [clip(kind, seed) for kind in SHARED_SCENE_KINDS]
-        without = [clip(kind, seed, with_cause=False) for kind in SHARED_SCENE_KINDS]
+        with_cause = [clip(kind, seed) for kind in kinds]
+        without = [clip(kind, seed, with_cause=False) for kind in kinds]
         assert len({c.action for c in with_cause}) == 1 and len({c.cause_onset for c in with_cause}) == 1
-        assert len({c.justification for c in with_cause}) == 3
+        assert len({c.justification for c in with_cause}) == len(kinds)
         actions.add(with_cause[0].action)
         for other in without[1:]:
             assert np.array_equal(other.frames, without[0].frames) and other.caption == without[0].caption
         for t in range(8):
             for a, b in combinations([c for c in with_cause if t not in c.cause_frames], 2):
                 differ = np.abs(a.frames[t].astype(int) - b.frames[t]).max(-1) > 25  # (64, 64)
-                assert differ.sum() < VISIBLE_PIXELS, (seed, t, a.kind, b.kind, int(differ.sum()))
+                allowed = BEND_VISIBLE_SHARE * 64 * 64 if "road_bend" in (a.kind, b.kind) else VISIBLE_PIXELS
+                assert differ.sum() < allowed, (seed, t, a.kind, b.kind, int(differ.sum()))
         for c, plain in zip(with_cause, without, strict=True):  # the ego reacts from the frame after the onset
             for t in range(c.cause_onset + 1):
-                if t not in c.cause_frames:
+                if t not in c.cause_frames and c.kind != "road_bend":
                     assert np.array_equal(c.frames[t], plain.frames[t]), (seed, t, c.kind)
-    assert actions == {"the car stops", "the car slows down"}  # drawn for the scene, whichever cause it has
-    # the three justifications part at a word that names the cause: the grounding explains those words, so the
-    # token that needs the video must be one of them ("because a pedestrian" parted at "a": the cause words then
-    # carried 0.9 nats from the video, against 3-9 for the light's and the car's)
-    words = [clip(kind, 0).justification.split() for kind in SHARED_SCENE_KINDS]
+    # the action is the scene's, drawn for the scene (stop or slow down; the direction), whichever cause it has
+    expected = {
+        "stop": {"the car stops", "the car slows down"},
+        "accelerate": {"the car accelerates"},
+        "change_lanes": {"the car changes lanes to the left", "the car changes lanes to the right"},
+        "turn": {"the car turns left", "the car turns right"},
+    }[scene]
+    assert actions == expected
+    # the justifications part at a word that names the cause: the grounding explains those words, so the token
+    # that needs the video must be one of them ("because a pedestrian" parted at "a": the cause words then carried
+    # 0.9 nats from the video, against 3-9 for the light's and the car's)
+    words = [clip(kind, 0).justification.split() for kind in kinds]
     first = next(i for i, column in enumerate(zip(*words, strict=False)) if len(set(column)) > 1)
-    assert all(w[first] in CAUSE_WORDS[kind] for w, kind in zip(words, SHARED_SCENE_KINDS, strict=True)), words
+    assert all(w[first] in CAUSE_WORDS[kind] for w, kind in zip(words, kinds, strict=True)), words
 
 
 # the flat colour each cause is drawn in, and the frames its colour must stay out of (nothing else has it)
 _CAUSE_COLOURS = {
     "red_light": (240, 30, 30),
     "green_light": (40, 230, 80),
+    "speed_sign": (30, 80, 230),
     "pedestrian": (200, 60, 160),
     "obstacle": (240, 130, 20),
+    "parked_car": (40, 60, 150),
+    "road_closed": (255, 235, 0),
 }
 
 
@@ -170,7 +191,7 @@ def test_the_cause_colour_shows_on_the_cause_frames_inside_the_box_and_nowhere_e
                     assert t > c.cause_frames[-1], (size, seed, t, c.cause_frames)
                     assert pixels.sum() < VISIBLE_PIXELS, (size, seed, t, int(pixels.sum()))
             left_view += c.cause_frames[-1] < 7
-    assert left_view > 0  # how often: test_cause_timing_does_not_give_the_cause_away
+    assert left_view > 0 or kind in PERSISTENT_KINDS  # how often: test_cause_timing_does_not_give_the_cause_away
 
 
 def test_the_car_ahead_grows_while_it_brakes_then_pulls_away_to_its_old_distance():
@@ -218,7 +239,7 @@ def _road_column(frame: np.ndarray) -> float:
     return float(np.nonzero(grey)[1].mean())
 
 
-@pytest.mark.parametrize("kind", ["road_bend", "obstacle"])
+@pytest.mark.parametrize("kind", ["road_bend", "road_closed", "obstacle", "parked_car"])
 def test_turns_and_lane_changes_move_the_scene_visibly_the_right_way(kind):
     """The direction of a turn or lane change shows as motion: between the onset and the last frame the road slides
     against the direction (a right turn moves the scene left) by at least 5 px at 96 px. At the old turn rate
@@ -265,12 +286,21 @@ def test_the_ego_stays_in_its_lane_through_the_bend(monkeypatch):
     for seed in range(30):
         clip("road_bend", seed)
     assert len(offsets) == 30 * 8
+    poses = []
+    monkeypatch.setattr(synthetic_driving, "_render_ground", lambda pose, *args: (poses.append(pose), render(pose, *args))[1])
+    for seed in range(5):  # the barrier's clip drives as the bend's (the same poses: only the view differs)
+        poses.clear()
+        clip("road_closed", seed)
+        closed = list(poses)
+        poses.clear()
+        clip("road_bend", seed)
+        assert closed == poses[::2], seed  # the bend's clip renders each pose twice (with the straight road)
     assert max(offsets) <= synthetic_driving.LANE_WIDTH / 2 + 1e-6  # the centre of its lane
 
 
 def test_written_folder_is_read_by_the_bddx_loader_end_to_end(tmp_path):
-    folder = write_driving_dataset(tmp_path / "drive", num_train=12, num_validation=2, num_test=6, progress=False)
-    again = write_driving_dataset(tmp_path / "again", num_train=12, num_validation=2, num_test=6, progress=False)
+    folder = write_driving_dataset(tmp_path / "drive", num_train=18, num_validation=2, num_test=6, progress=False)
+    again = write_driving_dataset(tmp_path / "again", num_train=18, num_validation=2, num_test=6, progress=False)
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
     for name in ("BDD-X-Annotations_v1.csv", "train.txt", "test.txt", "ground_truth.jsonl", "videos/drive-test-00003.mov"):
         assert digest(folder / name) == digest(tmp_path / "again" / name), name
@@ -278,9 +308,9 @@ def test_written_folder_is_read_by_the_bddx_loader_end_to_end(tmp_path):
 
     data = load_bddx(folder, check_videos=True)
     truth = read_ground_truth(folder)
-    assert {s: len(data[s]) for s in data} == {"train": 12, "validation": 2, "test": 6}
+    assert {s: len(data[s]) for s in data} == {"train": 18, "validation": 2, "test": 6}
     kinds = [truth[v]["kind"] for v in data["train"]["video_id"]]
-    assert sorted(set(kinds)) == sorted(DRIVING_KINDS)  # 12 = every (kind, with/without) pair once
+    assert sorted(set(kinds)) == sorted(DRIVING_KINDS)  # 18 = every (kind, with/without) pair once
     for row in data["test"]:
         record = truth[row["video_id"]]
         assert row["caption"] == f"{record['action']} {record['justification']}"

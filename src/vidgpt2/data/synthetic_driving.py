@@ -5,49 +5,59 @@ both sides, sky, distance haze) seen from an ego car. The ego's action shows onl
 frames (the flow of dashes and trees, the vanishing point sliding as the car yaws, the lane lines shifting as it
 changes lanes); the cause is an object or state that appears at a known frame and place.
 
-Scenario kinds (``DRIVING_KINDS``) and their captions, with the cause / without it (the same scene, same random
-draws, the cause left out; it leads to another action, so the caption cannot be guessed without seeing the cause):
+Scenario kinds (``DRIVING_KINDS``) and their captions, grouped by scene (``SCENES``). Every scene has two or three
+causes of one action; without a cause (the same scene, same random draws, the cause left out) the ego does something
+else, so the caption cannot be guessed without seeing the cause:
 
-====================  =====================================================  ==========================================
-kind                  with the cause                                         without
-====================  =====================================================  ==========================================
-``red_light``         the car stops|slows down because the light turns red   the car drives forward because the light
-                                                                             is green
-``pedestrian``        the car stops|slows down because the pedestrian is     (the same)
-                      crossing
-``lead_brakes``       the car stops|slows down because the car ahead is      (the same)
-                      braking
-``green_light``       the car accelerates because the light turns green      the car is stopped because the light is red
-``obstacle``          the car changes lanes to the left|right because there  the car drives forward because the road is
-                      is an obstacle in the lane                             clear
-``road_bend``         the car turns left|right because the road bends        the car drives forward because the road is
-                      left|right                                             straight
-====================  =====================================================  ==========================================
+================  =================================  ======================================  ==========================
+scene             action (the same for its causes)   kind: justification                     without a cause
+================  =================================  ======================================  ==========================
+``stop``          the car stops | slows down         ``red_light``: because the light turns  the car drives forward
+                  (drawn for the scene)              red; ``pedestrian``: because the        because the light is green
+                                                     pedestrian is crossing;
+                                                     ``lead_brakes``: because the car ahead
+                                                     is braking
+``accelerate``    the car accelerates (from a slow   ``green_light``: because the light is   the car drives forward
+                  drive)                             green; ``speed_sign``: because the      because the road is clear
+                                                     speed limit rises                       (slowly)
+``change_lanes``  the car changes lanes to the       ``obstacle``: because the obstacle is   the car drives forward
+                  left | right                       in the lane; ``parked_car``: because    because the road is clear
+                                                     the parked car is in the lane
+``turn``          the car turns left | right         ``road_bend``: because the road bends   the car drives forward
+                                                     left|right; ``road_closed``: because    because the road is
+                                                     the barrier blocks the road             straight
+================  =================================  ======================================  ==========================
 
-The first three (``SHARED_SCENE_KINDS``) share one scene: a light over the ego's lane (green), the car ahead (which
-slows down with the ego unless it is the cause), a crossing just beyond the light. Exactly one of them acts (the
-light turns red, a pedestrian crosses, the car ahead brakes) or none does, and whether the ego stops or slows down
-is drawn for the scene, not the cause. So the action words say nothing about which cause it was, and outside the
-cause frames the three clips are the same (data version 4): the frames where the cause shows tell them apart, which
-is what the temporal pointing game needs; a light still green after the onset only rules the red light out. In
-version 3 each cause had its own action and scene, and trained models named the cause from the caption's action
-words without looking at the video.
+The stop scene: a light over the ego's lane (green), the car ahead (which slows down with the ego unless it is the
+cause), a crossing just beyond the light; exactly one of them acts (the light turns red, a pedestrian crosses, the
+car ahead brakes) or none does. The accelerate scene: a post by the road comes into view with a green light or a
+blue speed sign on it (the same shape: only the colour tells). The lane change: an orange obstacle or a parked car
+comes into view in the ego's lane. The turn: the road bends, or a yellow barrier closes it where the bend would
+start (the ego's motion is the same). So within a scene the action words say nothing about which cause it was,
+and outside the cause frames the clips are the same: only the frames where the cause shows tell them apart, which
+is what the temporal pointing game needs. The justifications part at a word that names the cause. History: in
+version 3 each cause had its own action, and trained models named the cause from the caption's action words
+without looking at the video (under 0.2 nats from it); version 4 shared the stop scene only, and explanations found
+its causes (2.3x chance) but not the others' (1.55x over all six kinds). The green light now comes into view
+green: one that showed red before it switched was in view before its cause frames.
 
 Ground truth per clip (:class:`DrivingClip`): action, justification, cause kind, the words of the justification
 that name the cause, the frames where the cause is visible and its box ``[x0, y0, x1, y1)`` (pixels, exclusive
-ends) in each. Cause frames: the light's new colour (from the switch until the light leaves the top of the view),
-the pedestrian while on screen, the car ahead while it is closer than when it started braking (it has no brake
-lights; it brakes for 3 frames, then pulls away to its old distance), the obstacle from when it comes into view
-until the ego has passed it, the bend while it changes the view visibly (``BEND_VISIBLE_SHARE`` of the frame,
-compared with the same view of a straight road). An object counts as visible when ``VISIBLE_PIXELS`` or more of its
-pixels are on screen, whatever their shape: a strip of the light at the frame's edge shows its colour, so it counts;
-outside the cause frames no more than 3 pixels of the cause's colour are left.
+ends) in each. Cause frames: the red light's new colour (from the switch until the light leaves the top of the
+view), the pedestrian while on screen, the car ahead while it is closer than when it started braking (it has no
+brake lights; it brakes for 3 frames, then pulls away to its old distance), the green light's or sign's head, the
+obstacle or parked car, and the barrier while in view, the bend while it changes the view visibly
+(``BEND_VISIBLE_SHARE`` of the frame, compared with the same view of a straight road). An object counts as visible
+when ``VISIBLE_PIXELS`` or more of its pixels are on screen, whatever their shape: a strip of the light at the
+frame's edge shows its colour, so it counts; outside the cause frames no more than 3 pixels of the cause's colour
+are left. The box holds the cause itself (the light, not its pole).
 
-Cause timing (data version 4; ``benchmarks/.cache/driving_96_v4``): the onsets are spread over the clip and every
-cause but the bend leaves the view again unless the ego stops in front of it, so the cause is visible in 2-7 of 8
-frames (mostly 2-4) and no frame shows it in more than about 3 in 4 clips. Version 2 started every cause in frames
-4-6 and kept it in view to the last frame, so "always the last frame" was a perfect explanation and the temporal
-pointing game could not tell grounding from position.
+Cause timing (data version 5; ``benchmarks/.cache/driving_96_v5``): the onsets are spread over the clip and every
+cause but the turn scene's leaves the view again unless the ego stops in front of it, so the cause is visible in
+2-7 of 8 frames (mostly 2-4), no frame shows it in more than about 2 in 3 clips and the chance rate (the mean
+share of cause frames) is about 0.41. Version 2 started every cause in frames 4-6 and kept it in view to the last
+frame, so "always the last frame" was a perfect explanation and the temporal pointing game could not tell
+grounding from position.
 
 :func:`write_driving_dataset` writes a BDD-X folder (``BDD-X-Annotations_v1.csv``, ``train.txt`` / ``val.txt`` /
 ``test.txt``, ``videos/<id>.mov``, see :mod:`vidgpt2.data.bddx`) that :func:`vidgpt2.data.load_bddx` reads, plus
@@ -71,22 +81,60 @@ from .synthetic import FPS, refuse_a_folder_with_files, write_clip
 
 logger = logging.getLogger(__name__)
 
-DRIVING_KINDS = ("red_light", "green_light", "pedestrian", "lead_brakes", "obstacle", "road_bend")
+DRIVING_KINDS = (
+    "red_light", "green_light", "pedestrian", "lead_brakes", "obstacle", "road_bend",
+    "speed_sign", "parked_car", "road_closed",
+)
+# Every cause shares its scene and its action with one or two others (data version 5): the same random draws, the
+# same ego motion, so the action words say nothing about which cause it was and only the frames where the cause
+# shows tell them apart. In version 3 each cause had its own action and the trained models named the cause from
+# the caption's action words without looking (under 0.2 nats from the video); version 4 shared a scene for the
+# stop scene's three causes only, and explanations found the cause there (2.3x chance) but not elsewhere (1.55x).
+SCENES = {
+    "stop": ("red_light", "pedestrian", "lead_brakes"),  # the ego stops or slows down (drawn for the scene)
+    "accelerate": ("green_light", "speed_sign"),  # from a slow drive, a light or a sign comes into view
+    "change_lanes": ("obstacle", "parked_car"),  # something comes into view in the ego's lane
+    "turn": ("road_bend", "road_closed"),  # the road bends, or a barrier closes it
+}
+SCENE_OF = {kind: scene for scene, kinds in SCENES.items() for kind in kinds}
+# The justification per kind; within a scene they part at a word that names the cause ("because the light|
+# pedestrian|car ..."): the grounding explains the cause words, so the token where the model must look has to be one
+# of them (with "because a pedestrian", the article parted them and carried the video's information instead)
+JUSTIFICATIONS = {
+    "red_light": "because the light turns red",
+    "pedestrian": "because the pedestrian is crossing",
+    "lead_brakes": "because the car ahead is braking",
+    "green_light": "because the light is green",
+    "speed_sign": "because the speed limit rises",
+    "obstacle": "because the obstacle is in the lane",
+    "parked_car": "because the parked car is in the lane",
+    "road_bend": "because the road bends {direction}",
+    "road_closed": "because the barrier blocks the road",
+}
 # The justification words that name the cause, per kind (the grounding metrics look up these tokens).
 CAUSE_WORDS = {
     "red_light": ("light", "red"),
     "green_light": ("light", "green"),
     "pedestrian": ("pedestrian", "crossing"),
     "lead_brakes": ("car", "ahead", "braking"),
+    "speed_sign": ("speed", "limit"),
     "obstacle": ("obstacle",),
+    "parked_car": ("parked", "car"),
     "road_bend": ("road", "bends"),
+    "road_closed": ("barrier",),
+}
+# What the ego does without the cause (the scene's counterfactual), per scene
+NO_CAUSE_CAPTIONS = {
+    "stop": ("the car drives forward", "because the light is green"),
+    "accelerate": ("the car drives forward", "because the road is clear"),
+    "change_lanes": ("the car drives forward", "because the road is clear"),
+    "turn": ("the car drives forward", "because the road is straight"),
 }
 ACTIONS = (
     "the car drives forward",
     "the car accelerates",
     "the car slows down",
     "the car stops",
-    "the car is stopped",
     "the car turns left",
     "the car turns right",
     "the car changes lanes to the left",
@@ -114,21 +162,9 @@ BEND_CURVATURE = 0.1  # the road centre's lateral offset (m) is BEND_CURVATURE *
 VISIBLE_PIXELS = 4
 BEND_VISIBLE_SHARE = 0.0025
 VISIBLE_CHANGE = 12
-# the causes that stay in view once they appear (the ego turns into the bend); the others leave the view again
-# (a red light stays in view when the ego stops in front of it)
-PERSISTENT_KINDS = ("road_bend",)
-# Three causes of one action in one scene: the same random draws, light, car ahead and crossing, and the same ego
-# motion (it stops or slows down, drawn independently of the kind), so the action words say nothing about which
-# cause it was: only the frames where it shows do. In version 3 each cause had its own action and scene, and the
-# models named the cause from the caption's action words without looking (under 0.2 nats from the video).
-SHARED_SCENE_KINDS = ("red_light", "pedestrian", "lead_brakes")
-# Their justifications part at a cause word ("because the light|pedestrian|car ..."): the grounding explains the
-# cause words, so the token where the model must look (with "a pedestrian", the article) has to be one of them
-SHARED_JUSTIFICATIONS = {
-    "red_light": "because the light turns red",
-    "pedestrian": "because the pedestrian is crossing",
-    "lead_brakes": "because the car ahead is braking",
-}
+# the causes that stay in view once they appear (the ego turns into the bend, or away from the barrier, which stays
+# in a corner of the view); the others leave the view again (a red light stays in view when the ego stops for it)
+PERSISTENT_KINDS = SCENES["turn"]
 SLOW_SPEED = 0.25  # the ego's speed after slowing down, as a share of the cruise speed
 BRAKING_SPEED = 0.0  # the braking car stops for a moment (at 0.1 of the cruise speed its growth was too small to see at 32 px)
 
@@ -137,6 +173,9 @@ _GRASS, _ROAD = np.array([70, 125, 55.0]), np.array([88, 88, 92.0])
 _WHITE, _YELLOW = np.array([235, 235, 235.0]), np.array([230, 200, 60.0])
 _LIGHT_COLORS = {"red": (240, 30, 30), "green": (40, 230, 80)}
 _LEAD_COLOR = (40, 60, 150)
+_SIGN_COLOR = (30, 80, 230)
+_BARRIER_COLOR = (255, 235, 0)
+_POLE_COLOR = (60, 60, 60)
 
 
 @dataclass
@@ -152,9 +191,10 @@ class DrivingClip:
         cause_frames: frame indices where the cause is visible (empty without the cause).
         boxes: ``{frame: [x0, y0, x1, y1]}`` the cause's box in pixels (x1, y1 exclusive), for each cause frame.
         cause_onset: the frame the cause starts at (the draw the scene was built around, also without the cause):
-            the light switches, the pedestrian steps out, the car ahead starts braking (it is closer from a later
-            frame on), the obstacle comes into view, the bend is ``BEND_AHEAD`` m ahead (at some frame sizes its
-            first visible frame is one earlier or later). The ego reacts from the next frame.
+            the red light switches, the pedestrian steps out, the car ahead starts braking (it is closer from a
+            later frame on), the green light or sign, the obstacle or parked car comes into view, the bend or the
+            barrier is ``BEND_AHEAD`` m ahead (at some frame sizes the bend's first visible frame is one earlier or
+            later). The ego reacts from the next frame.
     """
 
     frames: np.ndarray
@@ -301,24 +341,35 @@ def _traffic_light(ego_lane: int, x_ego: float, z: float, color: str, cause: boo
     """A pole on the verge of the ego's side, its arm, and the light (``color``: "red" or "green") hanging over the
     ego's lane ``LIGHT_LIFT`` m up, at world depth ``z``; ``cause`` marks the light."""
     return [
-        _Billboard(ego_lane * (LANE_WIDTH + 0.4), z, 0.3, LIGHT_LIFT + 1.6, (60, 60, 60)),  # pole
-        _Billboard(ego_lane * 3.6, z, 0.7, 0.15, (60, 60, 60), lift=LIGHT_LIFT + 1.2),  # arm
+        _Billboard(ego_lane * (LANE_WIDTH + 0.4), z, 0.3, LIGHT_LIFT + 1.6, _POLE_COLOR),  # pole
+        _Billboard(ego_lane * 3.6, z, 0.7, 0.15, _POLE_COLOR, lift=LIGHT_LIFT + 1.2),  # arm
         _Billboard(x_ego + ego_lane * 1.0, z, 1.1, 1.6, _LIGHT_COLORS[color], lift=LIGHT_LIFT, cause=cause),
     ]
 
 
-def _draw_onset(kind: str, rng: np.random.Generator, num_frames: int) -> int:
-    """The frame the cause starts at, spread so that no frame shows the cause in most clips: a bend (which stays
-    in view once it is there: the ego turns into it) in frames T//2 - 1 .. T-3; the green light in 1 .. T-3 (the
-    clip shows its colour before it switches); the shared scene's causes (``SHARED_SCENE_KINDS``, one draw for the
-    three) in 1 .. T-4 (the light shows its colour first, and the ego has reached its new speed by the last frame);
-    the obstacle in 0 .. T-3 (it leaves the view again, see ``generate_driving_clip``). For other frame counts than
-    8 the reaction's room scales with T / 8."""
-    if kind in PERSISTENT_KINDS:  # at least two frames of turning, so that its direction shows
-        return int(rng.integers(num_frames // 2 - 1, num_frames - 2))
-    first = 1 if kind in SHARED_SCENE_KINDS or kind == "green_light" else 0
-    # room for the reaction: 2 frames at 8 frames per clip, 3 where the ego stops or slows down (its new speed)
-    reaction = max(2, round((3 if kind in SHARED_SCENE_KINDS else 2) * num_frames / 8))
+def _roadside_post(ego_lane: int, z: float, head: tuple[int, int, int], visible_within: float) -> list[_Billboard]:
+    """A post on the verge of the ego's side at world depth ``z`` and its 0.9 x 0.9 m head (the cause) 2 m up: a
+    green light or a speed sign, the same shape, so only the head's colour tells them apart. Both come into view
+    ``visible_within`` m away and leave the side of the view about 6 m ahead."""
+    x = ego_lane * (LANE_WIDTH + 0.9)
+    return [
+        _Billboard(x, z, 0.2, 2.0, _POLE_COLOR, visible_within=visible_within),
+        _Billboard(x, z, 0.9, 0.9, head, lift=2.0, cause=True, visible_within=visible_within),
+    ]
+
+
+def _draw_onset(scene: str, rng: np.random.Generator, num_frames: int) -> int:
+    """The frame the cause starts at (one draw per scene, whichever cause), spread so that no frame shows the cause
+    in most clips: the turn scene's (the bend or barrier stays in view: the ego turns) in frames T//2 - 1 .. T-3;
+    the stop scene's in 1 .. T-4 (the light shows its colour first, and the ego has reached its new speed by the
+    last frame); the accelerate scene's in 0 .. T-4 (its new speed); the lane change's in 0 .. T-3 (the cause
+    leaves the view again, see ``generate_driving_clip``). For other frame counts than 8 the reaction's room scales
+    with T / 8."""
+    if scene == "turn":  # at least two frames of turning, so that its direction shows
+        return int(rng.integers(num_frames // 2, num_frames - 2))
+    first = 1 if scene == "stop" else 0
+    # room for the reaction: 2 frames at 8 frames per clip, 3 where the ego changes speed (its new speed)
+    reaction = max(2, round((3 if scene in ("stop", "accelerate") else 2) * num_frames / 8))
     return int(rng.integers(first, num_frames - reaction))
 
 
@@ -328,13 +379,15 @@ def generate_driving_clip(
     """Render one clip of scenario ``kind``; the random draws are the same with and without the cause.
 
     Timing: a clip covers the same distance (and the same actions) whatever its frame count; the quantities below
-    are for 8 frames and scale with ``num_frames / 8``. The cause starts at ``cause_onset`` (frames 0-5; the shared
-    scene's 1-4, a bend 3-5) and the ego reacts from the next frame. Every cause but the bend leaves the view again
-    unless the ego stops in front of it, as on a real dashcam: the light hangs over the road, so it leaves the top of
-    the frame once the ego is 3-4 m from it (a stopped ego keeps its lower edge in view); the pedestrian runs across
-    and off the side; the car ahead brakes for 3 frames and then pulls away to its old distance; the ego changes
-    lanes around the obstacle and passes it. The frames are sparse samples of a drive, as 8 frames sampled from a
-    BDD-X segment are: per frame, the ego covers 1.6 m and the pedestrian 3.2 m.
+    are for 8 frames and scale with ``num_frames / 8``. The cause starts at ``cause_onset`` (the stop scene's in
+    frames 1-4, the accelerate scene's 0-4, the lane change's 0-5, the turn's 4-5; one draw per scene) and the ego
+    reacts from the next frame. Every cause but the turn scene's leaves the view again unless the ego stops in front
+    of it, as on a real dashcam: the red light hangs over the road, so it leaves the top of the frame once the ego
+    is 3-4 m from it (a stopped ego keeps its lower edge in view); the pedestrian runs across and off the side; the
+    car ahead brakes for 3 frames and then pulls away to its old distance; the post by the road leaves the side of
+    the view about 6 m ahead; the ego changes lanes around the obstacle or parked car and passes it. The frames are
+    sparse samples of a drive, as 8 frames sampled from a BDD-X segment are: per frame, the ego covers 1.6 m at
+    cruise speed (0.4 m slow) and the pedestrian 3.2 m.
 
     Raises:
         ValueError: for an unknown ``kind``, fewer than 6 frames, or an odd or too small ``size``.
@@ -355,10 +408,12 @@ def generate_driving_clip(
     if size < 32 or size % 2:
         raise ValueError(f"generate_driving_clip: size must be even and >= 32, got {size}")
     T = num_frames
-    # every draw happens here, before `with_cause` is looked at, so both versions share the scene
-    onset = _draw_onset(kind, rng, T)
+    scene = SCENE_OF[kind]
+    # every draw happens here, before `kind` (within its scene) or `with_cause` is looked at, so the causes of a
+    # scene and the scene without its cause share the draws
+    onset = _draw_onset(scene, rng, T)
     ego_lane = 1 if rng.random() < 0.5 else -1  # +1 right lane, -1 left lane
-    side = 1 if rng.random() < 0.5 else -1  # bend direction
+    side = 1 if rng.random() < 0.5 else -1  # turn direction
     salt = int(rng.integers(1 << 20))
     trees = [
         (float(sign * rng.uniform(5.5, 9.0)), float(z), float(rng.uniform(2.0, 3.5)))
@@ -368,8 +423,9 @@ def generate_driving_clip(
     light_ahead = float(rng.uniform(5.5, 6.5))  # the light's distance at the onset
     lead_gap = float(rng.uniform(8.5, 10.5))  # beyond the light and the crossing
     pedestrian_ahead = float(rng.uniform(6.0, 7.0))  # where the pedestrian crosses, ahead of the ego at the onset
-    stops = bool(rng.random() < 0.5)  # shared scene: the ego stops (else it slows down), whichever cause it is
-    obstacle_ahead = float(rng.uniform(8.5, 10.0))  # the obstacle's distance when it comes into view
+    stops = bool(rng.random() < 0.5)  # stop scene: the ego stops (else it slows down), whichever cause it is
+    obstacle_ahead = float(rng.uniform(7.0, 8.5))  # the obstacle's or parked car's distance when it comes into view
+    post_ahead = float(rng.uniform(6.0, 7.0))  # the green light's or sign's distance when it comes into view
     jitter = rng.normal(0, 3.0, size=(T, size, size, 3))
 
     scale = T / 8  # frames per frame of an 8-frame clip
@@ -378,21 +434,30 @@ def generate_driving_clip(
     zeros = np.zeros(T)
     speed, yaw, lateral = _speeds(T, cruise, cruise, onset), zeros.copy(), zeros.copy()
     bend_start, bend = 1e9, 0.0
-    lead_z = np.zeros(T)  # (T,) world z of the car ahead (the shared scene)
+    lead_z = np.zeros(T)  # (T,) world z of the car ahead (the stop scene)
     objects: list[list[_Billboard]] = [[] for _ in range(T)]
     words = CAUSE_WORDS[kind] if with_cause else ()
     x_ego = ego_lane * LANE_WIDTH / 2
     travelled = lambda t: float(np.sum(speed[1 : t + 1]))  # noqa: E731  (metres driven by frame t)
+    direction = {"change_lanes": "left" if ego_lane > 0 else "right", "turn": "left" if side < 0 else "right"}.get(scene)
+    if with_cause:
+        action = {
+            "stop": "the car stops" if stops else "the car slows down",
+            "accelerate": "the car accelerates",
+            "change_lanes": f"the car changes lanes to the {direction}",
+            "turn": f"the car turns {direction}",
+        }[scene]
+        justification = JUSTIFICATIONS[kind].format(direction=direction)
+    else:
+        action, justification = NO_CAUSE_CAPTIONS[scene]
 
-    if kind in SHARED_SCENE_KINDS:
+    if scene == "stop":
         # one scene for the three causes of slowing down or stopping: a light over the ego's lane (green), the car
         # ahead (keeping its distance), a crossing under the light; exactly one of them acts, or none. The draws, the
         # action and the ego's motion are the same for the three, so only the cause frames tell them apart
         final = 0.0 if stops else SLOW_SPEED * cruise
         if with_cause:
             speed = _speeds(T, cruise, final, onset, ramp=frames_of(3))
-        action = ("the car stops" if stops else "the car slows down") if with_cause else "the car drives forward"
-        justification = SHARED_JUSTIFICATIONS[kind] if with_cause else "because the light is green"
         # 1 m nearer than the green light's, so that an ego that only slows down passes under it within a few frames
         # (one that stops stands 3-4 m short of it and keeps its lower edge in view)
         light_z = travelled(onset) + light_ahead - 1.0
@@ -416,55 +481,61 @@ def generate_driving_clip(
                 # from the verge on the ego's side across both lanes and off the far side of the view
                 x = ego_lane * (LANE_WIDTH + 0.5 - PEDESTRIAN_STEP / scale * (t - onset))
                 objects[t].append(_Billboard(x, crossing_z, 0.9, 1.8, (200, 60, 160), cause=True))
-    elif kind == "green_light":
-        speed = _speeds(T, 0.0, cruise, onset, ramp=frames_of(3)) if with_cause else zeros.copy()
-        action = "the car accelerates" if with_cause else "the car is stopped"
-        justification = "because the light turns green" if with_cause else "because the light is red"
-        light_z = travelled(onset) + light_ahead
-        for t in range(T):
-            green = with_cause and t >= onset
-            objects[t] += _traffic_light(ego_lane, x_ego, light_z, "green" if green else "red", cause=green)
-    elif kind == "obstacle":
-        direction = "left" if ego_lane > 0 else "right"
-        action = f"the car changes lanes to the {direction}" if with_cause else "the car drives forward"
-        justification = "because there is an obstacle in the lane" if with_cause else "because the road is clear"
+    elif scene == "accelerate":
+        # a slow drive (as the stop scene's after slowing down); a green light or a speed sign on a post by the road
+        # comes into view, and the ego speeds up to the cruise speed. Without either it keeps its slow speed
+        slow = SLOW_SPEED * cruise
+        speed = _speeds(T, slow, cruise if with_cause else slow, onset, ramp=frames_of(3))
+        if with_cause:
+            head = _LIGHT_COLORS["green"] if kind == "green_light" else _SIGN_COLOR
+            post_z = travelled(onset) + post_ahead
+            for t in range(T):
+                objects[t] += _roadside_post(ego_lane, post_z, head, visible_within=post_ahead + 0.01)
+    elif scene == "change_lanes":
         if with_cause:
             change = range(onset + 1, min(onset + 1 + frames_of(2), T))
             for t in change:
                 lateral[t] = -ego_lane * LANE_WIDTH / len(change)
                 yaw[t] = -ego_lane * 0.06
             obstacle_z = travelled(onset) + obstacle_ahead
+            # low debris, or a car, that the haze hides further out: it comes into view at the onset
+            width, height, color = (1.6, 1.0, (240, 130, 20)) if kind == "obstacle" else (1.9, 1.5, _LEAD_COLOR)
             for t in range(T):
-                # low debris the haze hides further out: it comes into view at the onset, obstacle_ahead m away
                 objects[t].append(
-                    _Billboard(x_ego, obstacle_z, 1.6, 1.0, (240, 130, 20), cause=True, visible_within=obstacle_ahead + 0.01)
+                    _Billboard(x_ego, obstacle_z, width, height, color, cause=True, visible_within=obstacle_ahead + 0.01)
                 )
-    else:  # road_bend
-        direction = "left" if side < 0 else "right"
-        action = f"the car turns {direction}" if with_cause else "the car drives forward"
-        justification = f"because the road bends {direction}" if with_cause else "because the road is straight"
+    else:  # turn
         if with_cause:
+            # the bend, or a barrier across the road where the bend would start: either comes into view at the onset
             bend_start = travelled(onset) + BEND_AHEAD
-            bend = side * BEND_CURVATURE
+            if kind == "road_bend":
+                bend = side * BEND_CURVATURE
+            else:
+                for t in range(T):
+                    objects[t].append(
+                        _Billboard(0.0, bend_start, 2 * LANE_WIDTH, 0.8, _BARRIER_COLOR, lift=0.2, cause=True,
+                                   visible_within=BEND_AHEAD + 0.01)
+                    )
             for t in range(onset + 1, T):
                 # 0.15 rad (about 10 px of the vanishing point at 96 px) per frame at 8 frames: at 0.07 a 2x2 or
                 # 3x3 grid of the frames told left from right in only 71-82% of clips (logistic probe)
                 yaw[t] = side * TURN_RATE / scale * (t - onset)
     poses = _poses(speed, yaw, lateral, x_ego)
-    if kind == "road_bend" and with_cause:
-        # the ego steers into the bend as it comes into view and keeps to its lane. A simplification: the clip is
-        # too short to show it reach the bend, so its heading turns while it is still on the straight (it used to
-        # drift sideways with that heading and leave the road)
-        poses = [_Pose(x_ego + float(_road_centre(p.z, bend_start, bend)), p.z, p.yaw) for p in poses]
+    if scene == "turn" and with_cause:
+        # the ego steers into the bend (or off the closed road) as it comes into view and keeps to its lane. A
+        # simplification: the clip is too short to show it reach the bend, so its heading turns while it is still
+        # on the straight (it used to drift sideways with that heading and leave the road); the barrier's clip
+        # keeps the same poses (the bend's centre line is straight up to the barrier)
+        poses = [_Pose(x_ego + float(_road_centre(p.z, bend_start, side * BEND_CURVATURE)), p.z, p.yaw) for p in poses]
 
     frames = np.empty((T, size, size, 3), dtype=np.uint8)
     boxes: dict[int, list[int]] = {}
     for t, pose in enumerate(poses):
         image, _ = _render_ground(pose, size, bend_start, bend, salt)
-        scene = [_Billboard(x, z, 1.4, h, (35, 95, 40)) for x, z, h in trees] + objects[t]
+        billboards = [_Billboard(x, z, 1.4, h, (35, 95, 40)) for x, z, h in trees] + objects[t]
         cause_pixels = np.zeros((size, size), dtype=bool)  # the cause's pixels left visible after occlusion
         covered = np.zeros((size, size), dtype=bool)  # pixels some object covers
-        for obj in sorted(scene, key=lambda o: -_to_camera(pose, o.x, o.z)[1]):  # far to near
+        for obj in sorted(billboards, key=lambda o: -_to_camera(pose, o.x, o.z)[1]):  # far to near
             box = _project_box(pose, obj, size)
             pixels = None if box is None else _pixel_box(box, size)
             if pixels is None:
@@ -603,6 +674,8 @@ __all__ = [
     "ACTIONS",
     "CAUSE_WORDS",
     "DRIVING_KINDS",
+    "JUSTIFICATIONS",
+    "SCENES",
     "DrivingClip",
     "generate_driving_clip",
     "read_ground_truth",
