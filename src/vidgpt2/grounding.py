@@ -104,11 +104,12 @@ def temporal_hit(frame_scores: Sequence[float] | np.ndarray, cause_frames: Seque
         cause_frames: indices of the frames where the cause is visible.
 
     Raises:
-        ValueError: for empty scores, no cause frames, or a cause frame outside [0, T).
+        ValueError: for empty scores, NaN scores, no cause frames, or a cause frame outside [0, T).
     """
     scores = np.asarray(frame_scores, dtype=np.float64).reshape(-1)
     if scores.size == 0 or not len(cause_frames):
         raise ValueError("temporal_hit needs frame scores and at least one cause frame")
+    _refuse_nan("temporal_hit", "frame_scores", scores)
     if min(cause_frames) < 0 or max(cause_frames) >= scores.size:
         raise ValueError(f"temporal_hit: cause frames {list(cause_frames)} outside [0, {scores.size})")
     top = np.flatnonzero(scores >= scores.max())
@@ -123,15 +124,48 @@ def spatial_hit(heatmap: np.ndarray, box: Sequence[int]) -> float:
         heatmap: (H, W) at frame resolution.
 
     Raises:
-        ValueError: for a box outside the heatmap or an empty box.
+        ValueError: for a box outside the heatmap, an empty box, or a heatmap holding NaN.
     """
     heatmap = np.asarray(heatmap, dtype=np.float64)
+    _refuse_nan("spatial_hit", "heatmap", heatmap)
     x0, y0, x1, y1 = (int(v) for v in box)
     height, width = heatmap.shape
     if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
         raise ValueError(f"spatial_hit: box {list(box)} is empty or outside the {width}x{height} heatmap")
     peak = heatmap >= heatmap.max()
     return float(peak[y0:y1, x0:x1].sum() / peak.sum())
+
+
+def scale_box(box: Sequence[int], from_size: Sequence[int], to_size: Sequence[int]) -> list[int]:
+    """Rescale a pixel box [x0, y0, x1, y1) (exclusive ends) from a frame of ``from_size`` (H, W) to one of
+    ``to_size``: starts rounded down, ends up (at least one pixel wide), in integer arithmetic, so a box that ends
+    at the frame's border ends at the new border (in floats 50 * (224 / 50) rounds up to 225, outside a 224 px
+    frame; the failure at the border of albumentations-team/albumentations#459, bit-bots/imagetagger#105).
+
+    Raises:
+        ValueError: for a box that is empty or outside the ``from_size`` frame.
+    """
+    x0, y0, x1, y1 = (int(v) for v in box)
+    (from_h, from_w), (to_h, to_w) = (int(v) for v in from_size), (int(v) for v in to_size)
+    if not (0 <= x0 < x1 <= from_w and 0 <= y0 < y1 <= from_h):
+        raise ValueError(f"scale_box: box {list(box)} is empty or outside the {from_w}x{from_h} frame it refers to "
+                         "(frame_size [H, W]); boxes are [x0, y0, x1, y1) in that frame's pixels.")
+    new_x0, new_y0 = x0 * to_w // from_w, y0 * to_h // from_h  # floor
+    new_x1, new_y1 = -(-x1 * to_w // from_w), -(-y1 * to_h // from_h)  # ceiling
+    return [new_x0, new_y0, max(new_x0 + 1, new_x1), max(new_y0 + 1, new_y1)]
+
+
+def _refuse_nan(caller: str, name: str, values: np.ndarray) -> None:
+    """Raise a ValueError when ``values`` hold a NaN: its maximum is NaN, no entry reaches it, and the hit would
+    come out NaN (0 / 0) and drop out of the mean unnoticed. CAM normalisations that divide by max - min = 0
+    (jacobgil/pytorch-grad-cam#214, frgfm/torch-cam#186) and fully masked attention rows (pytorch/pytorch#41508)
+    produce such maps."""
+    if np.isnan(values).any():
+        raise ValueError(
+            f"{caller}: {name} holds {int(np.isnan(values).sum())} NaN of {values.size} values, so it has no "
+            "maximum to point with: the explanation failed (a 0 / 0 normalisation or a fully masked attention row); "
+            "fix the map or leave the clip out."
+        )
 
 
 def box_fraction(box: Sequence[int], height: int, width: int) -> float:
@@ -141,16 +175,40 @@ def box_fraction(box: Sequence[int], height: int, width: int) -> float:
 
 
 def cause_token_positions(tokens: Sequence[str], cause_words: Sequence[str]) -> list[int]:
-    """Positions of the tokens after the first "because" that spell a cause word (GPT-2's leading "Ġ" ignored).
+    """Positions of the tokens after the first "because" that spell a cause word (case ignored), every token of it:
+    GPT-2's byte-level BPE splits words it has no single token for ("Ġped", "estrian"; huggingface/transformers#21364,
+    #12665), and each part is part of the word.
+
+    Args:
+        tokens: (L,) the caption's token strings (``convert_ids_to_tokens``): byte-level BPE ones, where "Ġ" marks a
+            token that starts a word after a space, or word-level ones (one word per token, no "Ġ" anywhere).
+        cause_words: the words that name the cause (single words).
 
     Returns [] when the caption has no "because" or no cause word after it.
     """
-    words = [t.replace("Ġ", "").strip().lower() for t in tokens]
-    if CONNECTIVE not in words:
+    words = _token_words(tokens)  # (L,) index of the word each token belongs to
+    texts: dict[int, str] = {}
+    for token, word in zip(tokens, words, strict=True):
+        texts[word] = texts.get(word, "") + token.replace("Ġ", "").strip().lower()
+    connective = [w for w in sorted(texts) if texts[w] == CONNECTIVE]
+    if not connective:
         return []
-    start = words.index(CONNECTIVE) + 1
     wanted = {w.lower() for w in cause_words}
-    return [i for i in range(start, len(words)) if words[i] in wanted]
+    return [i for i, word in enumerate(words) if word > connective[0] and texts[word] in wanted]
+
+
+def _token_words(tokens: Sequence[str]) -> list[int]:
+    """(L,) the word index of each token. Byte-level BPE (some token starts with "Ġ"): a token continues the word
+    before it when it has no "Ġ" and both it and the token before are letters or digits at the joint (punctuation,
+    "'s" and special tokens such as "<|endoftext|>" stand alone); otherwise every token is a word."""
+    byte_level = any(t.startswith("Ġ") for t in tokens)
+    words, index = [], -1
+    for position, token in enumerate(tokens):
+        previous = tokens[position - 1].replace("Ġ", "") if position else ""  # a lone "Ġ" (two spaces) ends a word
+        joined = (byte_level and not token.startswith("Ġ") and token[:1].isalnum() and previous[-1:].isalnum())
+        index += 0 if joined else 1
+        words.append(index)
+    return words
 
 
 # --- explanation maps for chosen tokens ------------------------------------------------------------------------------
@@ -319,7 +377,6 @@ def clip_grounding(
         "cause_frames": cause_frames,
         "temporal_chance": len(cause_frames) / frames,
     }
-    scale_y, scale_x = height / truth["frame_size"][0], width / truth["frame_size"][1]
     for method in METHODS:
         scores = maps.frames(method)
         if scores is None:
@@ -330,9 +387,7 @@ def clip_grounding(
         if heatmaps is None:
             continue
         best = max(cause_frames, key=lambda t: scores[t])  # the cause frame this method ranks highest
-        x0, y0, x1, y1 = boxes[best]
-        box = [int(x0 * scale_x), int(y0 * scale_y), max(int(x0 * scale_x) + 1, int(math.ceil(x1 * scale_x))),
-               max(int(y0 * scale_y) + 1, int(math.ceil(y1 * scale_y)))]
+        box = scale_box(boxes[best], truth["frame_size"], (height, width))
         result[f"{method}_spatial"] = spatial_hit(heatmaps[best], box)
         result[f"{method}_spatial_chance"] = box_fraction(box, height, width)
     if deletion and len(cause_frames) < frames:
@@ -755,6 +810,7 @@ __all__ = [
     "best_fixed_frame",
     "best_fixed_frame_by_group",
     "box_fraction",
+    "scale_box",
     "cause_deletion",
     "cause_token_positions",
     "clip_grounding",
