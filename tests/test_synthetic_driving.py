@@ -393,3 +393,31 @@ def test_writers_refuse_a_folder_with_files_unless_overwrite(tmp_path, writer):
         write(tmp_path / "a_file", overwrite=True)
     write(tmp_path / "new")
     write(tmp_path / "new", overwrite=True)  # the same folder again, as a notebook run twice
+
+
+@pytest.mark.parametrize("writer", ["driving", "order"])
+def test_overwrite_leaves_no_clip_or_split_of_an_earlier_larger_run(tmp_path, writer):
+    """A smaller run over a larger one with overwrite=True used to leave the earlier clips (and, for a split written
+    empty, its captions file) in place: a folder of mixed runs that the loaders or a glob over the videos would read
+    as one. Now only the new run's clips and captions stay, and files with other names are kept."""
+    from vidgpt2.data import load_bddx, write_synthetic_dataset
+
+    folder = tmp_path / writer
+    if writer == "driving":
+        write_driving_dataset(folder, num_train=4, num_validation=1, num_test=2, num_frames=6, size=32, progress=False)
+        (folder / "notes.txt").write_text("mine")
+        write_driving_dataset(folder, num_train=2, num_validation=0, num_test=1, num_frames=6, size=32,
+                              progress=False, overwrite=True)
+        videos = sorted(p.name for p in (folder / "videos").iterdir())
+        assert videos == ["drive-test-00000.mov", "drive-train-00000.mov", "drive-train-00001.mov"]
+        data = load_bddx(folder, check_videos=True)
+        assert {s: len(data[s]) for s in data} == {"train": 2, "validation": 0, "test": 1}
+    else:
+        write_synthetic_dataset(folder, 4, 1, 2, num_frames=4, size=32, progress=False)
+        (folder / "notes.txt").write_text("mine")
+        write_synthetic_dataset(folder, 2, 0, 1, num_frames=4, size=32, progress=False, overwrite=True)
+        clips = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.mp4"))
+        assert clips == ["test/00000.mp4", "train/00000.mp4", "train/00001.mp4"]
+        assert not (folder / "validation.jsonl").exists()  # the empty split's old captions file is gone
+        assert len((folder / "train.jsonl").read_text().splitlines()) == 2
+    assert (folder / "notes.txt").read_text() == "mine"

@@ -53,7 +53,8 @@ def cmd_synth(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--overwrite", action="store_true",
-        help="Write into a folder that already holds files: the files synth writes are replaced, the others stay.",
+        help="Write into a folder that already holds files: the files synth writes are replaced, clips and "
+        "captions files of an earlier synth run that this one does not write are deleted, other files stay.",
     )
     parser.add_argument(
         "--kind", choices=["order", "driving"], default="order",

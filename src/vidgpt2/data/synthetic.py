@@ -329,6 +329,20 @@ def refuse_a_folder_with_files(caller: str, out_dir: Path, overwrite: bool) -> N
         )
 
 
+def remove_stale_files(caller: str, out_dir: Path, written: set[Path], patterns: tuple[str, ...]) -> None:
+    """After a run with ``overwrite=True``: delete the files named like this writer's (``patterns``, globs under
+    ``out_dir``) that this run did not write, so that clips, captions files or splits of an earlier, larger run
+    cannot be read as part of the new one. Files with other names stay."""
+    written = {path.resolve() for path in written}
+    stale = sorted({path for pattern in patterns for path in out_dir.glob(pattern)
+                    if path.is_file() and path.resolve() not in written})
+    for path in stale:
+        path.unlink()
+    if stale:
+        logger.info("%s: removed %d files an earlier run left in %s (%s, ...)", caller, len(stale), out_dir,
+                    stale[0].relative_to(out_dir))
+
+
 def write_synthetic_dataset(
     out_dir: str | os.PathLike,
     num_train: int = 256,
@@ -350,7 +364,10 @@ def write_synthetic_dataset(
 
     Raises:
         ValueError: for negative counts, an odd or too small ``size``, or fewer than 4 frames.
-        FileExistsError: when ``out_dir`` already holds files and ``overwrite`` is False.
+        FileExistsError: when ``out_dir`` already holds files and ``overwrite`` is False. With ``overwrite=True``
+            the files this function writes are replaced, and an earlier run's clips (``<split>/<5 digits>.mp4``)
+            and captions files that this run does not write are deleted (a split written empty leaves no
+            ``<split>.jsonl`` behind); other files stay.
     """
     counts = {"train": num_train, "validation": num_validation, "test": num_test}
     for name, value in counts.items():
@@ -363,6 +380,7 @@ def write_synthetic_dataset(
     out_dir = Path(out_dir)
     refuse_a_folder_with_files("write_synthetic_dataset", out_dir, overwrite)
     paths: dict[str, Path] = {}
+    written: set[Path] = set()
     with tqdm(total=sum(counts.values()), desc="synthetic clips", unit="clip", disable=not progress) as bar:
         for split_index, (split, count) in enumerate(counts.items()):
             if count == 0:
@@ -376,10 +394,16 @@ def write_synthetic_dataset(
                 frames, caption = generate_clip(family, rng, num_frames, size)
                 relative = f"{split}/{i:05d}.mp4"
                 write_clip(out_dir / relative, frames)
+                written.add(out_dir / relative)
                 rows.append({"video": relative, "caption": caption, "family": family})
                 bar.update()
             paths[split] = out_dir / f"{split}.jsonl"
             with open(paths[split], "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(row) + "\n" for row in rows)
+            written.add(paths[split])
+    if overwrite:  # an earlier run's clips and captions files (a split this run leaves empty) must not stay
+        remove_stale_files("write_synthetic_dataset", out_dir, written,
+                           tuple(f"{split}/[0-9][0-9][0-9][0-9][0-9].mp4" for split in counts)
+                           + tuple(f"{split}.jsonl" for split in counts))
     logger.info("wrote %s synthetic clips to %s", {s: counts[s] for s in paths}, out_dir)
     return paths

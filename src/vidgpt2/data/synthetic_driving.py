@@ -77,7 +77,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .synthetic import FPS, refuse_a_folder_with_files, write_clip
+from .synthetic import FPS, refuse_a_folder_with_files, remove_stale_files, write_clip
 
 logger = logging.getLogger(__name__)
 
@@ -604,7 +604,9 @@ def write_driving_dataset(
     Raises:
         ValueError: for negative counts (other bad sizes: see :func:`generate_driving_clip`).
         FileExistsError: when ``out_dir`` already holds files (a real BDD-X folder, an earlier run) and ``overwrite``
-            is False.
+            is False. With ``overwrite=True`` the files this function writes are replaced and the videos of an
+            earlier run named as it names them (``videos/drive-<split>-<index>.mov``) that this run does not write
+            are deleted; other files stay.
     """
     counts = {"train": num_train, "validation": num_validation, "test": num_test}
     for name, value in counts.items():
@@ -617,6 +619,7 @@ def write_driving_dataset(
     rows: list[dict[str, str]] = []
     truth: list[dict] = []
     split_lines: dict[str, list[str]] = {split: [] for split in counts}
+    written: set[Path] = set()
     with tqdm(total=sum(counts.values()), desc="driving clips", unit="clip", disable=not progress) as bar:
         for split_index, (split, count) in enumerate(counts.items()):
             rng = np.random.default_rng([seed, 12, split_index])
@@ -626,6 +629,7 @@ def write_driving_dataset(
                 clip = generate_driving_clip(kind, rng, with_cause, num_frames, size)
                 name = f"drive-{split}-{i:05d}"
                 write_clip(out_dir / "videos" / f"{name}.mov", clip.frames, container="mov")
+                written.add(out_dir / "videos" / f"{name}.mov")
                 rows.append(
                     {
                         "Input.Video": f"https://example.invalid/synthetic-driving/{name}.mov",
@@ -647,6 +651,8 @@ def write_driving_dataset(
         (out_dir / name).write_text("".join(line + "\n" for line in split_lines[split]), encoding="utf-8")
     with open(out_dir / GROUND_TRUTH_FILE, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(row) + "\n" for row in truth)
+    if overwrite:  # the videos of an earlier, larger run must not stay next to the new annotations
+        remove_stale_files("write_driving_dataset", out_dir, written, ("videos/drive-*-[0-9][0-9][0-9][0-9][0-9].mov",))
     logger.info("wrote %s driving clips to %s", counts, out_dir)
     return out_dir
 
