@@ -446,8 +446,8 @@ def report(results: dict[str, Any]) -> str:
     sizes = results["sizes"]
     figures = [f for v in variants.values() for r in v["runs"].values() for f in r.get("figures", [])]
     text += (
-        f"\n\nData: {sizes['num_train']} training / {sizes['num_test']} test clips (every scenario kind with and "
-        f"without its cause equally often), 8 frames of 96x96. Training: {sizes['num_train']} clips x "
+        f"\n\nData: {sizes['num_train']} training / {sizes['num_test']} test clips (the (kind, with or "
+        f"without the cause) pairs in turn, so their counts differ by at most one), 8 frames of 96x96. Training: {sizes['num_train']} clips x "
         f"{sizes['epochs']} epochs = {sizes['steps']} steps of batch 16 for every variant and seed (demo recipe: lr "
         "2e-3 cosine, warm-up 20). Figures: " + (", ".join(figures) or "none")
     )

@@ -421,3 +421,41 @@ def test_overwrite_leaves_no_clip_or_split_of_an_earlier_larger_run(tmp_path, wr
         assert not (folder / "validation.jsonl").exists()  # the empty split's old captions file is gone
         assert len((folder / "train.jsonl").read_text().splitlines()) == 2
     assert (folder / "notes.txt").read_text() == "mine"
+
+
+def test_writer_checks_its_arguments_before_it_writes_anything(tmp_path):
+    """A bad frame size or count used to be found by the first clip, after the folder (and videos/) existed; asking
+    for no clip at all wrote an empty data set without a word. Found by a new user's try-out."""
+    for kwargs, message in (({"size": 63}, "size must be even"), ({"num_frames": 5}, "num_frames must be >= 6"),
+                            ({"num_train": 0, "num_validation": 0, "num_test": 0}, "all 0")):
+        folder = tmp_path / message.split()[0]
+        with pytest.raises(ValueError, match=message):
+            write_driving_dataset(folder, **{"num_train": 2, "num_validation": 0, "num_test": 0, **kwargs}, progress=False)
+        assert not folder.exists()
+
+
+def test_read_ground_truth_names_the_file_and_line_it_cannot_read(tmp_path):
+    folder = write_driving_dataset(tmp_path / "d", num_train=2, num_validation=0, num_test=0, num_frames=6, size=32,
+                                   progress=False)
+    with pytest.raises(FileNotFoundError, match="is a file; pass the folder"):
+        read_ground_truth(folder / "ground_truth.jsonl")
+    with open(folder / "ground_truth.jsonl", "a", encoding="utf-8") as f:
+        f.write("{not json\n")
+    with pytest.raises(ValueError, match=r"line 3 of .*ground_truth.jsonl is not a JSON record"):
+        read_ground_truth(folder)
+
+
+def test_synth_command_line_errors_name_the_argument_and_a_fix_that_works(tmp_path, capsys):
+    """From a new user's try-out: --seed -1 failed with numpy's "expected non-negative integer", and a file as the
+    output folder was answered with "... On the command line: --overwrite", which fails the same way."""
+    from vidgpt2.cli import main
+
+    args = ["synth", "--kind", "driving", "--num-train", "2", "--num-validation", "0", "--num-test", "0",
+            "--num-frames", "6", "--size", "32"]
+    assert main([*args, str(tmp_path / "a"), "--seed", "-1"]) == 1
+    assert "seed must be an int >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(SystemExit) as refused:
+        main([*args, str(tmp_path / "a_file"), "--overwrite"])
+    assert "is a file, not a folder" in str(refused.value) and "--overwrite" not in str(refused.value)

@@ -73,7 +73,8 @@ def cmd_synth(argv: list[str]) -> int:
     except FileExistsError as error:
         if error.errno is not None:  # the operating system's, not the writers' refusal
             raise
-        raise SystemExit(f"vidgpt2 synth: {error} On the command line: --overwrite.") from None
+        hint = " On the command line: --overwrite." if "overwrite=True" in str(error) else ""
+        raise SystemExit(f"vidgpt2 synth: {error}{hint}") from None
 
 
 def _synth(args: argparse.Namespace) -> int:

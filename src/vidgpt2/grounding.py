@@ -562,7 +562,8 @@ def _check_frame_count(truth: dict[str, Any], frames: int) -> None:
     clip_frames = truth.get("num_frames")
     last_cause = max(truth["cause_frames"])
     if (clip_frames is not None and clip_frames != frames) or last_cause >= frames:
-        held = f"{clip_frames} frames" if clip_frames is not None else f"a cause in frame {last_cause}"
+        held = (f"{clip_frames} frames" if clip_frames is not None and clip_frames != frames
+                else f"a cause in frame {last_cause}")
         raise ValueError(
             f"clip_grounding: the clip's ground truth has {held} but pixel_values_videos has {frames} frames: sample "
             "every frame of the clip (the video processor's num_frames equal to the clip's frame count), so that the "
@@ -708,11 +709,20 @@ def evaluate_grounding(
     Returns (per-clip records, :func:`summarize_grounding` of them).
 
     Raises:
-        ValueError: when no clip of ``dataset`` is in ``ground_truth``, or a clip's caption is not its ground truth's
-            action and justification (ground truth read from another folder or seed, or another ``target``): the
-            clips would be scored against another clip's cause frames.
+        ValueError: when ``dataset`` is empty, no clip of it is in ``ground_truth``, or a clip's caption is not its
+            ground truth's action and justification (ground truth read from another folder or seed, or another
+            ``target``): the clips would be scored against another clip's cause frames.
+        TypeError: when ``ground_truth`` is not the ``{video_id: record}`` dict of ``read_ground_truth`` (a folder
+            path, a list of records).
     """
     from .data.collator import VideoCaptionCollator
+
+    if not isinstance(ground_truth, dict):
+        raise TypeError(f"evaluate_grounding: ground_truth must be the {{video_id: record}} dict that "
+                        f"read_ground_truth(folder) returns, got {type(ground_truth).__name__}; pass "
+                        "read_ground_truth(folder), not the folder or a list of records.")
+    if not len(dataset):
+        raise ValueError("evaluate_grounding: the dataset holds no clips; pass a split of load_bddx(folder) with clips.")
 
     collator = VideoCaptionCollator(processor, caption_column="__none__")
     tokenizer = processor.tokenizer
@@ -733,7 +743,7 @@ def evaluate_grounding(
             logger.warning("grounding: %s names no cause word of %s", row["caption"], truth["cause_words"])
             continue
         records.append({"video_id": row["video_id"], "kind": truth["kind"], **record})
-    if len(dataset) and not matched:
+    if not matched:
         raise ValueError("evaluate_grounding: no clip of the dataset is in ground_truth; read both from the same "
                          "folder (load_bddx(folder) and read_ground_truth(folder)).")
     return records, summarize_grounding(records)

@@ -324,8 +324,9 @@ def refuse_a_folder_with_files(caller: str, out_dir: Path, overwrite: bool) -> N
     if files:
         shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
         raise FileExistsError(
-            f"{caller}: {out_dir} already holds files ({shown}), which would be replaced. Choose an empty or new "
-            "folder, or pass overwrite=True."
+            f"{caller}: {out_dir} already holds files ({shown}). Choose an empty or new folder, or pass "
+            "overwrite=True (it replaces the files this writer writes and deletes an earlier run's clips; other "
+            "files stay)."
         )
 
 
@@ -377,6 +378,8 @@ def write_synthetic_dataset(
         raise ValueError(f"write_synthetic_dataset: size must be even and >= 16 (yuv420p), got {size}")
     if num_frames < 4:
         raise ValueError(f"write_synthetic_dataset: num_frames must be >= 4 to show an order, got {num_frames}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"write_synthetic_dataset: seed must be an int >= 0 (numpy seeds), got {seed!r}")
     out_dir = Path(out_dir)
     refuse_a_folder_with_files("write_synthetic_dataset", out_dir, overwrite)
     paths: dict[str, Path] = {}

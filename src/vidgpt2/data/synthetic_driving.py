@@ -373,6 +373,17 @@ def _draw_onset(scene: str, rng: np.random.Generator, num_frames: int) -> int:
     return int(rng.integers(first, num_frames - reaction))
 
 
+def _check_frames_and_size(caller: str, num_frames: int, size: int) -> None:
+    """Raise TypeError / ValueError for a frame count or frame size the clips cannot have."""
+    for name, value in (("num_frames", num_frames), ("size", size)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise TypeError(f"{caller}: {name} must be an int, got {value!r}")
+    if num_frames < 6:
+        raise ValueError(f"{caller}: num_frames must be >= 6 (cause, reaction, motion), got {num_frames}")
+    if size < 32 or size % 2:
+        raise ValueError(f"{caller}: size must be even and >= 32, got {size}")
+
+
 def generate_driving_clip(
     kind: str, rng: np.random.Generator, with_cause: bool = True, num_frames: int = 8, size: int = 64
 ) -> DrivingClip:
@@ -400,13 +411,7 @@ def generate_driving_clip(
         raise TypeError(f"generate_driving_clip: rng must be a numpy Generator (np.random.default_rng(seed)), got {rng!r}")
     if not isinstance(with_cause, (bool, np.bool_)):
         raise TypeError(f"generate_driving_clip: with_cause must be True or False, got {with_cause!r}")
-    for name, value in (("num_frames", num_frames), ("size", size)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-            raise TypeError(f"generate_driving_clip: {name} must be an int, got {value!r}")
-    if num_frames < 6:
-        raise ValueError(f"generate_driving_clip: num_frames must be >= 6 (cause, reaction, motion), got {num_frames}")
-    if size < 32 or size % 2:
-        raise ValueError(f"generate_driving_clip: size must be even and >= 32, got {size}")
+    _check_frames_and_size("generate_driving_clip", num_frames, size)
     T = num_frames
     scene = SCENE_OF[kind]
     # every draw happens here, before `kind` (within its scene) or `with_cause` is looked at, so the causes of a
@@ -602,7 +607,9 @@ def write_driving_dataset(
     the segment) and ``split``.
 
     Raises:
-        ValueError: for negative counts (other bad sizes: see :func:`generate_driving_clip`).
+        ValueError: for negative counts, no clip at all, fewer than 6 frames, an odd or too small ``size``, or a
+            negative ``seed``.
+        TypeError: when ``num_frames`` or ``size`` is not an int.
         FileExistsError: when ``out_dir`` already holds files (a real BDD-X folder, an earlier run) and ``overwrite``
             is False. With ``overwrite=True`` the files this function writes are replaced and the videos of an
             earlier run named as it names them (``videos/drive-<split>-<index>.mov``) that this run does not write
@@ -612,6 +619,12 @@ def write_driving_dataset(
     for name, value in counts.items():
         if value < 0:
             raise ValueError(f"write_driving_dataset: num_{name} must be >= 0, got {value}")
+    if not sum(counts.values()):
+        raise ValueError("write_driving_dataset: num_train, num_validation and num_test are all 0; ask for at least "
+                         "one clip.")
+    _check_frames_and_size("write_driving_dataset", num_frames, size)  # before anything is written
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"write_driving_dataset: seed must be an int >= 0 (numpy seeds), got {seed!r}")
     out_dir = Path(out_dir)
     refuse_a_folder_with_files("write_driving_dataset", out_dir, overwrite)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
@@ -662,15 +675,24 @@ def read_ground_truth(data_dir: str | os.PathLike) -> dict[str, dict]:
     int frame index.
 
     Raises:
-        FileNotFoundError: when the folder has no ground truth (not written by ``vidgpt2 synth --kind driving``).
+        FileNotFoundError: when the folder has no ground truth (not written by ``vidgpt2 synth --kind driving``), or
+            ``data_dir`` is the ground truth file itself (pass its folder).
+        ValueError: for a line of the file that is not a JSON record (naming the file and the line).
     """
+    if Path(data_dir).is_file():
+        raise FileNotFoundError(f"read_ground_truth: {data_dir} is a file; pass the folder that holds "
+                                f"{GROUND_TRUTH_FILE} (the folder `vidgpt2 synth --kind driving` wrote).")
     path = Path(data_dir) / GROUND_TRUTH_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; write the folder with `vidgpt2 synth --kind driving`.")
     records = {}
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            record = json.loads(line)
+        for number, line in enumerate(f, start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"read_ground_truth: line {number} of {path} is not a JSON record ({error.msg}); "
+                                 "write the folder again with `vidgpt2 synth --kind driving --overwrite`.") from None
             record["boxes"] = {int(t): box for t, box in record["boxes"].items()}
             records[record["video_id"]] = record
     return records
