@@ -387,6 +387,11 @@ def test_clip_grounding_refuses_ground_truth_for_another_frame_count():
     with pytest.raises(ValueError, match="a cause in frame 6"):  # older ground truth without num_frames
         late = {**truth, "cause_frames": [3, 6], "boxes": {3: [0, 0, 8, 8], 6: [0, 0, 8, 8]}}
         clip_grounding(model, pixels, ids, tokens + ["<eos>"], late)
+    # truth of 4 frames with a cause in frame 5 said "has 4 frames but pixel_values_videos has 4 frames" (a new
+    # user's try-out); it names the frame now
+    with pytest.raises(ValueError, match="has a cause in frame 5 but pixel_values_videos has 4 frames"):
+        late = {**truth, "cause_frames": [3, 5], "boxes": {3: [0, 0, 8, 8], 5: [0, 0, 8, 8]}, "num_frames": 4}
+        clip_grounding(model, pixels, ids, tokens + ["<eos>"], late)
     assert clip_grounding(model, pixels, ids, tokens + ["<eos>"], {**truth, "num_frames": 4}) is not None
 
 
@@ -423,17 +428,3 @@ def test_evaluate_grounding_refuses_ground_truth_that_is_not_the_datasets(tmp_pa
         evaluate_grounding(tiny_model(), processor, test, str(folder))
     with pytest.raises(ValueError, match="the dataset holds no clips"):
         evaluate_grounding(tiny_model(), processor, test.select([]), truth)
-
-
-def test_frame_count_refusal_names_the_late_cause_frame_when_the_counts_agree():
-    """Truth of 4 frames with a cause frame 5 said "has 4 frames but pixel_values_videos has 4 frames" (a new
-    user's try-out); it names the frame now."""
-    tokenizer = tiny_tokenizer()
-    model = tiny_model(visual_tokens="grid", grid_size=2, image_size=64)
-    pixels = tiny_pixels(model.config, batch=1)  # (1, 4, 3, 64, 64)
-    tokens = ["a", "red", "square", "because", "green", "circle"]
-    ids = tokenizer.convert_tokens_to_ids(tokens) + [tokenizer.eos_token_id]
-    truth = {"cause_words": ["circle"], "cause_frames": [3, 5], "boxes": {3: [0, 0, 8, 8], 5: [0, 0, 8, 8]},
-             "frame_size": [64, 64], "num_frames": 4}
-    with pytest.raises(ValueError, match="has a cause in frame 5 but pixel_values_videos has 4 frames"):
-        clip_grounding(model, pixels, ids, tokens + ["<eos>"], truth)
