@@ -330,6 +330,12 @@ def refuse_a_folder_with_files(caller: str, out_dir: Path, overwrite: bool) -> N
         )
 
 
+def check_seed(caller: str, seed: int) -> None:
+    """Raise a ValueError naming ``caller`` unless ``seed`` is an int >= 0 (what numpy's generators accept)."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"{caller}: seed must be an int >= 0 (numpy seeds), got {seed!r}")
+
+
 def remove_stale_files(caller: str, out_dir: Path, written: set[Path], patterns: tuple[str, ...]) -> None:
     """After a run with ``overwrite=True``: delete the files named like this writer's (``patterns``, globs under
     ``out_dir``) that this run did not write, so that clips, captions files or splits of an earlier, larger run
@@ -378,8 +384,7 @@ def write_synthetic_dataset(
         raise ValueError(f"write_synthetic_dataset: size must be even and >= 16 (yuv420p), got {size}")
     if num_frames < 4:
         raise ValueError(f"write_synthetic_dataset: num_frames must be >= 4 to show an order, got {num_frames}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"write_synthetic_dataset: seed must be an int >= 0 (numpy seeds), got {seed!r}")
+    check_seed("write_synthetic_dataset", seed)
     out_dir = Path(out_dir)
     refuse_a_folder_with_files("write_synthetic_dataset", out_dir, overwrite)
     paths: dict[str, Path] = {}

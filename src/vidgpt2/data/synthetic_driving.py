@@ -77,7 +77,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .synthetic import FPS, refuse_a_folder_with_files, remove_stale_files, write_clip
+from .synthetic import FPS, check_seed, refuse_a_folder_with_files, remove_stale_files, write_clip
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +173,8 @@ _GRASS, _ROAD = np.array([70, 125, 55.0]), np.array([88, 88, 92.0])
 _WHITE, _YELLOW = np.array([235, 235, 235.0]), np.array([230, 200, 60.0])
 _LIGHT_COLORS = {"red": (240, 30, 30), "green": (40, 230, 80)}
 _LEAD_COLOR = (40, 60, 150)
+_PEDESTRIAN_COLOR = (200, 60, 160)
+_OBSTACLE_COLOR = (240, 130, 20)
 _SIGN_COLOR = (30, 80, 230)
 _BARRIER_COLOR = (255, 235, 0)
 _POLE_COLOR = (60, 60, 60)
@@ -485,7 +487,7 @@ def generate_driving_clip(
             if kind == "pedestrian" and with_cause and t >= onset:
                 # from the verge on the ego's side across both lanes and off the far side of the view
                 x = ego_lane * (LANE_WIDTH + 0.5 - PEDESTRIAN_STEP / scale * (t - onset))
-                objects[t].append(_Billboard(x, crossing_z, 0.9, 1.8, (200, 60, 160), cause=True))
+                objects[t].append(_Billboard(x, crossing_z, 0.9, 1.8, _PEDESTRIAN_COLOR, cause=True))
     elif scene == "accelerate":
         # a slow drive (as the stop scene's after slowing down); a green light or a speed sign on a post by the road
         # comes into view, and the ego speeds up to the cruise speed. Without either it keeps its slow speed
@@ -504,7 +506,7 @@ def generate_driving_clip(
                 yaw[t] = -ego_lane * 0.06
             obstacle_z = travelled(onset) + obstacle_ahead
             # low debris, or a car, that the haze hides further out: it comes into view at the onset
-            width, height, color = (1.6, 1.0, (240, 130, 20)) if kind == "obstacle" else (1.9, 1.5, _LEAD_COLOR)
+            width, height, color = (1.6, 1.0, _OBSTACLE_COLOR) if kind == "obstacle" else (1.9, 1.5, _LEAD_COLOR)
             for t in range(T):
                 objects[t].append(
                     _Billboard(x_ego, obstacle_z, width, height, color, cause=True, visible_within=obstacle_ahead + 0.01)
@@ -623,8 +625,7 @@ def write_driving_dataset(
         raise ValueError("write_driving_dataset: num_train, num_validation and num_test are all 0; ask for at least "
                          "one clip.")
     _check_frames_and_size("write_driving_dataset", num_frames, size)  # before anything is written
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"write_driving_dataset: seed must be an int >= 0 (numpy seeds), got {seed!r}")
+    check_seed("write_driving_dataset", seed)
     out_dir = Path(out_dir)
     refuse_a_folder_with_files("write_driving_dataset", out_dir, overwrite)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
