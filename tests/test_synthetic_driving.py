@@ -1,6 +1,7 @@
 """Synthetic driving clips (issue 12): determinism, boxes on the cause's pixels, counterfactual scenes, BDD-X files."""
 
 import hashlib
+import json
 from itertools import combinations
 
 import numpy as np
@@ -443,6 +444,27 @@ def test_read_ground_truth_names_the_file_and_line_it_cannot_read(tmp_path):
         f.write("{not json\n")
     with pytest.raises(ValueError, match=r"line 3 of .*ground_truth.jsonl is not a JSON record"):
         read_ground_truth(folder)
+
+
+def test_read_ground_truth_refuses_hand_edited_records_before_grounding_reads_them(tmp_path):
+    """A record without a key, or a cause frame without its box, used to pass and end the grounding in a bare
+    KeyError ('boxes', or a frame index) far from the file."""
+    folder = write_driving_dataset(tmp_path / "d", num_train=4, num_validation=0, num_test=0, num_frames=6, size=32,
+                                   seed=1, progress=False)
+    lines = (folder / "ground_truth.jsonl").read_text(encoding="utf-8").splitlines()
+    number, record = next((i, json.loads(line)) for i, line in enumerate(lines, start=1) if json.loads(line)["boxes"])
+    edits = {
+        "has no boxes": {k: v for k, v in record.items() if k != "boxes"},
+        r"cause frames \[\d+\] have no box": {**record, "boxes": dict(list(record["boxes"].items())[1:])},
+        r"not \[x0, y0, x1, y1\]": {**record, "boxes": {t: [0, 0] for t in record["boxes"]}},
+        "not a record": [record],
+    }
+    for message, edited in edits.items():
+        changed = lines.copy()
+        changed[number - 1] = json.dumps(edited)
+        (folder / "ground_truth.jsonl").write_text("\n".join(changed) + "\n", encoding="utf-8")
+        with pytest.raises(ValueError, match=rf"line {number} of .*ground_truth.jsonl.*{message}.*--overwrite"):
+            read_ground_truth(folder)
 
 
 def test_synth_command_line_errors_name_the_argument_and_a_fix_that_works(tmp_path, capsys):

@@ -73,6 +73,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -678,7 +679,8 @@ def read_ground_truth(data_dir: str | os.PathLike) -> dict[str, dict]:
     Raises:
         FileNotFoundError: when the folder has no ground truth (not written by ``vidgpt2 synth --kind driving``), or
             ``data_dir`` is the ground truth file itself (pass its folder).
-        ValueError: for a line of the file that is not a JSON record (naming the file and the line).
+        ValueError: for a line of the file that is not a JSON record, lacks a key of ``GROUND_TRUTH_KEYS``, or
+            has a cause frame without its box (naming the file and the line).
     """
     if Path(data_dir).is_file():
         raise FileNotFoundError(f"read_ground_truth: {data_dir} is a file; pass the folder that holds "
@@ -694,9 +696,38 @@ def read_ground_truth(data_dir: str | os.PathLike) -> dict[str, dict]:
             except json.JSONDecodeError as error:
                 raise ValueError(f"read_ground_truth: line {number} of {path} is not a JSON record ({error.msg}); "
                                  "write the folder again with `vidgpt2 synth --kind driving --overwrite`.") from None
+            _check_ground_truth_record(record, f"line {number} of {path}")
             record["boxes"] = {int(t): box for t, box in record["boxes"].items()}
             records[record["video_id"]] = record
     return records
+
+
+# what `evaluate_grounding` reads from a record (`DrivingClip.to_dict` writes them all)
+GROUND_TRUTH_KEYS = ("video_id", "kind", "action", "justification", "cause_words", "cause_frames", "boxes",
+                     "frame_size", "num_frames")
+
+
+def _check_ground_truth_record(record: Any, where: str) -> None:
+    """Raise a ValueError naming ``where`` when a ground-truth record lacks a key, or a cause frame has no box
+    ``[x0, y0, x1, y1]`` (a hand-edited file: the grounding would fail later on a bare KeyError)."""
+    fix = "write the folder again with `vidgpt2 synth --kind driving --overwrite`, or restore the record"
+    if not isinstance(record, dict):
+        raise ValueError(f"read_ground_truth: {where} is a JSON {type(record).__name__}, not a record; {fix}.")
+    missing = [key for key in GROUND_TRUTH_KEYS if key not in record]
+    if missing:
+        raise ValueError(f"read_ground_truth: {where} has no {', '.join(missing)} (a record needs "
+                         f"{', '.join(GROUND_TRUTH_KEYS)}); {fix}.")
+    boxes = record["boxes"]
+    if not isinstance(boxes, dict):
+        raise ValueError(f"read_ground_truth: {where} ({record['video_id']}): boxes must map a frame index to "
+                         f"[x0, y0, x1, y1], got {type(boxes).__name__}; {fix}.")
+    keys = {str(t) for t in boxes}
+    unboxed = [t for t in record["cause_frames"] if str(t) not in keys]
+    bad = [t for t, box in boxes.items() if not (isinstance(box, list) and len(box) == 4)]
+    if unboxed or bad:
+        problem = f"cause frames {unboxed} have no box" if unboxed else f"the boxes of frames {bad} are not [x0, y0, x1, y1]"
+        raise ValueError(f"read_ground_truth: {where} ({record['video_id']}): {problem}; every cause frame needs its "
+                         f"box [x0, y0, x1, y1] in pixels; {fix}.")
 
 
 __all__ = [
