@@ -347,6 +347,34 @@ def test_cli_synth_kind_driving_writes_a_bddx_folder_and_order_stays_the_default
 
 
 @pytest.mark.parametrize("kind", ["driving", "order"])
+def test_cli_synth_counts_left_out_are_the_writers_defaults(tmp_path, kind, monkeypatch, capsys):
+    """The command line had its own defaults (200 / 40 / 40 clips), neither writer's (240 / 24 / 48 for driving,
+    256 / 32 / 32 for order): the same call gave other data from Python and from the shell."""
+    import functools
+    import inspect
+
+    from vidgpt2 import data
+    from vidgpt2.cli import main
+    from vidgpt2.data import synthetic_driving
+
+    module, name = (synthetic_driving, "write_driving_dataset") if kind == "driving" else (data, "write_synthetic_dataset")
+    writer, calls = getattr(module, name), []
+
+    @functools.wraps(writer)  # the help text reads the writer's signature through __wrapped__
+    def record(out_dir, **kwargs):
+        calls.append(kwargs)
+        return out_dir if kind == "driving" else {}
+
+    monkeypatch.setattr(module, name, record)
+    assert main(["synth", str(tmp_path), "--kind", kind, "--num-test", "3"]) == 0
+    assert calls == [{"overwrite": False, "num_test": 3}]
+    with pytest.raises(SystemExit):
+        main(["synth", "--help"])
+    default = inspect.signature(writer).parameters["num_train"].default
+    assert f"{kind} {default}" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("kind", ["driving", "order"])
 def test_cli_synth_refuses_a_folder_with_files_and_leaves_them_untouched(tmp_path, kind, capsys):
     """`synth` writes BDD-X annotation files and videos (or train.jsonl ...) under fixed names: pointed at a real BDD-X
     folder it used to replace its annotations without a word. Empty subfolders (an earlier refused run) are fine."""

@@ -61,12 +61,13 @@ def cmd_synth(argv: list[str]) -> int:
         help="order: shapes whose captions depend on frame order (default). driving: dashcam clips with BDD-X "
         "captions (action because cause), written as a BDD-X folder with ground_truth.jsonl (cause frames, boxes).",
     )
-    parser.add_argument("--num-train", type=int, default=200, help="Training clips.")
-    parser.add_argument("--num-validation", type=int, default=40, help="Validation clips.")
-    parser.add_argument("--num-test", type=int, default=40, help="Test clips.")
-    parser.add_argument("--num-frames", type=int, default=8, help="Frames per clip.")
-    parser.add_argument("--size", type=int, default=64, help="Frame side in pixels.")
-    parser.add_argument("--seed", type=int, default=0, help="Random seed.")
+    defaults = _synth_defaults()
+    for flag, help_text in (("num_train", "Training clips"), ("num_validation", "Validation clips"),
+                            ("num_test", "Test clips"), ("num_frames", "Frames per clip"),
+                            ("size", "Frame side in pixels"), ("seed", "Random seed")):
+        kinds = ", ".join(f"{kind} {values[flag]}" for kind, values in defaults.items())
+        parser.add_argument(f"--{flag.replace('_', '-')}", type=int, default=None,
+                            help=f"{help_text} (default: the writer's, {kinds}).")
     args = parser.parse_args(argv)
     try:
         return _synth(args)
@@ -77,28 +78,32 @@ def cmd_synth(argv: list[str]) -> int:
         raise SystemExit(f"vidgpt2 synth: {error}{hint}") from None
 
 
+SYNTH_COUNTS = ("num_train", "num_validation", "num_test", "num_frames", "size", "seed")
+
+
+def _synth_defaults() -> dict[str, dict[str, Any]]:
+    """{kind: {argument: default}} of the two writers, read from their signatures (so the CLI cannot drift)."""
+    import inspect
+
+    from .data import write_synthetic_dataset
+    from .data.synthetic_driving import write_driving_dataset
+
+    writers = {"order": write_synthetic_dataset, "driving": write_driving_dataset}
+    return {kind: {name: inspect.signature(writer).parameters[name].default for name in SYNTH_COUNTS}
+            for kind, writer in writers.items()}
+
+
 def _synth(args: argparse.Namespace) -> int:
+    given = {name: getattr(args, name) for name in SYNTH_COUNTS if getattr(args, name) is not None}
     if args.kind == "driving":
         from .data.synthetic_driving import write_driving_dataset
 
-        folder = write_driving_dataset(
-            args.output_dir, num_train=args.num_train, num_validation=args.num_validation, num_test=args.num_test,
-            num_frames=args.num_frames, size=args.size, seed=args.seed, overwrite=args.overwrite,
-        )
+        folder = write_driving_dataset(args.output_dir, overwrite=args.overwrite, **given)
         print(f"BDD-X folder: {folder} (train with --dataset bddx --data-dir {folder})")
         return 0
     from .data import write_synthetic_dataset
 
-    files = write_synthetic_dataset(
-        args.output_dir,
-        num_train=args.num_train,
-        num_validation=args.num_validation,
-        num_test=args.num_test,
-        num_frames=args.num_frames,
-        size=args.size,
-        seed=args.seed,
-        overwrite=args.overwrite,
-    )
+    files = write_synthetic_dataset(args.output_dir, overwrite=args.overwrite, **given)
     for split, path in files.items():
         print(f"{split}: {path}")
     return 0
