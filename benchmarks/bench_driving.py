@@ -10,14 +10,15 @@ attention, Grad-CAM and (temporal only) per-frame occlusion and exact Shapley va
 test on cause frames vs other frames) for the reference captions.
 
     python benchmarks/bench_driving.py            # full: 5 variants x 3 seeds, ~75-85 min on 2 busy cores
-                                                  # (the Shapley values: 3-5 min per grounded model)
+                                                  # (the Shapley values: 6-10 min per grounded model)
     python benchmarks/bench_driving.py --quick    # smoke run, ~3 min
     python benchmarks/bench_driving.py --variants pooled motion --seeds 0 --no-grounding   # a quick comparison
     python benchmarks/bench_driving.py --seeds 0 --save-models models/   # keep the trained models ...
     python benchmarks/bench_driving.py --seeds 0 --load-models models/   # ... and score them again, no training
 
 Every variant is trained once per training seed (`--seeds`; the data set is the same, written with `--seed`);
-grounding and figures come from the first seed's model only (`--grounding-seeds` for more).
+grounding comes from the first seed's model only (`--grounding-seeds` for more), figures always from the first
+seed's (in `results/<results name>_figures/`).
 """
 
 from __future__ import annotations
@@ -68,7 +69,6 @@ VARIANTS: dict[str, tuple[dict[str, Any], bool]] = {
 VARIANT_KEYS = {name.split()[0].split("-")[0]: name for name in VARIANTS}
 # the actions whose direction only the motion (and the lane the ego drives in) shows
 DIRECTION_WORDS = ("left", "right")
-FIGURES_DIR = RESULTS_DIR / "driving_figures"
 # --holdout-test clips come from data seed --seed + this: a stream no training, validation or test split of seeds
 # below it draws from
 HOLDOUT_SEED_OFFSET = 1000
@@ -92,7 +92,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--text-only-seeds", type=int, default=1,
                         help="How many of --seeds the text-only baseline runs (default 1: it is far below).")
     parser.add_argument("--grounding-seeds", type=int, default=1,
-                        help="How many of --seeds get the grounding table and figures (default 1).")
+                        help="How many of --seeds get the grounding table (default 1; figures: the first seed's).")
     parser.add_argument("--no-grounding", action="store_true", help="Skip grounding and figures (action scores only).")
     parser.add_argument("--results-name", default=None,
                         help="Name of the results file and run folders (default bench_driving[_quick]).")
@@ -113,11 +113,12 @@ def add_arguments(parser) -> None:
 
 def train_variant(
     name: str, overrides: dict, blank: bool, data_dir: Path, run_dir: Path, sizes: dict, args, seed: int, ground: bool,
-    holdout_dir: Path | None = None,
+    holdout_dir: Path | None = None, figures_dir: Path | None = None,
 ) -> dict:
     """Train with `run_training` (which scores the test split: joined, action_*, justification_*) with training seed
     `seed`, then caption the test split again for exact match and, when `ground`, ground the reference captions;
-    the same for the held-out clips in `holdout_dir` (under "holdout")."""
+    the same for the held-out clips in `holdout_dir` (under "holdout"); explanation figures into `figures_dir`
+    when given (and `ground`)."""
     from vidgpt2 import VidGPT2ForConditionalGeneration, VidGPT2Processor
     from vidgpt2.data import load_bddx
     from vidgpt2.data.synthetic_driving import read_ground_truth
@@ -181,7 +182,8 @@ def train_variant(
         result["grounding"] = summary
         result["grounding_records"] = records
         result["grounding_s"] = time.perf_counter() - start
-        result["figures"] = save_figures(name, model, processor, test, truth, args.figures, args.quick)
+        if figures_dir is not None:
+            result["figures"] = save_figures(name, model, processor, test, truth, args.figures, figures_dir)
     if holdout_dir is not None:
         result["holdout"] = score_holdout(model, processor, holdout_dir, blank, ground)
     return result
@@ -294,14 +296,13 @@ def direction_scores(rows: list[dict]) -> dict[str, Any]:
     }
 
 
-def save_figures(name: str, model, processor, test, truth: dict, count: int, quick: bool) -> list[str]:
+def save_figures(name: str, model, processor, test, truth: dict, count: int, folder: Path) -> list[str]:
     """Explanation figures of the first `count` test clips with a cause, one per cause kind where possible, in
-    `results/driving_figures/` (`driving_figures_quick/` with --quick)."""
+    `folder` (`results/<results name>_figures/`)."""
     from vidgpt2.data.collator import VideoCaptionCollator
     from vidgpt2.explanations import _mean_std, denormalize_frames
     from vidgpt2.grounding import cause_token_positions, plot_grounding, token_maps
 
-    folder = FIGURES_DIR.with_name(FIGURES_DIR.name + "_quick") if quick else FIGURES_DIR
     folder.mkdir(parents=True, exist_ok=True)
     collator = VideoCaptionCollator(processor, caption_column="__none__")
     slug = "".join(c if c.isalnum() else "_" for c in name.split(" (")[0])
@@ -397,7 +398,8 @@ def report(results: dict[str, Any]) -> str:
             "frame: the best explanation that names the same frame in every clip, 'by kind': the best frame per "
             "cause kind; occlusion ranks frames by the cause words' log-prob drop when the frame is "
             "replaced by a flat one; Shapley by the frame's exact Shapley value for their log-prob (all 2^T subsets "
-            "of frames kept, the others flat). "
+            "of frames kept, the others flat); 'Shapley, clip mean' the same with the clip's mean frame for the "
+            "frames left out. "
             "Spatial: heatmap maximum on the top-ranked cause frame inside the true box (chance: box area / frame "
             "area). Deletion: mean drop of log p(caption) masking the cause frames vs as many other frames; share of "
             "clips where the cause hurts more.\n\n"
@@ -454,10 +456,13 @@ def report(results: dict[str, Any]) -> str:
     return text
 
 
+TEMPORAL_METHODS = ("attention", "relevancy", "grad-cam", "occlusion", "shapley", "shapley-clip-mean")
+
+
 def grounding_table(variants: dict[str, dict], pick) -> str:
     """Markdown grounding table: one row per variant run whose `pick(run)` is a `summarize_grounding` result."""
     headers = ["variant", "seed", "n", "attention: temporal", "relevancy: temporal", "Grad-CAM: temporal",
-               "occlusion: temporal", "Shapley: temporal", "fixed frame: temporal", "attention: spatial",
+               "occlusion: temporal", "Shapley: temporal", "Shapley, clip mean: temporal", "fixed frame: temporal", "attention: spatial",
                "relevancy: spatial", "Grad-CAM: spatial", "deletion: cause / other (cause > other)"]
     rows = []
     for name, v in variants.items():
@@ -467,7 +472,7 @@ def grounding_table(variants: dict[str, dict], pick) -> str:
                 continue
             d = g.get("deletion")
             deletion = "-" if d is None else f"{d['drop_cause']:.2f} / {d['drop_other']:.2f} ({d['cause_beats_other']:.2f})"
-            cells = [rate_cell(g.get(f"{m}_temporal")) for m in ("attention", "relevancy", "grad-cam", "occlusion", "shapley")]
+            cells = [rate_cell(g.get(f"{m}_temporal")) for m in TEMPORAL_METHODS]
             fixed = g.get("fixed_frame")
             cells.append("-" if fixed is None else f"{fixed['hit_rate']:.2f} (frame {fixed['frame']})")
             if g.get("fixed_frame_by_kind"):
@@ -475,9 +480,6 @@ def grounding_table(variants: dict[str, dict], pick) -> str:
             cells += [rate_cell(g.get(f"{m}_spatial")) for m in ("attention", "relevancy", "grad-cam")]
             rows.append([name, r["seed"], g["num_clips"], *cells, deletion])
     return markdown_table(headers, rows)
-
-
-TEMPORAL_METHODS = ("attention", "relevancy", "grad-cam", "occlusion", "shapley")
 
 
 def kind_table(variants: dict[str, dict], pick) -> str | None:
@@ -690,7 +692,8 @@ def main() -> int:
             run_dir = CACHE_DIR / "runs_driving" / out_name / f"{slug}_seed{seed}"
             ground = not args.no_grounding and index < args.grounding_seeds
             run = train_variant(name, overrides, blank, data_dir, run_dir, sizes, args, seed, ground,
-                                holdout_dir if index < args.grounding_seeds else None)
+                                holdout_dir if index < args.grounding_seeds else None,
+                                RESULTS_DIR / f"{out_name}_figures" if index == 0 else None)  # first seed's only
             results["variants"][name]["runs"][str(seed)] = run
             write_results(out_name, results)  # after every run
             print(f"  ... {run['train_and_eval_s']:.0f} s, action EM {run['exact_match']['action']:.3f}, direction "

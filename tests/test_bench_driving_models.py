@@ -122,7 +122,7 @@ def test_video_dependent_table_scores_only_the_clips_whose_cause_words_need_the_
     header, _, *rows = bench_driving.video_dependent_table(variants, lambda run: run.get("grounding")).splitlines()
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert len(rows) == 1 and cells[:4] == ["pooled", "2 / 4", "1.01", "1.00 (0.34-1.00) vs 0.25"]
-    assert cells[4:8] == ["-"] * 4 and cells[8] == "0.50 (frame 3)"  # no other method scored; the subset's fixed frame
+    assert cells[4:9] == ["-"] * 5 and cells[9] == "0.50 (frame 3)"  # no other method scored; the subset's fixed frame
 
 
 def test_pointing_chart_of_the_clips_needing_the_video_is_drawn_only_when_there_are_some(tmp_path):

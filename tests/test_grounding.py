@@ -7,12 +7,14 @@ import torch
 from tests.tiny import tiny_model, tiny_pixels, tiny_tokenizer
 from vidgpt2.explanations import caption_logprobs, occlusion_frame_scores, shapley_frame_scores
 from vidgpt2.grounding import (
+    METHODS,
     best_fixed_frame,
     best_fixed_frame_by_group,
     box_fraction,
     cause_deletion,
     cause_token_positions,
     clip_grounding,
+    plot_grounding,
     position_matched_chance,
     position_permutation_p,
     spatial_hit,
@@ -253,6 +255,11 @@ def test_token_maps_shapes_and_gradcam_follows_the_frames_that_matter():
     np.testing.assert_allclose(maps.shapley_frames, shapley_frame_scores(model, pixels, ids)[[1, 2]].sum(0),
                                atol=1e-5)
     assert maps.frames("shapley") is maps.shapley_frames and maps.heatmaps("shapley") is None
+    # the same with the clip's mean frame standing in for a missing frame
+    np.testing.assert_allclose(maps.shapley_clip_mean_frames,
+                               shapley_frame_scores(model, pixels, ids, baseline="clip_mean")[[1, 2]].sum(0), atol=1e-5)
+    assert maps.frames("shapley-clip-mean") is maps.shapley_clip_mean_frames
+    assert maps.heatmaps("shapley-clip-mean") is None
     with pytest.raises(ValueError, match="positions"):
         token_maps(model, pixels, ids, [4])
 
@@ -336,6 +343,21 @@ def test_cause_deletion_sees_the_only_informative_frame():
     record = clip_grounding(model, same, ids, ["because", "x", "<eos>"], truth, deletion=False)
     assert record["occlusion_temporal"] == (1.0 if occlusion[0] > 0 else 0.0)
     assert record["shapley_temporal"] == (1.0 if maps.shapley_frames[0] > 0 else 0.0)
+
+
+def test_clip_mean_shapley_gives_nothing_to_frames_of_a_still_video():
+    """In a video whose frames are all the same, the clip's mean frame is that frame: leaving any frame out changes
+    nothing, so every clip-mean Shapley value is 0, while the flat-frame baseline credits the frames."""
+    model = tiny_model(visual_tokens="grid", grid_size=2, image_size=64)
+    pixels = tiny_pixels(model.config, batch=1)
+    still = pixels[:, :1].expand_as(pixels).clone()  # (1, 4, 3, 64, 64): frame 0 four times
+    maps = token_maps(model, still, [5, 6, 7, 1], [1, 2])
+    assert np.abs(maps.shapley_clip_mean_frames).max() < 1e-5
+    assert np.abs(maps.shapley_frames).max() > 1e-3
+    truth = {"cause_words": ["x"], "cause_frames": [1], "boxes": {1: [0, 0, 8, 8]}, "frame_size": [64, 64]}
+    record = clip_grounding(model, still, [5, 6, 1], ["because", "x", "<eos>"], truth, deletion=False)
+    assert record["shapley-clip-mean_temporal"] == 0.25  # four tied frames, one of them the cause
+    assert "shapley-clip-mean_spatial" not in record
 
 
 def test_token_maps_relevancy_shapes_and_it_works_on_a_frozen_model():
@@ -428,3 +450,21 @@ def test_evaluate_grounding_refuses_ground_truth_that_is_not_the_datasets(tmp_pa
         evaluate_grounding(tiny_model(), processor, test, str(folder))
     with pytest.raises(ValueError, match="the dataset holds no clips"):
         evaluate_grounding(tiny_model(), processor, test.select([]), truth)
+
+
+def test_plot_grounding_draws_a_heatmap_row_per_method_and_the_temporal_only_scores(tmp_path):
+    model = tiny_model(visual_tokens="grid", grid_size=2, image_size=64)
+    pixels = tiny_pixels(model.config, batch=1)  # (1, 4, 3, 64, 64)
+    maps = token_maps(model, pixels, [5, 6, 7, 1], [1, 2])
+    truth = {"cause_frames": [1, 2], "boxes": {"1": [0, 0, 16, 16], "2": [8, 8, 24, 24]}, "frame_size": [32, 32]}
+    frames = np.zeros((4, 64, 64, 3), dtype=np.uint8)
+    figure = plot_grounding(frames, maps, truth, str(tmp_path / "g.png"), title="clip")
+    assert (tmp_path / "g.png").stat().st_size > 0
+    heatmap_rows = [m for m in METHODS if maps.heatmaps(m) is not None]
+    assert len(figure.axes) == 4 * len(heatmap_rows) + 1  # a frame per method row, then one temporal-only panel
+    bars = figure.axes[-1]
+    assert [t.get_text() for t in bars.get_legend().get_texts()] == ["occlusion", "shapley", "shapley-clip-mean"]
+    assert len(bars.patches) == 3 * 4 + 2  # a bar per method and frame, a shaded span per cause frame
+    # the box is drawn on the cause frames only, rescaled from the 32-px frame to the 64-px one
+    boxes = [p for ax in figure.axes[:4] for p in ax.patches]
+    assert [(p.get_width(), p.get_height()) for p in boxes] == [(32, 32), (32, 32)]

@@ -35,6 +35,12 @@ Explanation methods, computed for the cause-word tokens only (the caption teache
   `explanations.shapley_frame_scores`) for the cause words' summed log-probability, a missing frame replaced by the
   same flat frame: all 2^T subsets of frames scored. Where occlusion removes one frame and misses a cause that other
   frames still show, Shapley values share the effect of removing them together among them. Temporal only.
+- ``"shapley-clip-mean"``: the same Shapley values with another stand-in for a missing frame, the clip's mean frame
+  (`shapley_frame_scores(..., baseline="clip_mean")`). A flat frame is a frame no video has: with most frames flat
+  the model reads a scene that never occurs, and that effect, shared by every frame, can outweigh the cause's. The
+  mean frame keeps what stays put (the road, the sky) and fades what comes and goes, the cause among it. Which
+  stand-in to use is a known open choice (Sundararajan & Najmi 2020; Sturmfels, Lundberg & Lee 2020,
+  "Visualizing the impact of feature attribution baselines", Distill), so both are measured. Temporal only.
 
 Wilson score intervals (Wilson 1927; the formula as in Agresti & Coull 1998, eq. 2) are computed here: the fractional
 hits of ties rule out integer-only implementations such as scipy's ``binomtest(...).proportion_ci``, which the tests
@@ -68,7 +74,7 @@ from .explanations import (
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("attention", "relevancy", "grad-cam", "occlusion", "shapley")
+METHODS = ("attention", "relevancy", "grad-cam", "occlusion", "shapley", "shapley-clip-mean")
 CONNECTIVE = "because"
 # a clip's cause words "need the video" when the video makes them at least e times more likely than flat frames do
 VIDEO_DEPENDENCE_NATS = 1.0
@@ -223,7 +229,9 @@ class TokenMaps:
         gradcam_heatmaps: (T, H, W) Grad-CAM scaled by its clip maximum and upsampled to the frame.
         occlusion_frames: (T,) drop of the tokens' summed log-probability (nats) when frame t is occluded; None
             when not computed.
-        shapley_frames: (T,) Shapley value (nats) of frame t for the tokens' summed log-probability; None when not
+        shapley_frames: (T,) Shapley value (nats) of frame t for the tokens' summed log-probability, a missing frame
+            replaced by a flat frame of the dataset's mean colour; None when not computed.
+        shapley_clip_mean_frames: (T,) the same with the clip's mean frame for a missing frame; None when not
             computed.
         relevancy_frames: (T,) gradient-weighted attention relevancy (`explanations.attention_relevancy`) summed
             over each frame's tokens, mean over the tokens; None when not computed.
@@ -237,6 +245,7 @@ class TokenMaps:
     gradcam_heatmaps: np.ndarray
     occlusion_frames: np.ndarray | None = None
     shapley_frames: np.ndarray | None = None
+    shapley_clip_mean_frames: np.ndarray | None = None
     relevancy_frames: np.ndarray | None = None
     relevancy_heatmaps: np.ndarray | None = None
 
@@ -244,20 +253,20 @@ class TokenMaps:
         """(T,) per-frame scores of ``method`` (one of `METHODS`)."""
         return {"attention": self.attention_frames, "relevancy": self.relevancy_frames,
                 "grad-cam": self.gradcam_frames, "occlusion": self.occlusion_frames,
-                "shapley": self.shapley_frames}[method]
+                "shapley": self.shapley_frames, "shapley-clip-mean": self.shapley_clip_mean_frames}[method]
 
     def heatmaps(self, method: str) -> np.ndarray | None:
-        """(T, H, W) heatmaps of ``method``; None for pooled attention and relevancy, occlusion and Shapley
-        (temporal only)."""
+        """(T, H, W) heatmaps of ``method``; None for pooled attention and relevancy, occlusion and both Shapley
+        methods (temporal only)."""
         return {"attention": self.attention_heatmaps, "relevancy": self.relevancy_heatmaps,
-                "grad-cam": self.gradcam_heatmaps, "occlusion": None, "shapley": None}[method]
+                "grad-cam": self.gradcam_heatmaps, "occlusion": None, "shapley": None, "shapley-clip-mean": None}[method]
 
 
 def token_maps(
     model: Any, pixel_values_videos: torch.Tensor, caption_ids: Sequence[int], positions: Sequence[int]
 ) -> TokenMaps:
     """Attention, Grad-CAM, occlusion and Shapley maps for the tokens at ``positions`` of the teacher-forced
-    ``caption_ids`` (Shapley values: 2^T more forward passes, 256 for 8 frames).
+    ``caption_ids`` (Shapley values: 2^T more forward passes per baseline, 2 x 256 for 8 frames).
 
     Args:
         model: a `VidGPT2ForConditionalGeneration` (modes, flags and grads are restored afterwards).
@@ -300,6 +309,7 @@ def token_maps(
     side = model.config.token_grid
     occlusion = occlusion_frame_scores(model, pixels, list(caption_ids))[index].sum(0)  # (T,)
     shapley = shapley_frame_scores(model, pixels, list(caption_ids))[index].sum(0)  # (T,): linear in the value
+    shapley_clip_mean = shapley_frame_scores(model, pixels, list(caption_ids), baseline="clip_mean")[index].sum(0)
     attention_heatmaps = relevancy_heatmaps = None
     if side > 1:
         attention_heatmaps = _upsample(cells.reshape(frames, side, side), size).numpy()  # weights <= 1
@@ -311,6 +321,7 @@ def token_maps(
         gradcam_heatmaps=_upsample(_scale_to_unit(cam), size).numpy(),
         occlusion_frames=occlusion.numpy(),
         shapley_frames=shapley.numpy(),
+        shapley_clip_mean_frames=shapley_clip_mean.numpy(),
         relevancy_frames=relevancy_cells.sum(-1).numpy(),
         relevancy_heatmaps=relevancy_heatmaps,
     )
@@ -768,7 +779,9 @@ def plot_grounding(
     frames: np.ndarray, maps: TokenMaps, truth: dict[str, Any], path: str | None = None, *, title: str = ""
 ) -> Any:
     """Figure: the frames, each method's heatmap over them (one row per method that has one), the true cause box
-    (green) on every cause frame, and each method's per-frame score above its row (a star on its top frame).
+    (green) on every cause frame, and each method's per-frame score above its row (a star on its top frame); below,
+    the temporal-only methods (occlusion, both Shapley values) as bars per frame, each scaled by its largest
+    magnitude, the cause frames shaded green and a star on each method's top frame.
 
     Args:
         frames: (T, H, W, 3) uint8, as the model saw them (`explanations.denormalize_frames`).
@@ -784,10 +797,12 @@ def plot_grounding(
     from matplotlib.patches import Rectangle
 
     methods = [m for m in METHODS if maps.heatmaps(m) is not None]
+    temporal = [m for m in METHODS if maps.heatmaps(m) is None and maps.frames(m) is not None]
     count, height, width = frames.shape[0], frames.shape[1], frames.shape[2]
     scale_y, scale_x = height / truth["frame_size"][0], width / truth["frame_size"][1]
     boxes = {int(t): box for t, box in truth["boxes"].items()}
-    figure, axes = plt.subplots(len(methods), count, figsize=(1.4 * count, 1.6 * len(methods) + 0.4), squeeze=False)
+    rows = len(methods) + bool(temporal)
+    figure, axes = plt.subplots(rows, count, figsize=(1.4 * count, 1.6 * rows + 0.4), squeeze=False)
     for row, method in enumerate(methods):
         heatmaps, scores = maps.heatmaps(method), maps.frames(method)
         top = int(np.argmax(scores))
@@ -803,12 +818,39 @@ def plot_grounding(
             ax.set_xticks([])
             ax.set_yticks([])
         axes[row, 0].set_ylabel(method, fontsize=8)
+    if temporal:
+        for ax in axes[-1]:
+            ax.remove()
+        _plot_temporal_scores(figure.add_subplot(rows, 1, rows), maps, temporal, truth["cause_frames"], count)
     figure.suptitle(title, fontsize=8)
     figure.tight_layout()
     if path is not None:
         figure.savefig(path, dpi=110)
         plt.close(figure)
     return figure
+
+
+def _plot_temporal_scores(ax: Any, maps: TokenMaps, methods: Sequence[str], cause_frames: Sequence[int],
+                          count: int) -> None:
+    """Grouped bars of the temporal-only methods' per-frame scores (each / its largest magnitude) on one axis."""
+    width = 0.8 / len(methods)
+    for t in cause_frames:
+        ax.axvspan(t - 0.45, t + 0.45, color="lime", alpha=0.15, linewidth=0)
+    for i, method in enumerate(methods):
+        scores = np.asarray(maps.frames(method), dtype=np.float64)
+        scaled = scores / max(float(np.abs(scores).max()), 1e-12)
+        x = np.arange(count) - 0.4 + width * (i + 0.5)
+        bars = ax.bar(x, scaled, width=width, label=method)
+        top = int(np.argmax(scores))
+        ax.text(x[top], scaled[top], "*", ha="center", va="bottom", fontsize=9, color=bars.patches[0].get_facecolor())
+    ax.axhline(0, color="black", linewidth=0.5)
+    ax.set_xticks(range(count), [f"frame {t}" for t in range(count)], fontsize=7)
+    ax.set_xlim(-0.5, count - 0.5)
+    ax.set_ylim(-1.1, 1.25)
+    ax.set_ylabel("score / max", fontsize=7)
+    ax.tick_params(axis="y", labelsize=6)
+    ax.legend(fontsize=6, ncol=len(methods), loc="lower left", frameon=False)
+    ax.set_title("temporal only (green: cause frames)", fontsize=7)
 
 
 __all__ = [
