@@ -495,6 +495,56 @@ def test_read_ground_truth_refuses_hand_edited_records_before_grounding_reads_th
             read_ground_truth(folder)
 
 
+def _ground_truth_folder(tmp_path):
+    """A 4-clip driving folder, its ground-truth lines and the first record with boxes (its 1-based line)."""
+    folder = write_driving_dataset(tmp_path / "d", num_train=4, num_validation=0, num_test=0, num_frames=6, size=32,
+                                   seed=1, progress=False)
+    lines = (folder / "ground_truth.jsonl").read_text(encoding="utf-8").splitlines()
+    number, record = next((i, json.loads(line)) for i, line in enumerate(lines, start=1) if json.loads(line)["boxes"])
+    return folder, lines, number, record
+
+
+def test_read_ground_truth_skips_blank_lines_of_a_hand_edited_file(tmp_path):
+    """A file saved from an editor with a trailing blank line (or one between records) was refused as "line 5 is not
+    a JSON record", and its fix, writing the folder again, threw the edit away. JSONL readers skip such lines
+    (microsoft/graphrag#2424, run-llama/llama_index#23097, microsoft/PyRIT#1479)."""
+    folder, lines, _, _ = _ground_truth_folder(tmp_path)
+    expected = read_ground_truth(folder)
+    for text in ("\n".join(lines) + "\n\n", "\n".join(lines) + "\n  \t\n", "\n".join([lines[0], "", *lines[1:]])):
+        (folder / "ground_truth.jsonl").write_text(text, encoding="utf-8")
+        assert read_ground_truth(folder) == expected
+
+
+def test_read_ground_truth_refuses_wrong_types_naming_the_line_not_a_bare_error(tmp_path):
+    """Hand edits that passed the record check or broke it: `cause_frames: null` ended in a bare TypeError inside
+    the check; a box keyed "first" in a bare int() ValueError; cause frames as strings, outside the clip, a box of
+    strings, cause words as one string or no frame_size passed and failed (or, for the words, silently matched
+    nothing) in the grounding, far from the file; a repeated video_id silently replaced the first record."""
+    folder, lines, number, record = _ground_truth_folder(tmp_path)
+    first = str(record["cause_frames"][0])
+    edits = {
+        "cause_frames must be a list": [{**record, "cause_frames": None}, {**record, "cause_frames": 2},
+                                        {**record, "cause_frames": [str(t) for t in record["cause_frames"]]},
+                                        {**record, "cause_frames": [*record["cause_frames"], 6],
+                                         "boxes": {**record["boxes"], "6": [0, 0, 1, 1]}}],
+        "boxes must map a frame index": [{**record, "boxes": {**record["boxes"], "first": [0, 0, 1, 1]}}],
+        r"not \[x0, y0, x1, y1\]": [{**record, "boxes": {**record["boxes"], first: ["0", "0", "8", "8"]}}],
+        "cause_words must be a list of words": [{**record, "cause_words": "car"}],
+        "frame_size": [{**record, "frame_size": None}, {**record, "num_frames": 0}],
+        "video_id": [{**record, "video_id": ["x"]}],
+    }
+    for message, records in edits.items():
+        for edited in records:
+            changed = lines.copy()
+            changed[number - 1] = json.dumps(edited)
+            (folder / "ground_truth.jsonl").write_text("\n".join(changed) + "\n", encoding="utf-8")
+            with pytest.raises(ValueError, match=rf"line {number} of .*ground_truth.jsonl.*{message}.*--overwrite"):
+                read_ground_truth(folder)
+    (folder / "ground_truth.jsonl").write_text("\n".join([*lines, lines[number - 1]]) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"lines {number} and {len(lines) + 1} of .*both"):
+        read_ground_truth(folder)
+
+
 def test_synth_command_line_errors_name_the_argument_and_a_fix_that_works(tmp_path, capsys):
     """From a new user's try-out: --seed -1 failed with numpy's "expected non-negative integer", and a file as the
     output folder was answered with "... On the command line: --overwrite", which fails the same way."""

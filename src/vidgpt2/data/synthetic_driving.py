@@ -679,8 +679,10 @@ def read_ground_truth(data_dir: str | os.PathLike) -> dict[str, dict]:
     Raises:
         FileNotFoundError: when the folder has no ground truth (not written by ``vidgpt2 synth --kind driving``), or
             ``data_dir`` is the ground truth file itself (pass its folder).
-        ValueError: for a line of the file that is not a JSON record, lacks a key of ``GROUND_TRUTH_KEYS``, or
-            has a cause frame without its box (naming the file and the line).
+        ValueError: for a line of the file that is not a JSON record, lacks a key of ``GROUND_TRUTH_KEYS``, holds
+            a value of the wrong type (cause frames outside [0, num_frames), boxes not [x0, y0, x1, y1] keyed by a
+            frame index ...), has a cause frame without its box, or repeats a video_id (naming the file and the
+            line). Blank lines are skipped.
     """
     if Path(data_dir).is_file():
         raise FileNotFoundError(f"read_ground_truth: {data_dir} is a file; pass the folder that holds "
@@ -688,15 +690,21 @@ def read_ground_truth(data_dir: str | os.PathLike) -> dict[str, dict]:
     path = Path(data_dir) / GROUND_TRUTH_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; write the folder with `vidgpt2 synth --kind driving`.")
-    records = {}
+    records, lines = {}, {}
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
+            if not line.strip():  # a blank line (a hand edit, a trailing newline too many) holds no record
+                continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(f"read_ground_truth: line {number} of {path} is not a JSON record ({error.msg}); "
                                  "write the folder again with `vidgpt2 synth --kind driving --overwrite`.") from None
             _check_ground_truth_record(record, f"line {number} of {path}")
+            if record["video_id"] in lines:
+                raise ValueError(f"read_ground_truth: lines {lines[record['video_id']]} and {number} of {path} are "
+                                 f"both {record['video_id']!r}; keep one record per clip.")
+            lines[record["video_id"]] = number
             record["boxes"] = {int(t): box for t, box in record["boxes"].items()}
             records[record["video_id"]] = record
     return records
@@ -717,17 +725,43 @@ def _check_ground_truth_record(record: Any, where: str) -> None:
     if missing:
         raise ValueError(f"read_ground_truth: {where} has no {', '.join(missing)} (a record needs "
                          f"{', '.join(GROUND_TRUTH_KEYS)}); {fix}.")
+    if not isinstance(record["video_id"], str) or not record["video_id"]:
+        raise ValueError(f"read_ground_truth: {where}: video_id must be the clip's name, got {record['video_id']!r}; "
+                         f"{fix}.")
+    clip = f"{where} ({record['video_id']})"
+    num_frames, cause_frames, size = record["num_frames"], record["cause_frames"], record["frame_size"]
+    if not _is_count(num_frames) or not (isinstance(size, list) and len(size) == 2 and all(map(_is_count, size))):
+        raise ValueError(f"read_ground_truth: {clip}: num_frames must be an int >= 1 and frame_size [H, W] in "
+                         f"pixels, got {num_frames!r} and {size!r}; {fix}.")
+    if not (isinstance(cause_frames, list) and all(_is_index(t) and t < num_frames for t in cause_frames)):
+        raise ValueError(f"read_ground_truth: {clip}: cause_frames must be a list of frame indices in "
+                         f"[0, num_frames={num_frames}), got {cause_frames!r}; {fix}.")
+    words = record["cause_words"]
+    if not (isinstance(words, list) and all(isinstance(w, str) for w in words)):
+        raise ValueError(f"read_ground_truth: {clip}: cause_words must be a list of words, got {words!r}; {fix}.")
     boxes = record["boxes"]
-    if not isinstance(boxes, dict):
-        raise ValueError(f"read_ground_truth: {where} ({record['video_id']}): boxes must map a frame index to "
-                         f"[x0, y0, x1, y1], got {type(boxes).__name__}; {fix}.")
-    keys = {str(t) for t in boxes}
-    unboxed = [t for t in record["cause_frames"] if str(t) not in keys]
-    bad = [t for t, box in boxes.items() if not (isinstance(box, list) and len(box) == 4)]
+    if not isinstance(boxes, dict) or not all(t.isdecimal() for t in boxes):
+        got = type(boxes).__name__ if not isinstance(boxes, dict) else f"keys {list(boxes)}"
+        raise ValueError(f"read_ground_truth: {clip}: boxes must map a frame index to "
+                         f"[x0, y0, x1, y1], got {got}; {fix}.")
+    keys = {int(t) for t in boxes}
+    unboxed = [t for t in cause_frames if t not in keys]
+    bad = [t for t, box in boxes.items() if not (isinstance(box, list) and len(box) == 4
+                                                   and all(_is_index(v) for v in box))]
     if unboxed or bad:
         problem = f"cause frames {unboxed} have no box" if unboxed else f"the boxes of frames {bad} are not [x0, y0, x1, y1]"
-        raise ValueError(f"read_ground_truth: {where} ({record['video_id']}): {problem}; every cause frame needs its "
+        raise ValueError(f"read_ground_truth: {clip}: {problem}; every cause frame needs its "
                          f"box [x0, y0, x1, y1] in pixels; {fix}.")
+
+
+def _is_index(value: Any) -> bool:
+    """Whether a JSON value is an int >= 0 (not a bool, not a float such as 2.0)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_count(value: Any) -> bool:
+    """Whether a JSON value is an int >= 1."""
+    return _is_index(value) and value >= 1
 
 
 __all__ = [
