@@ -360,6 +360,22 @@ def test_clip_mean_shapley_gives_nothing_to_frames_of_a_still_video():
     assert "shapley-clip-mean_spatial" not in record
 
 
+@pytest.mark.parametrize("frames", [3, 6])
+def test_clip_mean_shapley_of_a_still_video_is_exactly_zero_for_any_frame_count(frames):
+    """The clip mean of T equal frames, summed in float32, is the frame only up to rounding for T = 3, 5, 6, 7 ...
+    (4 and 2 happen to be exact): the coalitions differed by ~1e-7, the Shapley values were noise of that size, and
+    the noise, not a tie, chose the top frame (a temporal hit of 0 or 1 instead of 1 / T)."""
+    model = tiny_model(visual_tokens="grid", grid_size=2, image_size=64, num_frames=frames)
+    pixels = tiny_pixels(model.config, batch=1)
+    still = pixels[:, :1].expand_as(pixels).clone()  # (1, T, 3, 64, 64): frame 0 T times
+    maps = token_maps(model, still, [5, 6, 7, 1], [1, 2])
+    assert np.all(maps.shapley_clip_mean_frames == 0)
+    truth = {"cause_words": ["x"], "cause_frames": [0], "boxes": {0: [0, 0, 8, 8]}, "frame_size": [64, 64],
+             "num_frames": frames}
+    record = clip_grounding(model, still, [5, 6, 1], ["because", "x", "<eos>"], truth, deletion=False)
+    assert record["shapley-clip-mean_temporal"] == pytest.approx(1 / frames)  # T tied frames, one of them the cause
+
+
 def test_token_maps_relevancy_shapes_and_it_works_on_a_frozen_model():
     """Relevancy (gradient-weighted attention, `explanations.attention_relevancy`) for grid and pooled models;
     a fully frozen model (no parameter requires grad) still gets it, and its flags and grads stay as they were."""

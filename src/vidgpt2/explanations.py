@@ -954,7 +954,10 @@ def _coalition_logprobs(
     pixels = pixels.to(device=model.device, dtype=model.encoder.vision_tower.dtype)
     labels = labels.to(model.device)
     keep = keep.to(model.device)
-    fill = torch.zeros_like(pixels[0, 0]) if baseline == "dataset_mean" else pixels[0].mean(0)  # (3, H, W)
+    # the clip mean summed in float64: the mean of T equal frames is then that frame exactly (a float32 sum of 3, 5,
+    # 6 ... equal values rounds), so a still clip's coalitions are one video and its Shapley values exactly 0
+    fill = (torch.zeros_like(pixels[0, 0]) if baseline == "dataset_mean"
+            else pixels[0].double().mean(0).to(pixels.dtype))  # (3, H, W)
     modes = {module: module.training for module in model.modules()}
     try:
         model.eval()
