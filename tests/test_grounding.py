@@ -1,5 +1,7 @@
 """Grounding metrics (issue 12 item 3): pointing games, Wilson intervals, cause tokens, maps, deletion."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -484,3 +486,34 @@ def test_plot_grounding_draws_a_heatmap_row_per_method_and_the_temporal_only_sco
     # the box is drawn on the cause frames only, rescaled from the 32-px frame to the 64-px one
     boxes = [p for ax in figure.axes[:4] for p in ax.patches]
     assert [(p.get_width(), p.get_height()) for p in boxes] == [(32, 32), (32, 32)]
+
+
+@pytest.mark.parametrize("frames", [1, 4, 8])
+def test_plot_grounding_legend_of_the_temporal_panel_hides_no_bar(tmp_path, frames):
+    """The legend sat in the panel's lower left, over the bars of frame 0: a negative Shapley value there (a frame
+    that argues against the cause words, common in the clip-mean runs) was drawn under it. Pooled maps: attention and
+    relevancy are temporal only too, five methods in the panel."""
+    from matplotlib.transforms import Bbox
+
+    from vidgpt2.grounding import TokenMaps
+
+    rng = np.random.default_rng(0)
+    scores = {name: rng.uniform(-1, 1, frames) for name in ("attention", "gradcam", "occlusion", "shapley", "clip")}
+    for values in scores.values():
+        values[0] = -1.0  # frame 0: the largest magnitude, negative, every method
+    maps = TokenMaps(attention_frames=scores["attention"], attention_heatmaps=None, gradcam_frames=scores["gradcam"],
+                     gradcam_heatmaps=np.zeros((frames, 16, 16)), occlusion_frames=scores["occlusion"],
+                     shapley_frames=scores["shapley"], shapley_clip_mean_frames=scores["clip"],
+                     relevancy_frames=scores["attention"])
+    truth = {"cause_frames": [0], "boxes": {"0": [0, 0, 8, 8]}, "frame_size": [16, 16]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Tight layout not applied": the 1-frame figure could not hold the legend
+        figure = plot_grounding(np.zeros((frames, 16, 16, 3), dtype=np.uint8), maps, truth, str(tmp_path / "g.png"))
+    panel = figure.axes[-1]
+    figure.draw_without_rendering()  # the layout as saved
+    legend = panel.get_legend().get_window_extent()
+    bars = [p.get_window_extent() for container in panel.containers for p in container.patches]
+    assert len(bars) == 5 * frames
+    assert figure.bbox.contains(legend.x0, legend.y0) and figure.bbox.contains(legend.x1, legend.y1)  # not cut off
+    assert not [b for b in bars if Bbox.intersection(b, legend) is not None and Bbox.intersection(b, legend).width > 0
+                and Bbox.intersection(b, legend).height > 0]

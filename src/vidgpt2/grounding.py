@@ -780,8 +780,9 @@ def plot_grounding(
 ) -> Any:
     """Figure: the frames, each method's heatmap over them (one row per method that has one), the true cause box
     (green) on every cause frame, and each method's per-frame score above its row (a star on its top frame); below,
-    the temporal-only methods (occlusion, both Shapley values) as bars per frame, each scaled by its largest
-    magnitude, the cause frames shaded green and a star on each method's top frame.
+    the temporal-only methods (occlusion, both Shapley values; attention and relevancy too for a pooled model) as
+    bars per frame, each scaled by its largest magnitude, the cause frames shaded green and a star on each method's
+    top frame.
 
     Args:
         frames: (T, H, W, 3) uint8, as the model saw them (`explanations.denormalize_frames`).
@@ -802,7 +803,8 @@ def plot_grounding(
     scale_y, scale_x = height / truth["frame_size"][0], width / truth["frame_size"][1]
     boxes = {int(t): box for t, box in truth["boxes"].items()}
     rows = len(methods) + bool(temporal)
-    figure, axes = plt.subplots(rows, count, figsize=(1.4 * count, 1.6 * rows + 0.4), squeeze=False)
+    # at least 3.2 in wide: the temporal panel's legend title must fit a clip of one or two frames
+    figure, axes = plt.subplots(rows, count, figsize=(max(1.4 * count, 3.2), 1.6 * rows + 0.4), squeeze=False)
     for row, method in enumerate(methods):
         heatmaps, scores = maps.heatmaps(method), maps.frames(method)
         top = int(np.argmax(scores))
@@ -849,8 +851,9 @@ def _plot_temporal_scores(ax: Any, maps: TokenMaps, methods: Sequence[str], caus
     ax.set_ylim(-1.1, 1.25)
     ax.set_ylabel("score / max", fontsize=7)
     ax.tick_params(axis="y", labelsize=6)
-    ax.legend(fontsize=6, ncol=len(methods), loc="lower left", frameon=False)
-    ax.set_title("temporal only (green: cause frames)", fontsize=7)
+    # above the bars, outside the axes: inside it hid the bars of the first frames (a negative score reaches -1)
+    ax.legend(fontsize=6, ncol=min(len(methods), count), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              frameon=False, title="temporal only (green: cause frames)", title_fontsize=7)
 
 
 __all__ = [
