@@ -515,6 +515,22 @@ def test_read_ground_truth_skips_blank_lines_of_a_hand_edited_file(tmp_path):
         assert read_ground_truth(folder) == expected
 
 
+def test_read_ground_truth_reads_folders_written_before_num_frames_existed(tmp_path):
+    """Ground truth of data version 2 has no num_frames (`clip_grounding` checks the frame count only where it is
+    given); the record check made it a required key and refused those folders."""
+    folder, lines, number, _ = _ground_truth_folder(tmp_path)
+    expected = read_ground_truth(folder)
+    old = [json.dumps({k: v for k, v in json.loads(line).items() if k != "num_frames"}) for line in lines]
+    (folder / "ground_truth.jsonl").write_text("\n".join(old) + "\n", encoding="utf-8")
+    records = read_ground_truth(folder)
+    assert records == {key: {k: v for k, v in record.items() if k != "num_frames"} for key, record in expected.items()}
+    record = json.loads(old[number - 1])
+    old[number - 1] = json.dumps({**record, "cause_frames": [-1]})  # what can be checked without it still is
+    (folder / "ground_truth.jsonl").write_text("\n".join(old) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"line {number} of .*cause_frames must be a list of frame indices"):
+        read_ground_truth(folder)
+
+
 def test_read_ground_truth_refuses_wrong_types_naming_the_line_not_a_bare_error(tmp_path):
     """Hand edits that passed the record check or broke it: `cause_frames: null` ended in a bare TypeError inside
     the check; a box keyed "first" in a bare int() ValueError; cause frames as strings, outside the clip, a box of

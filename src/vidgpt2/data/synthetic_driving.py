@@ -710,9 +710,10 @@ def read_ground_truth(data_dir: str | os.PathLike) -> dict[str, dict]:
     return records
 
 
-# what `evaluate_grounding` reads from a record (`DrivingClip.to_dict` writes them all)
+# what `evaluate_grounding` reads from a record (`DrivingClip.to_dict` writes them all); ``num_frames`` too where
+# given: folders written before the field existed (data version 2) have none, and the grounding checks it only then
 GROUND_TRUTH_KEYS = ("video_id", "kind", "action", "justification", "cause_words", "cause_frames", "boxes",
-                     "frame_size", "num_frames")
+                     "frame_size")
 
 
 def _check_ground_truth_record(record: Any, where: str) -> None:
@@ -729,11 +730,13 @@ def _check_ground_truth_record(record: Any, where: str) -> None:
         raise ValueError(f"read_ground_truth: {where}: video_id must be the clip's name, got {record['video_id']!r}; "
                          f"{fix}.")
     clip = f"{where} ({record['video_id']})"
-    num_frames, cause_frames, size = record["num_frames"], record["cause_frames"], record["frame_size"]
-    if not _is_count(num_frames) or not (isinstance(size, list) and len(size) == 2 and all(map(_is_count, size))):
+    num_frames, cause_frames, size = record.get("num_frames"), record["cause_frames"], record["frame_size"]
+    if (num_frames is not None and not _is_count(num_frames)) or not (
+            isinstance(size, list) and len(size) == 2 and all(map(_is_count, size))):
         raise ValueError(f"read_ground_truth: {clip}: num_frames must be an int >= 1 and frame_size [H, W] in "
                          f"pixels, got {num_frames!r} and {size!r}; {fix}.")
-    if not (isinstance(cause_frames, list) and all(_is_index(t) and t < num_frames for t in cause_frames)):
+    last = math.inf if num_frames is None else num_frames
+    if not (isinstance(cause_frames, list) and all(_is_index(t) and t < last for t in cause_frames)):
         raise ValueError(f"read_ground_truth: {clip}: cause_frames must be a list of frame indices in "
                          f"[0, num_frames={num_frames}), got {cause_frames!r}; {fix}.")
     words = record["cause_words"]
