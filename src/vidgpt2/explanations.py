@@ -931,6 +931,14 @@ def _one_video_and_caption(
     return pixels, labels
 
 
+def _clip_mean_frame(frames: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) mean of the (T, 3, H, W) frames, exact where a pixel is the same in every frame: a float32 mean of
+    3, 5, 6 ... equal values rounds, so a still clip's coalitions differed by ~1e-7 and that noise, not a tie, chose
+    its top frame. (A float64 mean would be exact too, but MPS has no float64.)"""
+    still = (frames == frames[:1]).all(0)  # (3, H, W)
+    return torch.where(still, frames[0], frames.mean(0))
+
+
 def _coalition_logprobs(
     model: Any,
     pixels: torch.Tensor,
@@ -954,10 +962,7 @@ def _coalition_logprobs(
     pixels = pixels.to(device=model.device, dtype=model.encoder.vision_tower.dtype)
     labels = labels.to(model.device)
     keep = keep.to(model.device)
-    # the clip mean summed in float64: the mean of T equal frames is then that frame exactly (a float32 sum of 3, 5,
-    # 6 ... equal values rounds), so a still clip's coalitions are one video and its Shapley values exactly 0
-    fill = (torch.zeros_like(pixels[0, 0]) if baseline == "dataset_mean"
-            else pixels[0].double().mean(0).to(pixels.dtype))  # (3, H, W)
+    fill = torch.zeros_like(pixels[0, 0]) if baseline == "dataset_mean" else _clip_mean_frame(pixels[0])  # (3, H, W)
     modes = {module: module.training for module in model.modules()}
     try:
         model.eval()
