@@ -552,7 +552,7 @@ def faithfulness(
     order = np.argsort(-weights, kind="stable")  # highest first
     rng = np.random.default_rng(seed)
     subsets = [order[:k], order[::-1][:k]] + [rng.choice(frames, size=k, replace=False) for _ in range(num_random)]
-    fill = torch.zeros_like(pixels[0, 0]) if baseline == "dataset_mean" else pixels[0].mean(0)  # (3, H, W)
+    fill = torch.zeros_like(pixels[0, 0]) if baseline == "dataset_mean" else _clip_mean_frame(pixels[0])  # (3, H, W)
     variants = pixels.repeat(1 + len(subsets), 1, 1, 1, 1)  # (1 + S, T, 3, H, W); row 0 is the original
     for row, subset in enumerate(subsets, start=1):
         variants[row, torch.as_tensor(np.array(subset))] = fill
